@@ -1,0 +1,180 @@
+"""Checkpoints without pickle: tensors in safetensors, everything else in JSON.
+
+A checkpoint is a folder `run/checkpoints/step-0002000/` holding one
+safetensors file per network (G, D, G_ema), `optim.safetensors` for the
+optimisers' tensors and the RNG states, and `state.json` for the step, the
+optimisers' hyper-parameters, the class names and the resolved recipe. The
+folder is written under a temporary name and renamed when complete, so a
+crash never leaves a checkpoint that looks whole but is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from synthgen.errors import SynthgenError
+
+STATE_FILE = "state.json"
+OPTIM_FILE = "optim.safetensors"
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    state: dict
+
+    @property
+    def step(self) -> int:
+        return self.state["step"]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.state["class_names"]
+
+    @property
+    def recipe(self) -> dict:
+        return self.state["recipe"]
+
+    def weights(self, name: str) -> dict[str, torch.Tensor]:
+        return _load_tensors(self.path / f"{name}.safetensors")
+
+    def sha256(self, name: str) -> str:
+        return hashlib.sha256((self.path / f"{name}.safetensors").read_bytes()).hexdigest()
+
+
+# --- saving ------------------------------------------------------------------
+
+
+def save_checkpoint(run_dir: Path, step: int, networks: dict[str, nn.Module], optimizers: dict, state: dict, keep: int) -> Path:
+    """Write networks, optimisers, RNG states and JSON state for `step`; keep the newest `keep`."""
+    root = run_dir / CHECKPOINTS
+    final = root / f"step-{step:07d}"
+    tmp = root / f".step-{step:07d}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    metadata = {"class_names": json.dumps(state["class_names"]), "recipe": json.dumps(state["recipe"])}
+    for name, network in networks.items():
+        save_file({k: v.detach().contiguous() for k, v in network.state_dict().items()}, tmp / f"{name}.safetensors", metadata)
+    tensors, optim_json = optimizer_tensors(optimizers)
+    tensors.update(rng_tensors())
+    save_file(tensors, tmp / OPTIM_FILE)
+    _write_json(tmp / STATE_FILE, {**state, "step": step, "optimizers": optim_json})
+    _fsync_dir(tmp)
+    if final.exists():  # the same step saved again (e.g. Ctrl-C right after a checkpoint)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _prune(root, keep)
+    return final
+
+
+def optimizer_tensors(optimizers: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split optimiser state dicts into flat tensors and JSON (param groups, scalar state)."""
+    tensors, as_json = {}, {}
+    for name, optimizer in optimizers.items():
+        sd = optimizer.state_dict()
+        scalars = {}
+        for index, slots in sd["state"].items():
+            for key, value in slots.items():
+                if torch.is_tensor(value):
+                    tensors[f"{name}/{index}/{key}"] = value.detach().contiguous()
+                else:
+                    scalars[f"{index}/{key}"] = value
+        as_json[name] = {"param_groups": sd["param_groups"], "scalars": scalars}
+    return tensors, as_json
+
+
+def rng_tensors() -> dict[str, torch.Tensor]:
+    states = {"rng/cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            states[f"rng/cuda/{i}"] = s
+    return states
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with open(path, "w") as handle:
+        json.dump(data, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    for file in path.iterdir():
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _prune(root: Path, keep: int) -> None:
+    for old in sorted(root.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --- loading -----------------------------------------------------------------
+
+
+def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
+    """The newest complete checkpoint of a run, or None."""
+    for path in sorted((Path(run_dir) / CHECKPOINTS).glob("step-*"), reverse=True):
+        if (path / STATE_FILE).is_file():
+            try:
+                return Checkpoint(path, json.loads((path / STATE_FILE).read_text()))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+    return None
+
+
+def require_checkpoint(run_dir: Path) -> Checkpoint:
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise SynthgenError(f"{run_dir}: no checkpoint found (expected {run_dir}/{CHECKPOINTS}/step-*/)")
+    return checkpoint
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as exc:
+        raise SynthgenError(f"{path}: unreadable weights ({exc})") from None
+
+
+def restore_network(network: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    try:
+        network.load_state_dict(tensors)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise SynthgenError(f"{source}: weights do not fit the recipe's model ({first})") from None
+
+
+def restore_optimizers(checkpoint: Checkpoint, optimizers: dict) -> None:
+    tensors = _load_tensors(checkpoint.path / OPTIM_FILE)
+    for name, optimizer in optimizers.items():
+        saved = checkpoint.state["optimizers"][name]
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            owner, _, rest = key.partition("/")
+            if owner == name:
+                index, _, slot = rest.partition("/")
+                state.setdefault(int(index), {})[slot] = value
+        for key, value in saved["scalars"].items():
+            index, _, slot = key.partition("/")
+            state.setdefault(int(index), {})[slot] = value
+        optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+
+
+def restore_rng(checkpoint: Checkpoint) -> None:
+    tensors = _load_tensors(checkpoint.path / OPTIM_FILE)
+    torch.set_rng_state(tensors["rng/cpu"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)

@@ -1,0 +1,222 @@
+"""The `synthgen` command: thin typed commands that call the library and print with rich.
+
+Exit codes: 0 success, 1 unexpected failure, 2 bad input (one line, no
+traceback), 3 a gate rejected a class, 130 interrupted (a checkpoint was saved).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from synthgen.errors import SynthgenError
+
+EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_INTERRUPTED = 2, 3, 130
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__.splitlines()[0])
+data_app = typer.Typer(no_args_is_help=True, help="Look at and import datasets.")
+import_app = typer.Typer(no_args_is_help=True, help="Import datasets from other formats into image folders.")
+app.add_typer(data_app, name="data")
+data_app.add_typer(import_app, name="import")
+
+out = Console()
+err = Console(stderr=True)
+
+
+# --- training ----------------------------------------------------------------------
+
+
+class TrainProgress:
+    """Rich progress bar fed by the training loop: step, img/s, losses, ETA."""
+
+    def __init__(self, console: Console):
+        self.bar = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = None
+
+    def start(self, total: int, done: int) -> None:
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=total, completed=done, stats="")
+
+    def update(self, step: int, line: dict) -> None:
+        losses = "  ".join(f"{k} {v:.3f}" for k, v in line.items() if k not in ("step", "time", "img_per_s"))
+        self.bar.update(self.task, completed=step, stats=f"{line['img_per_s']:.0f} img/s  {losses}")
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+@app.command()
+def train(
+    recipe: str = typer.Argument(..., help="Recipe file, or the name of a bundled recipe (see `synthgen recipes`)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set train.steps=2000 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
+):
+    """Train a GAN from a recipe; the run is saved in weights/<name>/."""
+    from synthgen.recipe import load_recipe
+    from synthgen.train.loop import train as run_training
+
+    loaded = load_recipe(recipe, set_)
+    progress = TrainProgress(err)
+    try:
+        result = run_training(loaded, resume=resume, progress=progress)
+    finally:
+        progress.stop()
+    out.print(f"trained {result.step} steps at {result.images_per_second:.0f} img/s")
+    out.print(f"checkpoint: {result.checkpoint}")
+    out.print(f"grids:      {result.run_dir / 'grids'}")
+
+
+@app.command()
+def recipes(keys: bool = typer.Option(False, "--keys", help="List every recipe key with its default and description.")):
+    """List the bundled recipes (or, with --keys, every recipe key)."""
+    from synthgen.recipe import bundled_recipes, describe_keys, load_recipe
+
+    if keys:
+        table = Table("key", "default", "description")
+        for key, default, description in describe_keys():
+            table.add_row(key, repr(default), description)
+        out.print(table)
+        return
+    table = Table("recipe", "description", "file")
+    for path in bundled_recipes():
+        table.add_row(path.stem, load_recipe(path).description, str(path))
+    out.print(table)
+
+
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="A run folder, e.g. weights/fm."),
+    output: Optional[Path] = typer.Option(None, "--out", help="Where to write the HTML (default RUN/report.html)."),
+):
+    """Render a run's loss curves and grids into one HTML page."""
+    from synthgen.report import render_report
+
+    out.print(f"report: {render_report(run, output)}")
+
+
+# --- sampling ----------------------------------------------------------------------
+
+
+def most_recent_run(weights_dir: Path = Path("weights")) -> Path:
+    from synthgen.checkpoint import latest_checkpoint
+
+    runs = [(c.path.stat().st_mtime, d) for d in weights_dir.glob("*") if d.is_dir() and (c := latest_checkpoint(d))]
+    if not runs:
+        raise SynthgenError(f"--weights: no trained run found in {weights_dir}/; train one or pass --weights RUN")
+    return max(runs)[1]
+
+
+@app.command()
+def sample(
+    out_dir: Path = typer.Option(..., "--out", help="Output folder: OUT/<class>/<file> plus OUT/manifest.csv."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Run folder (default: the most recent run in weights/)."),
+    classes: list[str] = typer.Option([], "--class", help="Class to sample; repeat it or give a comma list."),
+    n: int = typer.Option(100, "-n", min=1, help="Images per class (with --fill-to: the target per class)."),
+    balanced: bool = typer.Option(False, "--balanced", help="n images of every class."),
+    fill_to: Optional[int] = typer.Option(None, "--fill-to", min=1, help="Top every class of --data up to this many images."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The real dataset that --fill-to tops up."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
+    truncation: Optional[float] = typer.Option(None, "--truncation", min=0.01, help="Truncation psi: redraw |z| > psi (fidelity over diversity)."),
+    fmt: str = typer.Option("png", "--format", help="png, jpg or webp."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images generated per batch."),
+):
+    """Generate a class-balanced synthetic dataset (continues an existing OUT)."""
+    from synthgen import sample as sampling
+
+    generator = sampling.TrainedGenerator(weights or most_recent_run())
+    names = [c.strip() for item in classes for c in item.split(",") if c.strip()]
+    chosen = sum([bool(names), balanced, fill_to is not None])
+    if chosen != 1:
+        raise SynthgenError("choose exactly one of --class NAME, --balanced or --fill-to N --data DIR")
+    if fill_to is not None:
+        if data is None:
+            raise SynthgenError("--fill-to needs --data DIR (the dataset to top up)")
+        plan = sampling.plan_fill_to(generator, data, fill_to)
+    elif balanced:
+        plan = sampling.plan_balanced(generator, n)
+    else:
+        plan = sampling.plan_classes(generator, names, n)
+
+    total = sum(plan.values())
+    with Progress(TextColumn("[bold]sample"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
+        task = bar.add_task("sample", total=total)
+        result = sampling.sample_dataset(
+            generator, plan, out_dir, seed, truncation, fmt, batch_size, on_batch=lambda k: bar.advance(task, k)
+        )
+    table = Table("class", "existing", "written", "status")
+    for name in plan:
+        status = f"[red]rejected: {result.rejected[name]}" if name in result.rejected else "[green]ok"
+        table.add_row(name, str(result.existing[name]), str(result.written[name]), status)
+    out.print(table)
+    out.print(f"dataset: {out_dir} (manifest: {out_dir / sampling.MANIFEST}), checkpoint step {generator.step}")
+    if result.rejected:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+# --- data --------------------------------------------------------------------------
+
+
+@data_app.command("inspect")
+def data_inspect(folder: Path = typer.Argument(..., help="A labelled folder (class subfolders) or a folder of images.")):
+    """Classes, counts, imbalance, sizes, modes and unreadable files of a folder."""
+    from synthgen.data.inspect import inspect_folder
+
+    report_ = inspect_folder(folder)
+    table = Table("class", "images")
+    for name, count in zip(report_.class_names, report_.counts):
+        table.add_row(name, str(count))
+    out.print(table)
+    out.print(f"classes: {len(report_.class_names)}   images: {sum(report_.counts)}   imbalance ratio (largest/smallest): {report_.imbalance_ratio:.2f}")
+    out.print("sizes: " + ", ".join(f"{w}x{h} ({k})" for (w, h), k in report_.sizes.most_common(8)))
+    out.print("modes: " + ", ".join(f"{m} ({k})" for m, k in report_.modes.most_common()))
+    out.print(f"unreadable: {len(report_.unreadable)}")
+    for line in report_.unreadable:
+        out.print(f"  {line}", style="red")
+
+
+@import_app.command("idx")
+def import_idx_command(
+    src: Path = typer.Argument(..., help="Folder with train-images-idx3-ubyte.gz and friends."),
+    dest: Path = typer.Argument(..., help="Output: DEST/train/<class>/ and DEST/test/<class>/ PNGs."),
+    names: str = typer.Option(..., "--names", help="fashion-mnist, mnist, or a comma list of class names."),
+):
+    """Convert MNIST-style idx files into labelled PNG folders."""
+    from synthgen.data.idx import import_idx, resolve_class_names
+
+    counts = import_idx(src, dest, resolve_class_names(names))
+    for split, per_class in counts.items():
+        out.print(f"{dest / split}: {sum(per_class.values())} images in {len(per_class)} classes")
+
+
+# --- entry point -------------------------------------------------------------------
+
+
+def main() -> None:
+    from synthgen.train.loop import TrainingInterrupted
+
+    try:
+        app()
+    except SynthgenError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except TrainingInterrupted as exc:
+        err.print(f"{exc}; continue with --resume")
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,45 @@
+"""Which real images and fake labels each training step uses.
+
+Every draw comes from a generator seeded by (seed, step, sub-step), so a
+resumed run draws exactly what an uninterrupted one would, with no sampler
+state to save.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from synthgen.data.loading import LabelledImages
+from synthgen.imaging import to_model
+
+
+class BatchDrawer:
+    def __init__(self, data: LabelledImages, batch_size: int, sampling: str, hflip: bool, seed: int):
+        self.data, self.batch_size, self.hflip, self.seed = data, batch_size, hflip, seed
+        self.num_classes = len(data.class_names)
+        counts = torch.tensor(data.class_counts(), dtype=torch.float64)
+        # balanced: every class equally often, real and fake; natural: as in the data.
+        self.class_weights = (counts > 0).double() if sampling == "balanced" else counts
+        order = torch.argsort(data.labels, stable=True)
+        self.members = [order[data.labels[order] == c] for c in range(self.num_classes)]
+
+    def _generator(self, step: int, sub: int, stream: int) -> torch.Generator:
+        return torch.Generator().manual_seed(hash((self.seed, step, sub, stream)) & 0x7FFF_FFFF_FFFF_FFFF)
+
+    def labels(self, step: int, sub: int, stream: int) -> torch.Tensor:
+        return torch.multinomial(self.class_weights, self.batch_size, replacement=True, generator=self._generator(step, sub, stream))
+
+    def real(self, step: int, sub: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of real images in [-1, 1] and their labels."""
+        labels = self.labels(step, sub, stream=0)
+        gen = self._generator(step, sub, stream=1)
+        picks = torch.rand(self.batch_size, generator=gen, dtype=torch.float64)
+        index = torch.stack([self.members[c][int(p * len(self.members[c]))] for c, p in zip(labels.tolist(), picks)])
+        images = to_model(self.data.images[index])
+        if self.hflip:
+            flip = torch.rand(self.batch_size, generator=gen) < 0.5
+            images[flip] = images[flip].flip(-1)
+        return images.to(device, non_blocking=True), labels.to(device)
+
+    def fake_labels(self, step: int, sub: int, device: torch.device) -> torch.Tensor:
+        return self.labels(step, sub, stream=2).to(device)

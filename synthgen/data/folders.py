@@ -1,0 +1,58 @@
+"""Find the images of a labelled folder: one subfolder per class, or one class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from synthgen.errors import SynthgenError
+from synthgen.imaging import IMAGE_EXTENSIONS, is_image_file
+
+
+@dataclass(frozen=True)
+class LabelledFiles:
+    root: Path
+    class_names: list[str]
+    files: list[Path]
+    labels: list[int]
+
+    @property
+    def conditional(self) -> bool:
+        return len(self.class_names) > 1
+
+
+def _images_under(folder: Path) -> list[Path]:
+    hidden = lambda p: any(part.startswith(".") for part in p.relative_to(folder).parts)  # noqa: E731
+    return sorted(p for p in folder.rglob("*") if is_image_file(p) and not hidden(p))
+
+
+def discover_labelled(root: str | Path) -> LabelledFiles:
+    """Class subfolders (class name = folder name, sorted) or, with none, the folder as one class.
+
+    Images below a class folder count for that class at any depth, so a class
+    may keep its own sub-structure.
+    """
+    root = Path(root).expanduser()
+    if not str(root) or not root.is_dir():
+        raise SynthgenError(f"data.root: {root} is not a folder of images")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_dirs = [d for d in class_dirs if _images_under(d)]
+    if class_dirs:
+        loose = [p for p in root.iterdir() if is_image_file(p)]
+        if loose:
+            raise SynthgenError(
+                f"{root}: has both class subfolders and {len(loose)} loose images (e.g. {loose[0].name}); "
+                "move the loose images into a class folder"
+            )
+        names = [d.name for d in class_dirs]
+        files, labels = [], []
+        for label, folder in enumerate(class_dirs):
+            found = _images_under(folder)
+            files += found
+            labels += [label] * len(found)
+        return LabelledFiles(root, names, files, labels)
+    files = _images_under(root)
+    if not files:
+        kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise SynthgenError(f"{root}: no images found (looked for {kinds})")
+    return LabelledFiles(root, [root.resolve().name or "images"], files, [0] * len(files))

@@ -1,0 +1,105 @@
+"""Decode a labelled folder once into a uint8 tensor cache; training reads only the cache.
+
+The cache key covers every file's path, size and mtime plus the conversion
+settings, so any change to the folder or the recipe's data keys re-decodes,
+and a second run on the same folder starts at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from synthgen.data.folders import discover_labelled
+from synthgen.errors import SynthgenError
+from synthgen.imaging import load_image
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class LabelledImages:
+    images: torch.Tensor  # uint8 [N, C, H, W]
+    labels: torch.Tensor  # int64 [N]
+    class_names: list[str]
+    unreadable: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def class_counts(self) -> list[int]:
+        return torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("SYNTHGEN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "synthgen"
+    )
+    return Path(base)
+
+
+def cache_key(files: list[Path], labels: list[int], image_size: int, channels: int, resize: str) -> str:
+    digest = hashlib.sha256(f"v{CACHE_VERSION}|{image_size}|{channels}|{resize}".encode())
+    for path, label in zip(files, labels):
+        stat = path.stat()
+        digest.update(f"|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{label}".encode())
+    return digest.hexdigest()[:32]
+
+
+def load_labelled(root: str | Path, image_size: int, channels: int, resize: str, progress=None) -> LabelledImages:
+    """All images of a labelled folder as uint8 tensors, from the cache when it is current."""
+    found = discover_labelled(root)
+    key = cache_key(found.files, found.labels, image_size, channels, resize)
+    tensors_path = cache_dir() / f"{key}.safetensors"
+    meta_path = cache_dir() / f"{key}.json"
+    if tensors_path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        tensors = load_file(tensors_path)
+        return LabelledImages(tensors["images"], tensors["labels"], meta["class_names"], meta["unreadable"])
+    data = decode_all(found.files, found.labels, found.class_names, image_size, channels, resize, progress)
+    write_cache(tensors_path, meta_path, data)
+    return data
+
+
+def decode_all(files, labels, class_names, image_size, channels, resize, progress=None) -> LabelledImages:
+    def decode(path: Path):
+        try:
+            return load_image(path, channels, image_size, resize)
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's ways of saying "not an image"
+            return f"{path}: {exc}"
+
+    images, kept, unreadable = [], [], []
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for (result, label) in zip(pool.map(decode, files, chunksize=64), labels):
+            if isinstance(result, str):
+                unreadable.append(result)
+            else:
+                images.append(result)
+                kept.append(label)
+            if progress:
+                progress()
+    if not images:
+        raise SynthgenError(f"{files[0].parent}: none of the {len(files)} images could be read ({unreadable[0]})")
+    return LabelledImages(torch.stack(images), torch.tensor(kept, dtype=torch.int64), class_names, unreadable)
+
+
+def write_cache(tensors_path: Path, meta_path: Path, data: LabelledImages) -> None:
+    """Best effort: a read-only cache folder only costs the next run a decode."""
+    try:
+        tensors_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tensors_path.with_suffix(f".tmp-{os.getpid()}")
+        save_file({"images": data.images.contiguous(), "labels": data.labels}, tmp)
+        os.replace(tmp, tensors_path)
+        meta = {"class_names": data.class_names, "unreadable": data.unreadable}
+        meta_tmp = meta_path.with_suffix(f".tmp-{os.getpid()}")
+        meta_tmp.write_text(json.dumps(meta))
+        os.replace(meta_tmp, meta_path)
+    except OSError:
+        pass

@@ -1,0 +1,119 @@
+"""Every conversion between image files, uint8 tensors and model tensors lives here.
+
+On disk images are uint8; in the models they are float in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+SAVE_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
+
+# Transparent pixels are composited onto this colour: a product photo on a
+# transparent background then looks as it does in a viewer with a white page.
+ALPHA_BACKGROUND = (255, 255, 255)
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """Bring any PIL mode to L, LA, RGB or RGBA without losing alpha or range."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        return Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        return image.convert("RGBA")
+    if image.mode in ("1",):
+        return image.convert("L")
+    if image.mode in ("L", "LA", "RGB", "RGBA"):
+        return image
+    return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV ...
+
+
+def flatten_alpha(image: Image.Image) -> Image.Image:
+    if image.mode not in ("LA", "RGBA"):
+        return image
+    rgba = image.convert("RGBA")
+    page = Image.new("RGBA", rgba.size, ALPHA_BACKGROUND + (255,))
+    return Image.alpha_composite(page, rgba).convert("RGB")
+
+
+def to_channels(image: Image.Image, channels: int) -> Image.Image:
+    """Any mode -> L (channels=1) or RGB (channels=3)."""
+    image = flatten_alpha(to_8bit(image))
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def fit(image: Image.Image, size: int, policy: str) -> Image.Image:
+    """Resize to size x size: `crop` keeps the centre, `pad` letterboxes in black, `stretch` distorts."""
+    if image.size == (size, size):
+        return image
+    if policy == "crop":
+        return ImageOps.fit(image, (size, size), Image.Resampling.LANCZOS)
+    if policy == "pad":
+        return ImageOps.pad(image, (size, size), Image.Resampling.LANCZOS, color=0)
+    return image.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def load_image(path: Path, channels: int, size: int, policy: str) -> torch.Tensor:
+    """Decode one file into a uint8 tensor [C, size, size]. Raises OSError/ValueError when unreadable."""
+    with Image.open(path) as image:
+        image.load()
+        image = fit(to_channels(image, channels), size, policy)
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[None]
+    else:
+        array = array.transpose(2, 0, 1)
+    return torch.from_numpy(array.copy())
+
+
+def to_model(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255] (rounded, clamped), on the CPU."""
+    return images.detach().float().add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8).cpu()
+
+
+def encode(image: torch.Tensor, fmt: str) -> bytes:
+    """uint8 [C, H, W] -> file bytes in png, jpg or webp."""
+    array = image.permute(1, 2, 0).numpy()
+    pil = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    buffer = io.BytesIO()
+    options = {"quality": 95} if fmt in ("jpg", "webp") else {}
+    pil.save(buffer, format=SAVE_FORMATS[fmt], **options)
+    return buffer.getvalue()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
+    """uint8 [N, C, H, W] -> one PNG grid (torchvision's make_grid), written atomically."""
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images, nrow=nrow, padding=2, pad_value=255)
+    if images.shape[1] == 1:
+        grid = grid[:1]
+    write_atomic(path, encode(grid, "png"))

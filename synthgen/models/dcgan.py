@@ -1,0 +1,57 @@
+"""DCGAN (Radford et al. 2015): fractionally strided convs in G, strided convs in D."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from synthgen.models.layers import MinibatchStd, dcgan_init, generator_norm, resolution_plan, spectral, widths
+from synthgen.models.registry import register_backbone
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(self, cfg, image_size: int, channels: int, num_classes: int):
+        super().__init__()
+        self.z_dim, self.num_classes = cfg.z_dim, num_classes
+        self.base, levels = resolution_plan(image_size)
+        width = widths(cfg.g_channels, levels, cfg.max_channels)[::-1]  # lowest resolution first
+        sn, norm = cfg.g_spectral_norm, generator_norm(cfg.g_cond_bn)
+        # Without conditional BN the class enters as a learned embedding joined to z.
+        self.embed = None if cfg.g_cond_bn else nn.Embedding(num_classes, cfg.class_embed_dim)
+        in_dim = cfg.z_dim + (0 if cfg.g_cond_bn else cfg.class_embed_dim)
+        self.project = spectral(dcgan_init(nn.Linear(in_dim, width[0] * self.base**2)), sn)
+        self.norms = nn.ModuleList(norm(w, num_classes) for w in width)
+        self.ups = nn.ModuleList(
+            spectral(dcgan_init(nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False)), sn) for a, b in zip(width, width[1:])
+        )
+        self.out = spectral(dcgan_init(nn.Conv2d(width[-1], channels, 3, 1, 1)), sn)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = z if self.embed is None else torch.cat([z, self.embed(y)], dim=1)
+        h = self.project(h).view(len(z), -1, self.base, self.base)
+        h = torch.relu(self.norms[0](h, y))
+        for up, norm in zip(self.ups, self.norms[1:]):
+            h = torch.relu(norm(up(h), y))
+        return torch.tanh(self.out(h))
+
+
+class DCGANTrunk(nn.Module):
+    def __init__(self, cfg, image_size: int, in_channels: int):
+        super().__init__()
+        base, levels = resolution_plan(image_size)
+        width = widths(cfg.d_channels, levels - 1, cfg.max_channels)
+        sn = cfg.spectral_norm
+        norm = nn.BatchNorm2d if cfg.d_norm == "batch" else (lambda _: nn.Identity())
+        layers = [spectral(dcgan_init(nn.Conv2d(in_channels, width[0], 4, 2, 1)), sn), nn.LeakyReLU(0.2)]
+        for a, b in zip(width, width[1:]):  # no norm on the first layer, as in DCGAN
+            layers += [spectral(dcgan_init(nn.Conv2d(a, b, 4, 2, 1)), sn), norm(b), nn.LeakyReLU(0.2)]
+        if cfg.minibatch_std:
+            layers += [MinibatchStd(), spectral(dcgan_init(nn.Conv2d(width[-1] + 1, width[-1], 3, 1, 1)), sn), nn.LeakyReLU(0.2)]
+        self.layers = nn.Sequential(*layers, nn.Flatten())
+        self.features = width[-1] * base**2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+register_backbone("dcgan", DCGANGenerator, DCGANTrunk)

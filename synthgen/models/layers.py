@@ -1,0 +1,81 @@
+"""Building blocks shared by the backbones."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def resolution_plan(size: int) -> tuple[int, int]:
+    """size = base * 2**levels with 4 <= base <= 8 and levels >= 2 (28 -> (7, 2), 64 -> (4, 4))."""
+    base, levels = size, 0
+    while base % 2 == 0 and base // 2 >= 4:
+        base //= 2
+        levels += 1
+    if levels < 2 or base > 8:
+        raise ValueError(f"{size} px is not base*2^k with base 4..8 and k >= 2; use e.g. 28, 32, 48, 64, 96 or 128")
+    return base, levels
+
+
+def widths(base_width: int, levels: int, cap: int) -> list[int]:
+    """Channel widths from the highest resolution (base_width) down, doubling per level, capped."""
+    return [min(cap, base_width * 2**i) for i in range(levels + 1)]
+
+
+def spectral(layer: nn.Module, enabled: bool) -> nn.Module:
+    return nn.utils.parametrizations.spectral_norm(layer) if enabled else layer
+
+
+class PlainBatchNorm(nn.BatchNorm2d):
+    """Batch norm with the (x, y) call signature of the conditional one."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__(channels)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # noqa: ARG002 - y unused by design
+        return super().forward(x)
+
+
+class ClassBatchNorm(nn.Module):
+    """Conditional batch norm (de Vries 2017; SNGAN, BigGAN): per-class gain and bias."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Embedding(num_classes, channels)
+        self.bias = nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+
+
+def generator_norm(conditional: bool):
+    return ClassBatchNorm if conditional else PlainBatchNorm
+
+
+class MinibatchStd(nn.Module):
+    """ProGAN's minibatch standard deviation: one extra channel telling D how varied the batch is."""
+
+    def __init__(self, group_size: int = 4):
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        group = min(self.group_size, n)
+        while n % group:
+            group -= 1
+        stats = x.float().reshape(group, -1, c, h, w)
+        stats = stats.var(dim=0, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))  # [n / group]
+        stats = stats.repeat(group).reshape(n, 1, 1, 1).expand(n, 1, h, w).to(x.dtype)
+        return torch.cat([x, stats], dim=1)
+
+
+def dcgan_init(layer: nn.Module) -> nn.Module:
+    """DCGAN's N(0, 0.02) weights and zero biases (Radford et al. 2015); call before spectral()."""
+    nn.init.normal_(layer.weight, 0.0, 0.02)
+    if getattr(layer, "bias", None) is not None:
+        nn.init.zeros_(layer.bias)
+    return layer

@@ -1,0 +1,216 @@
+"""Recipes: one pydantic schema with every default; a YAML file only overrides.
+
+A recipe is validated as a whole, so a typo (`train.step`), a wrong type or a
+bad value is reported as one line naming the file and the key, before any
+work starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from synthgen.errors import SynthgenError
+
+BUNDLED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys are errors, defaults are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DataConfig(Section):
+    root: str = Field("", description="Folder of images: one subfolder per class, or images directly inside (one class).")
+    image_size: int = Field(32, description="Training resolution in pixels (square): b*2^k with 4 <= b <= 8, k >= 2, e.g. 28, 32, 64, 128.")
+    channels: Literal[1, 3] = Field(3, description="1 = grayscale, 3 = RGB; every image is converted to this.")
+    resize: Literal["crop", "pad", "stretch"] = Field(
+        "crop", description="How non-square or other-sized images reach image_size: centre crop, pad with black, or stretch."
+    )
+    hflip: bool = Field(False, description="Randomly mirror real images left-right (only where mirrored images are still valid).")
+    sampling: Literal["balanced", "natural"] = Field(
+        "balanced",
+        description="balanced: every class drawn equally often (real and fake); natural: as often as it occurs in the data.",
+    )
+
+    @field_validator("image_size")
+    @classmethod
+    def _size_has_a_base(cls, size: int) -> int:
+        from synthgen.models.layers import resolution_plan
+
+        resolution_plan(size)  # raises ValueError with the rule when it has none
+        return size
+
+
+class ModelConfig(Section):
+    backbone: Literal["dcgan", "resnet"] = Field("dcgan", description="G and D architecture family (models/ registry).")
+    z_dim: int = Field(128, ge=1, description="Size of the latent noise vector z.")
+    g_channels: int = Field(64, ge=4, description="G width at full resolution; doubles at each lower resolution.")
+    d_channels: int = Field(64, ge=4, description="D width after its first layer; doubles at each lower resolution.")
+    max_channels: int = Field(512, ge=4, description="Cap on the width of any layer of G or D.")
+    class_embed_dim: int = Field(64, ge=1, description="Size of the class embedding joined to z (when g_cond_bn is false).")
+    g_cond_bn: bool = Field(False, description="Condition G through class-conditional batch norm instead of joining a class embedding to z.")
+    d_norm: Literal["none", "batch"] = Field("none", description="Normalisation inside D (use none with wgan-gp or spectral norm).")
+    spectral_norm: bool = Field(True, description="Spectral normalisation on every layer of D.")
+    g_spectral_norm: bool = Field(False, description="Spectral normalisation on every layer of G (SAGAN/BigGAN style).")
+    minibatch_std: bool = Field(False, description="Append a minibatch standard-deviation channel late in D (anti-collapse).")
+    pack: int = Field(1, ge=1, le=8, description="PacGAN: D judges this many samples at once, all real or all fake (anti-collapse).")
+
+
+class ConditioningConfig(Section):
+    type: Literal["acgan", "concat", "projection"] = Field("projection", description="How the class label enters D (models/conditioning.py).")
+    aux_weight: float = Field(1.0, ge=0, description="Weight of the auxiliary classification loss (acgan only).")
+
+
+class LossConfig(Section):
+    type: Literal["minimax", "ns", "lsgan", "hinge", "wgan-gp"] = Field("hinge", description="Adversarial loss (losses.py).")
+    gp_weight: float | None = Field(None, ge=0, description="Gradient-penalty weight; empty = the loss's default (10 for wgan-gp, else 0).")
+    r1_gamma: float = Field(0.0, ge=0, description="R1 penalty weight on real images (0 = off).")
+    r1_every: int = Field(16, ge=1, description="Apply R1 lazily every this many D steps (scaled to compensate).")
+
+
+class TrainConfig(Section):
+    steps: int = Field(10000, ge=1, description="Number of generator updates.")
+    batch_size: int = Field(64, ge=2, description="Images per batch, real and fake each.")
+    lr_g: float = Field(2e-4, gt=0, description="Generator learning rate.")
+    lr_d: float = Field(2e-4, gt=0, description="Discriminator learning rate (TTUR: may differ from lr_g).")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1.")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2.")
+    n_dis: int = Field(1, ge=1, description="Discriminator updates per generator update.")
+    ema: bool = Field(True, description="Keep an exponential moving average of G, used for grids and sampling.")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA decay, ramped up from 0 over the first steps.")
+    diffaugment: list[Literal["color", "translation", "cutout"]] = Field(
+        default_factory=list, description="DiffAugment policies applied to real and fake images before D (small datasets)."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast on CPUs with bf16 units, bf16/fp16 AMP on CUDA, else fp32."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
+    log_every: int = Field(50, ge=1, description="Steps between log lines (log.jsonl and the progress bar).")
+    sample_every: int = Field(500, ge=1, description="Steps between sample grids (grids/step-N.png).")
+    checkpoint_every: int = Field(1000, ge=1, description="Steps between checkpoints (one is always written at the end).")
+    keep_checkpoints: int = Field(3, ge=1, description="How many recent checkpoints to keep.")
+    out_dir: str = Field("weights", description="Runs are written to out_dir/name/.")
+
+
+class Recipe(Section):
+    name: str = Field("run", description="Run name: the run is saved in train.out_dir/name/.")
+    description: str = Field("", description="One line shown by `synthgen recipes`.")
+    seed: int = Field(0, description="Seed for everything random in training.")
+    method: Literal["cgan"] = Field("cgan", description="Training method (train/ registry).")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    conditioning: ConditioningConfig = Field(default_factory=ConditioningConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, name: str) -> str:
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise ValueError("must be a plain folder name (no '/', not starting with '.')")
+        return name
+
+
+# --- loading -----------------------------------------------------------------
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A path, or the name of a bundled recipe (`acgan` -> recipes/acgan.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = BUNDLED_RECIPES / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return bundled
+    known = ", ".join(p.stem for p in bundled_recipes())
+    raise SynthgenError(f"{name_or_path}: no such recipe file (bundled recipes: {known})")
+
+
+def bundled_recipes() -> list[Path]:
+    return sorted(BUNDLED_RECIPES.glob("*.yaml"))
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read a recipe file, apply `key=value` overrides, validate the result."""
+    path = find_recipe(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SynthgenError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise SynthgenError(f"{path}: a recipe must be a mapping of keys, got {type(raw).__name__}")
+    for item in overrides:
+        apply_override(raw, item)
+    return validate(raw, source=str(path))
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """`train.steps=2000` -> raw["train"]["steps"] = 2000 (value parsed as YAML)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise SynthgenError(f"--set {item}: expected key=value, e.g. --set train.steps=2000")
+    node = raw
+    *parents, leaf = key.strip().split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SynthgenError(f"--set {item}: '{part}' is not a section")
+    node[leaf] = yaml.safe_load(value) if value.strip() else ""
+
+
+def validate(raw: dict, source: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise SynthgenError(describe_error(exc.errors()[0], source)) from None
+
+
+def describe_error(error: dict, source: str) -> str:
+    """One line: file, dotted key, what was wrong, and the closest valid key for a typo."""
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc)
+    if error["type"] == "extra_forbidden":
+        valid = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
+        hint = f"did you mean '{'.'.join(loc[:-1] + close)}'?" if close else f"valid keys: {', '.join(valid)}"
+        return f"{source}: unknown key '{key}' ({hint})"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return f"{source}: {key}: {message} (got {error.get('input')!r})"
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    model: Any = Recipe
+    for part in loc:
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def describe_keys() -> list[tuple[str, Any, str]]:
+    """(dotted key, default, description) for every key: the recipe reference."""
+    rows = []
+    for section_name, section in Recipe.model_fields.items():
+        annotation = section.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Section):
+            for key, field in annotation.model_fields.items():
+                default = field.default_factory() if field.default_factory else field.default
+                rows.append((f"{section_name}.{key}", default, field.description or ""))
+        else:
+            rows.append((section_name, section.default, section.description or ""))
+    return rows

@@ -1,0 +1,46 @@
+"""Exponential moving average of G, the generator used for grids and sampling."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class EMA:
+    def __init__(self, generator: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(generator).eval().requires_grad_(False)
+
+    def update(self, generator: nn.Module, step: int) -> None:
+        # Ramp the decay (1+t)/(10+t): a fixed 0.999 would still carry the
+        # untrained first steps thousands of steps later.
+        beta = min(self.decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            ema = [p for p in self.model.parameters()]
+            live = [p.detach() for p in generator.parameters()]
+            torch._foreach_lerp_(ema, live, 1.0 - beta)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(generator: nn.Module, z_dim: int, num_classes: int, device, seed: int, batches: int = 8, batch_size: int = 64) -> None:
+    """Recompute BN running statistics for these (averaged) weights.
+
+    Statistics copied from the live G belong to other weights; a few forward
+    passes with a private generator (so training's RNG is untouched) give the
+    averaged G its own.
+    """
+    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the passes
+    generator.train()
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(batches):
+        z = torch.randn(batch_size, z_dim, generator=gen).to(device)
+        y = torch.randint(0, num_classes, (batch_size,), generator=gen).to(device)
+        generator(z, y)
+    generator.eval()

@@ -1,0 +1,187 @@
+"""The one training loop: steps, logging, grids, checkpoints, resume and Ctrl-C.
+
+It reads top to bottom: set up, restore, then for each step train, log,
+draw a grid, save. What a step does belongs to the method (cgan.py, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from synthgen import checkpoint as ckpt
+from synthgen.data.loading import load_labelled
+from synthgen.errors import SynthgenError
+from synthgen.imaging import save_grid, to_uint8, write_atomic
+from synthgen.precision import resolve_device, resolve_precision
+from synthgen.recipe import Recipe, recipe_to_yaml
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C: a checkpoint was written; the CLI exits with 130."""
+
+    def __init__(self, checkpoint: Path):
+        super().__init__(f"interrupted: checkpoint saved to {checkpoint}")
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    images_per_second: float
+    checkpoint: Path
+
+
+def run_dir_of(recipe: Recipe) -> Path:
+    return Path(recipe.train.out_dir) / recipe.name
+
+
+def train(recipe: Recipe, resume: bool = False, progress=None) -> TrainResult:
+    """Train `recipe` to `train.steps`; with `resume`, continue from the run's last checkpoint.
+
+    `progress` (optional) receives `start(total, done)` once and `update(step, stats)`
+    per log interval: the CLI passes a rich progress bar, tests pass nothing.
+    """
+    from synthgen.train import METHODS
+
+    run_dir = run_dir_of(recipe)
+    previous = ckpt.latest_checkpoint(run_dir)
+    if previous and not resume:
+        raise SynthgenError(f"{run_dir}: a run with this name exists (step {previous.step}); add --resume or --set name=...")
+    if resume and previous is None:
+        raise SynthgenError(f"{run_dir}: nothing to resume (no checkpoint); drop --resume to start a new run")
+
+    torch.manual_seed(recipe.seed)
+    device = resolve_device(recipe.train.device)
+    precision = resolve_precision(recipe.train.precision, device)
+    data = load_labelled(recipe.data.root or _no_root(), recipe.data.image_size, recipe.data.channels, recipe.data.resize)
+    method = METHODS[recipe.method](recipe, data, precision)
+    start = _restore(method, previous) if resume else 0
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(run_dir / "recipe.yaml", recipe_to_yaml(recipe).encode())
+    state = {
+        "name": recipe.name,
+        "class_names": data.class_names,
+        "recipe": recipe.model_dump(mode="json"),
+        "precision": precision.name,
+        "device": str(device),
+        "num_images": len(data),
+        "unreadable": data.unreadable,
+    }
+    _write_run_json(run_dir, state, start)
+
+    total = recipe.train.steps
+    if progress:
+        progress.start(total, start)
+    last = ckpt.latest_checkpoint(run_dir)
+    last_path = last.path if last else None
+    timer = _Throughput(method.images_per_step)
+    sums: dict[str, float] = {}
+    with _deferred_interrupt() as interrupted:
+        step = start
+        for step in range(start + 1, total + 1):
+            for key, value in method.train_step(step - 1).items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            timer.tick()
+            if step % recipe.train.log_every == 0 or step == total:
+                stats = {k: v / timer.steps_since_log for k, v in sums.items()}
+                _log(run_dir, step, timer, stats, progress)
+                sums = {}
+            if step % recipe.train.sample_every == 0 or step == total:
+                _save_grid(method, run_dir, step)
+            if step % recipe.train.checkpoint_every == 0 or step == total or interrupted():
+                last_path = _save(method, run_dir, step, state, recipe)
+            if interrupted():
+                raise TrainingInterrupted(last_path)
+    return TrainResult(run_dir, step, timer.overall(), last_path)
+
+
+def _no_root():
+    raise SynthgenError("data.root: not set; set it in the recipe or with --set data.root=DIR")
+
+
+def _restore(method, checkpoint: ckpt.Checkpoint) -> int:
+    for name, network in method.networks.items():
+        ckpt.restore_network(network, checkpoint.weights(name), checkpoint.path / f"{name}.safetensors")
+    ckpt.restore_optimizers(checkpoint, method.optimizers)
+    ckpt.restore_rng(checkpoint)
+    return checkpoint.step
+
+
+def _save(method, run_dir: Path, step: int, state: dict, recipe: Recipe) -> Path:
+    method.prepare_for_sampling()
+    path = ckpt.save_checkpoint(run_dir, step, method.networks, method.optimizers, state, recipe.train.keep_checkpoints)
+    _write_run_json(run_dir, state, step)
+    return path
+
+
+def _write_run_json(run_dir: Path, state: dict, step: int) -> None:
+    summary = {k: v for k, v in state.items() if k != "recipe"}
+    write_atomic(run_dir / "run.json", json.dumps({**summary, "step": step}, indent=1).encode())
+
+
+def _save_grid(method, run_dir: Path, step: int) -> None:
+    method.prepare_for_sampling()
+    images, columns = method.grid_images()
+    save_grid(to_uint8(images), run_dir / "grids" / f"step-{step:07d}.png", nrow=columns)
+
+
+def _log(run_dir: Path, step: int, timer: "_Throughput", stats: dict, progress) -> None:
+    line = {"step": step, "time": round(timer.elapsed(), 3), "img_per_s": round(timer.since_log(), 2)}
+    line.update({k: round(v, 5) for k, v in stats.items()})
+    with open(run_dir / "log.jsonl", "a") as handle:
+        handle.write(json.dumps(line) + "\n")
+    if progress:
+        progress.update(step, line)
+
+
+class _Throughput:
+    def __init__(self, images_per_step: int):
+        self.images_per_step = images_per_step
+        self.start = self.mark = time.perf_counter()
+        self.steps = self.steps_since_log = 0
+
+    def tick(self) -> None:
+        self.steps += 1
+        self.steps_since_log += 1
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def since_log(self) -> float:
+        now = time.perf_counter()
+        rate = self.steps_since_log * self.images_per_step / max(now - self.mark, 1e-9)
+        self.mark, self.steps_since_log = now, 0
+        return rate
+
+    def overall(self) -> float:
+        return self.steps * self.images_per_step / max(self.elapsed(), 1e-9)
+
+
+@contextmanager
+def _deferred_interrupt():
+    """The first Ctrl-C finishes the current step and checkpoints; a second one stops at once."""
+    flag = {"set": False}
+
+    def handler(signum, frame):  # noqa: ARG001
+        if flag["set"]:
+            raise KeyboardInterrupt
+        flag["set"] = True
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        yield lambda: flag["set"]
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
