@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from synthgen.errors import SynthgenError
 
@@ -27,8 +27,11 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     root: str = Field("", description="Folder of images: one subfolder per class, or images directly inside (one class).")
-    image_size: int = Field(32, description="Training resolution in pixels (square): b*2^k with 4 <= b <= 8, k >= 2, e.g. 28, 32, 64, 128.")
-    channels: Literal[1, 3] = Field(3, description="1 = grayscale, 3 = RGB; every image is converted to this.")
+    image_size: int | Literal["auto"] = Field(
+        "auto",
+        description="Training size in px (square), b*2^k with 4 <= b <= 8, k >= 2 (28, 32, 48, 64, 96, 128); auto: the images' own size, at most 64.",
+    )
+    channels: Literal[1, 3, "auto"] = Field("auto", description="1 = grayscale, 3 = RGB; auto: 1 when every image is grayscale, else 3.")
     resize: Literal["crop", "pad", "stretch"] = Field(
         "crop", description="How non-square or other-sized images reach image_size: centre crop, pad with black, or stretch."
     )
@@ -40,10 +43,11 @@ class DataConfig(Section):
 
     @field_validator("image_size")
     @classmethod
-    def _size_has_a_base(cls, size: int) -> int:
+    def _size_has_a_base(cls, size: int | str) -> int | str:
         from synthgen.models.layers import resolution_plan
 
-        resolution_plan(size)  # raises ValueError with the rule when it has none
+        if size != "auto":
+            resolution_plan(size)  # raises ValueError with the rule when it has none
         return size
 
 
@@ -53,8 +57,7 @@ class ModelConfig(Section):
     g_channels: int = Field(64, ge=4, description="G width at full resolution; doubles at each lower resolution.")
     d_channels: int = Field(64, ge=4, description="D width after its first layer; doubles at each lower resolution.")
     max_channels: int = Field(512, ge=4, description="Cap on the width of any layer of G or D.")
-    class_embed_dim: int = Field(64, ge=1, description="Size of the class embedding joined to z (when g_cond_bn is false).")
-    g_cond_bn: bool = Field(False, description="Condition G through class-conditional batch norm instead of joining a class embedding to z.")
+    g_cond_bn: bool = Field(False, description="Condition G through class-conditional batch norm instead of joining a one-hot label to z.")
     d_norm: Literal["none", "batch"] = Field("none", description="Normalisation inside D (use none with wgan-gp or spectral norm).")
     spectral_norm: bool = Field(True, description="Spectral normalisation on every layer of D.")
     g_spectral_norm: bool = Field(False, description="Spectral normalisation on every layer of G (SAGAN/BigGAN style).")
@@ -117,6 +120,15 @@ class Recipe(Section):
         return name
 
 
+    @model_validator(mode="after")
+    def _keys_agree(self) -> "Recipe":
+        if self.train.batch_size % self.model.pack:
+            raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of model.pack ({self.model.pack})")
+        if self.loss.type == "wgan-gp" and self.model.d_norm == "batch":
+            raise ValueError("model.d_norm: batch norm in D breaks the gradient penalty of wgan-gp; use none")
+        return self
+
+
 # --- loading -----------------------------------------------------------------
 
 
@@ -163,7 +175,10 @@ def apply_override(raw: dict, item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise SynthgenError(f"--set {item}: '{part}' is not a section")
-    node[leaf] = yaml.safe_load(value) if value.strip() else ""
+    try:
+        node[leaf] = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as exc:
+        raise SynthgenError(f"--set {item}: value is not valid YAML ({getattr(exc, 'problem', None) or 'parse error'})") from None
 
 
 def validate(raw: dict, source: str = "recipe") -> Recipe:
@@ -177,6 +192,8 @@ def describe_error(error: dict, source: str) -> str:
     """One line: file, dotted key, what was wrong, and the closest valid key for a typo."""
     loc = [str(part) for part in error["loc"]]
     key = ".".join(loc)
+    if not loc:  # a cross-key rule (model validator): its message names the keys
+        return f"{source}: {error['msg'].removeprefix('Value error, ')}"
     if error["type"] == "extra_forbidden":
         valid = _fields_at(loc[:-1])
         close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
@@ -185,7 +202,24 @@ def describe_error(error: dict, source: str) -> str:
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+    key = ".".join(_field_path(error["loc"]))  # drops union-member tags: data.image_size.int -> data.image_size
     return f"{source}: {key}: {message} (got {error.get('input')!r})"
+
+
+def _field_path(loc) -> list[str]:
+    """The leading part of a pydantic error location that is recipe keys (and list indices)."""
+    model: Any = Recipe
+    parts = []
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if isinstance(part, int):
+            parts.append(str(part))
+        elif fields is not None and part in fields:
+            parts.append(part)
+            model = fields[part].annotation
+        else:
+            break
+    return parts
 
 
 def _fields_at(loc: list[str]) -> list[str]:

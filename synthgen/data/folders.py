@@ -32,8 +32,10 @@ def discover_labelled(root: str | Path) -> LabelledFiles:
     Images below a class folder count for that class at any depth, so a class
     may keep its own sub-structure.
     """
+    if not str(root).strip():  # Path("") is ".", the current folder: catch it before converting
+        raise SynthgenError("data.root: not set; give a folder of images")
     root = Path(root).expanduser()
-    if not str(root) or not root.is_dir():
+    if not root.is_dir():
         raise SynthgenError(f"data.root: {root} is not a folder of images")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     class_dirs = [d for d in class_dirs if _images_under(d)]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from synthgen.data.folders import discover_labelled
@@ -53,9 +54,35 @@ def cache_key(files: list[Path], labels: list[int], image_size: int, channels: i
     return digest.hexdigest()[:32]
 
 
-def load_labelled(root: str | Path, image_size: int, channels: int, resize: str, progress=None) -> LabelledImages:
-    """All images of a labelled folder as uint8 tensors, from the cache when it is current."""
+AUTO_SIZES = (28, 32, 48, 64)  # `auto` never picks more than 64 px: larger is slow on a CPU
+GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+def resolve_auto(files: list[Path], image_size: int | str, channels: int | str) -> tuple[int, int]:
+    """Replace `auto` size and channels with what the images are (judged from up to 256 headers)."""
+    step = max(1, len(files) // 256)
+    shapes = []
+    for path in files[::step]:
+        try:
+            with Image.open(path) as image:
+                shapes.append((min(image.size), image.mode in GRAYSCALE_MODES))
+        except (OSError, ValueError):
+            continue
+    if channels == "auto":
+        channels = 1 if shapes and all(gray for _, gray in shapes) else 3
+    if image_size == "auto":
+        short = sorted(side for side, _ in shapes)[len(shapes) // 2] if shapes else AUTO_SIZES[-1]
+        image_size = max([s for s in AUTO_SIZES if s <= short], default=AUTO_SIZES[0])
+    return int(image_size), int(channels)
+
+
+def load_labelled(root: str | Path, image_size: int | str, channels: int | str, resize: str, progress=None) -> LabelledImages:
+    """All images of a labelled folder as uint8 tensors, from the cache when it is current.
+
+    `auto` size or channels are resolved from the images; the tensors' shape says what was chosen.
+    """
     found = discover_labelled(root)
+    image_size, channels = resolve_auto(found.files, image_size, channels)
     key = cache_key(found.files, found.labels, image_size, channels, resize)
     tensors_path = cache_dir() / f"{key}.safetensors"
     meta_path = cache_dir() / f"{key}.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from synthgen.models.layers import MinibatchStd, dcgan_init, generator_norm, resolution_plan, spectral, widths
+from synthgen.models.layers import MinibatchStd, join_label, dcgan_init, generator_norm, resolution_plan, spectral, widths
 from synthgen.models.registry import register_backbone
 
 
@@ -16,9 +16,8 @@ class DCGANGenerator(nn.Module):
         self.base, levels = resolution_plan(image_size)
         width = widths(cfg.g_channels, levels, cfg.max_channels)[::-1]  # lowest resolution first
         sn, norm = cfg.g_spectral_norm, generator_norm(cfg.g_cond_bn)
-        # Without conditional BN the class enters as a learned embedding joined to z.
-        self.embed = None if cfg.g_cond_bn else nn.Embedding(num_classes, cfg.class_embed_dim)
-        in_dim = cfg.z_dim + (0 if cfg.g_cond_bn else cfg.class_embed_dim)
+        self.join_label = not cfg.g_cond_bn  # else the class enters through the batch norms
+        in_dim = cfg.z_dim + (num_classes if self.join_label else 0)
         self.project = spectral(dcgan_init(nn.Linear(in_dim, width[0] * self.base**2)), sn)
         self.norms = nn.ModuleList(norm(w, num_classes) for w in width)
         self.ups = nn.ModuleList(
@@ -27,7 +26,7 @@ class DCGANGenerator(nn.Module):
         self.out = spectral(dcgan_init(nn.Conv2d(width[-1], channels, 3, 1, 1)), sn)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = z if self.embed is None else torch.cat([z, self.embed(y)], dim=1)
+        h = join_label(z, y, self.num_classes) if self.join_label else z
         h = self.project(h).view(len(z), -1, self.base, self.base)
         h = torch.relu(self.norms[0](h, y))
         for up, norm in zip(self.ups, self.norms[1:]):

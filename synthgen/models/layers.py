@@ -55,6 +55,15 @@ def generator_norm(conditional: bool):
     return ClassBatchNorm if conditional else PlainBatchNorm
 
 
+def join_label(z: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """cGAN input (Mirza & Osindero 2014): z joined with a fixed one-hot label.
+
+    Fixed on purpose: a learned class embedding here lets G grow it until it
+    drowns z after the first batch norm, and G collapses to one image per class.
+    """
+    return torch.cat([z, torch.nn.functional.one_hot(y, num_classes).to(z.dtype)], dim=1)
+
+
 class MinibatchStd(nn.Module):
     """ProGAN's minibatch standard deviation: one extra channel telling D how varied the batch is."""
 

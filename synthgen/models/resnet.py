@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthgen.models.layers import MinibatchStd, generator_norm, resolution_plan, spectral, widths
+from synthgen.models.layers import MinibatchStd, join_label, generator_norm, resolution_plan, spectral, widths
 from synthgen.models.registry import register_backbone
 
 
@@ -33,15 +33,15 @@ class ResNetGenerator(nn.Module):
         self.base, levels = resolution_plan(image_size)
         width = widths(cfg.g_channels, levels, cfg.max_channels)[::-1]
         sn, norm = cfg.g_spectral_norm, generator_norm(cfg.g_cond_bn)
-        self.embed = None if cfg.g_cond_bn else nn.Embedding(num_classes, cfg.class_embed_dim)
-        in_dim = cfg.z_dim + (0 if cfg.g_cond_bn else cfg.class_embed_dim)
+        self.join_label = not cfg.g_cond_bn  # else the class enters through the batch norms
+        in_dim = cfg.z_dim + (num_classes if self.join_label else 0)
         self.project = spectral(nn.Linear(in_dim, width[0] * self.base**2), sn)
         self.blocks = nn.ModuleList(GBlock(a, b, num_classes, norm, sn) for a, b in zip(width, width[1:]))
         self.out_norm = norm(width[-1], num_classes)
         self.out = spectral(nn.Conv2d(width[-1], channels, 3, 1, 1), sn)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = z if self.embed is None else torch.cat([z, self.embed(y)], dim=1)
+        h = join_label(z, y, self.num_classes) if self.join_label else z
         h = self.project(h).view(len(z), -1, self.base, self.base)
         for block in self.blocks:
             h = block(h, y)

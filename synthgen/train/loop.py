@@ -62,6 +62,9 @@ def train(recipe: Recipe, resume: bool = False, progress=None) -> TrainResult:
     device = resolve_device(recipe.train.device)
     precision = resolve_precision(recipe.train.precision, device)
     data = load_labelled(recipe.data.root or _no_root(), recipe.data.image_size, recipe.data.channels, recipe.data.resize)
+    # `auto` data keys become what was chosen, so the run and its checkpoints are self-describing.
+    _, channels, size, _ = data.images.shape
+    recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"image_size": size, "channels": channels})})
     method = METHODS[recipe.method](recipe, data, precision)
     start = _restore(method, previous) if resume else 0
 

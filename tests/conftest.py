@@ -1,0 +1,61 @@
+"""Shared fixtures: the embedded Fashion-MNIST demo data and small real training runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from synthgen.data.idx import import_idx, resolve_class_names
+from synthgen.recipe import validate
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+# Four visually distinct Fashion-MNIST classes keep the end-to-end tests short.
+FOUR_CLASSES = ["Trouser", "Sneaker", "Bag", "T-shirt-top"]
+
+torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Tests never touch the user's cache folder."""
+    os.environ["SYNTHGEN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def fashion_test_split(tmp_path_factory) -> Path:
+    """The embedded demo data (Fashion-MNIST test split) as labelled PNG folders."""
+    out = tmp_path_factory.mktemp("fm")
+    import_idx(REPO / "demo" / "fashion-mnist", out, resolve_class_names("fashion-mnist"))
+    return out / "test"
+
+
+@pytest.fixture(scope="session")
+def four_classes(fashion_test_split, tmp_path_factory) -> Path:
+    """A 4-class subset of the demo data (links to the class folders)."""
+    root = tmp_path_factory.mktemp("fm4")
+    for name in FOUR_CLASSES:
+        (root / name).symlink_to(fashion_test_split / name)
+    return root
+
+
+def tiny_recipe(root: Path, out_dir: Path, name: str = "tiny", **sections) -> "Recipe":  # noqa: F821
+    """A small, fast recipe; `sections` override keys per section, e.g. train={"steps": 5}."""
+    raw = {
+        "name": name,
+        "seed": 0,
+        "data": {"root": str(root), "image_size": 28, "channels": 1},
+        "model": {"backbone": "dcgan", "g_channels": 16, "d_channels": 16, "z_dim": 32},
+        "conditioning": {"type": "acgan"},
+        "loss": {"type": "ns"},
+        "train": {"steps": 6, "batch_size": 16, "log_every": 2, "sample_every": 3, "checkpoint_every": 3, "out_dir": str(out_dir)},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            raw.setdefault(section, {}).update(values)
+        else:
+            raw[section] = values
+    return validate(raw)
