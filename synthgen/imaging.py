@@ -69,6 +69,7 @@ def load_image(path: Path, channels: int, size: int, policy: str) -> torch.Tenso
     """Decode one file into a uint8 tensor [C, size, size]. Raises OSError/ValueError when unreadable."""
     with Image.open(path) as image:
         image.load()
+        image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
         image = fit(to_channels(image, channels), size, policy)
     array = np.asarray(image, dtype=np.uint8)
     if array.ndim == 2:

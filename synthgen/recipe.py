@@ -129,6 +129,9 @@ class Recipe(Section):
         return self
 
 
+SECTIONS = {"data", "model", "conditioning", "loss", "train"}
+
+
 # --- loading -----------------------------------------------------------------
 
 
@@ -159,6 +162,8 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raise SynthgenError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(raw, dict):
         raise SynthgenError(f"{path}: a recipe must be a mapping of keys, got {type(raw).__name__}")
+    # A section whose keys are all commented out reads as null: it means "all defaults".
+    raw = {key: ({} if value is None and key in SECTIONS else value) for key, value in raw.items()}
     for item in overrides:
         apply_override(raw, item)
     return validate(raw, source=str(path))

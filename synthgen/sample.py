@@ -213,5 +213,5 @@ def write_manifest(out: Path, rows: list[dict]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(sorted(rows, key=lambda row: (row["class"], _index_of(row))))  # canonical order
     write_atomic(out / MANIFEST, buffer.getvalue().encode())
