@@ -20,7 +20,7 @@ from synthgen.errors import SynthgenError
 
 EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_INTERRUPTED = 2, 3, 130
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__.splitlines()[0])
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Train conditional GANs on your own image folders and sample class-balanced synthetic datasets.")
 data_app = typer.Typer(no_args_is_help=True, help="Look at and import datasets.")
 import_app = typer.Typer(no_args_is_help=True, help="Import datasets from other formats into image folders.")
 app.add_typer(data_app, name="data")
@@ -50,12 +50,17 @@ class TrainProgress:
         self.task = None
 
     def start(self, total: int, done: int) -> None:
-        self.bar.start()
+        self.total = total
+        if self.bar.console.is_terminal:
+            self.bar.start()
         self.task = self.bar.add_task("train", total=total, completed=done, stats="")
 
     def update(self, step: int, line: dict) -> None:
         losses = "  ".join(f"{k} {v:.3f}" for k, v in line.items() if k not in ("step", "time", "img_per_s"))
-        self.bar.update(self.task, completed=step, stats=f"{line['img_per_s']:.0f} img/s  {losses}")
+        stats = f"{line['img_per_s']:.0f} img/s  {losses}"
+        self.bar.update(self.task, completed=step, stats=stats)
+        if not self.bar.console.is_terminal:  # a log file or CI: one plain line per interval
+            self.bar.console.print(f"step {step}/{self.total}  {stats}", highlight=False)
 
     def stop(self) -> None:
         self.bar.stop()
@@ -93,9 +98,10 @@ def recipes(keys: bool = typer.Option(False, "--keys", help="List every recipe k
             table.add_row(key, repr(default), description)
         out.print(table)
         return
-    table = Table("recipe", "description", "file")
+    table = Table("recipe", "description")
     for path in bundled_recipes():
-        table.add_row(path.stem, load_recipe(path).description, str(path))
+        table.add_row(path.stem, load_recipe(path).description)
+    out.print(f"in {bundled_recipes()[0].parent}; use a name or a path: synthgen train acgan --set data.root=DIR")
     out.print(table)
 
 

@@ -121,3 +121,10 @@ def test_cli_sample_and_its_errors(run, tmp_path):
                          cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("error:") and "Bag" in bad.stderr
+
+
+def test_report_of_a_real_run(run):
+    from synthgen.report import render_report
+
+    page = render_report(run).read_text()
+    assert "tiny" in page and page.count("data:image/png;base64,") >= 3
