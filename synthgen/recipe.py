@@ -91,7 +91,7 @@ class TrainConfig(Section):
         default_factory=list, description="DiffAugment policies applied to real and fake images before D (small datasets)."
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 autocast on CPUs with bf16 units, bf16/fp16 AMP on CUDA, else fp32."
+        "auto", description="auto: fp32 on CPU (bf16 measured slower there), bf16 AMP on CUDA (fp16 + grad scaling on older GPUs)."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
     log_every: int = Field(50, ge=1, description="Steps between log lines (log.jsonl and the progress bar).")
