@@ -58,7 +58,7 @@ class ModelConfig(Section):
     d_channels: int = Field(64, ge=4, description="D width after its first layer; doubles at each lower resolution.")
     max_channels: int = Field(512, ge=4, description="Cap on the width of any layer of G or D.")
     g_cond_bn: bool = Field(False, description="Condition G through class-conditional batch norm instead of joining a one-hot label to z.")
-    d_norm: Literal["none", "batch"] = Field("none", description="Normalisation inside D (use none with wgan-gp or spectral norm).")
+    d_norm: Literal["none", "batch"] = Field("none", description="Normalisation inside the dcgan D (use none with wgan-gp; the resnet D never normalises).")
     spectral_norm: bool = Field(True, description="Spectral normalisation on every layer of D.")
     g_spectral_norm: bool = Field(False, description="Spectral normalisation on every layer of G (SAGAN/BigGAN style).")
     minibatch_std: bool = Field(False, description="Append a minibatch standard-deviation channel late in D (anti-collapse).")
