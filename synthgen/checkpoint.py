@@ -156,7 +156,8 @@ def restore_network(network: nn.Module, tensors: dict[str, torch.Tensor], source
         raise SynthgenError(f"{source}: weights do not fit the recipe's model ({first})") from None
 
 
-def restore_optimizers(checkpoint: Checkpoint, optimizers: dict) -> None:
+def restore_training_state(checkpoint: Checkpoint, optimizers: dict) -> None:
+    """Optimiser state and RNG states, from one read of optim.safetensors."""
     tensors = _load_tensors(checkpoint.path / OPTIM_FILE)
     for name, optimizer in optimizers.items():
         saved = checkpoint.state["optimizers"][name]
@@ -170,10 +171,6 @@ def restore_optimizers(checkpoint: Checkpoint, optimizers: dict) -> None:
             index, _, slot = key.partition("/")
             state.setdefault(int(index), {})[slot] = value
         optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
-
-
-def restore_rng(checkpoint: Checkpoint) -> None:
-    tensors = _load_tensors(checkpoint.path / OPTIM_FILE)
     torch.set_rng_state(tensors["rng/cpu"])
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
     if cuda and torch.cuda.is_available():

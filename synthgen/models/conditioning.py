@@ -17,7 +17,10 @@ from synthgen.models.layers import spectral
 class Unconditional(nn.Module):
     """One class: D only judges real vs fake."""
 
-    input_planes = 0  # extra input channels per image
+    @staticmethod
+    def planes(num_classes: int) -> int:  # noqa: ARG004
+        """Extra input channels per image."""
+        return 0
 
     def __init__(self, features: int, num_classes: int, pack: int, sn: bool):
         super().__init__()
@@ -96,7 +99,7 @@ class Discriminator(nn.Module):
         super().__init__()
         method = CONDITIONINGS[conditioning if num_classes > 1 else "none"]
         self.pack = cfg.pack
-        planes = method.planes(num_classes) if method is Concat else 0
+        planes = method.planes(num_classes)
         self.trunk = trunk_factory(cfg, image_size, (channels + planes) * cfg.pack)
         self.head = method(self.trunk.features, num_classes, cfg.pack, cfg.spectral_norm)
 

@@ -130,13 +130,13 @@ class ConditionalGAN:
     @torch.no_grad()
     def grid_images(self, columns: int = 10, max_rows: int = 20) -> tuple[torch.Tensor, int]:
         """One row per class (fixed z across rows and over training), as float images."""
-        rows = list(range(min(self.num_classes, max_rows)))
-        if self.num_classes == 1:
-            rows, columns = [0] * 8, 8
         gen = torch.Generator().manual_seed(self.recipe.seed + 1)
-        z = torch.randn(columns, self.recipe.model.z_dim, generator=gen).repeat(len(rows), 1)
-        if self.num_classes == 1:
+        if self.num_classes == 1:  # unconditional: an 8x8 grid of different z
+            rows, columns = [0] * 8, 8
             z = torch.randn(len(rows) * columns, self.recipe.model.z_dim, generator=gen)
+        else:  # the same z in every row, so rows differ only by class
+            rows = list(range(min(self.num_classes, max_rows)))
+            z = torch.randn(columns, self.recipe.model.z_dim, generator=gen).repeat(len(rows), 1)
         y = torch.tensor(rows).repeat_interleave(columns)
         generator = self.sampling_generator
         was_training = generator.training

@@ -114,8 +114,7 @@ def _no_root():
 def _restore(method, checkpoint: ckpt.Checkpoint) -> int:
     for name, network in method.networks.items():
         ckpt.restore_network(network, checkpoint.weights(name), checkpoint.path / f"{name}.safetensors")
-    ckpt.restore_optimizers(checkpoint, method.optimizers)
-    ckpt.restore_rng(checkpoint)
+    ckpt.restore_training_state(checkpoint, method.optimizers)
     return checkpoint.step
 
 
