@@ -130,7 +130,7 @@ def most_recent_run(weights_dir: Path = Path("weights")) -> Path:
 
 @app.command()
 def sample(
-    out_dir: Path = typer.Option(..., "--out", help="Output folder: OUT/<class>/<file> plus OUT/manifest.csv."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder: OUT/<class>/<file> plus OUT/manifest.csv and OUT/gate_report.json."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Run folder (default: the most recent run in weights/)."),
     classes: list[str] = typer.Option([], "--class", help="Class to sample; repeat it or give a comma list."),
     n: int = typer.Option(100, "-n", min=1, help="Images per class (with --fill-to: the target per class)."),
@@ -140,12 +140,41 @@ def sample(
     seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
     truncation: Optional[float] = typer.Option(None, "--truncation", min=0.01, help="Truncation psi: redraw |z| > psi (fidelity over diversity)."),
     fmt: str = typer.Option("png", "--format", help="png, jpg or webp."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images generated per batch."),
+    batch_size: int = typer.Option(64, "--batch-size", min=2, help="Images generated and gated per batch."),
+    no_gate: bool = typer.Option(False, "--no-gate", help="Write every batch unchecked."),
+    real: Optional[Path] = typer.Option(None, "--real", help="Real images the gate compares with (default: the run's data.root)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a gate threshold, e.g. --set gate.kid_margin=1.0 (see `synthgen recipes --keys`)."),
 ):
-    """Generate a class-balanced synthetic dataset (continues an existing OUT)."""
+    """Generate a class-balanced synthetic dataset, every batch gated against the real class (continues an existing OUT)."""
     from synthgen import sample as sampling
 
     generator = sampling.TrainedGenerator(weights or most_recent_run())
+    plan = _sampling_plan(sampling, generator, classes, n, balanced, fill_to, data)
+    gate = None
+    if not no_gate and generator.recipe.gate.enabled:
+        generator.override_gate(set_)
+        with err.status("gate: calibrating on the real images (the first time also trains the domain classifier)"):
+            gate = generator.gate(batch_size, real)
+    total = sum(plan.values())
+    with Progress(TextColumn("[bold]sample"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
+        task = bar.add_task("sample", total=total)
+        result = sampling.sample_dataset(
+            generator, plan, out_dir, seed, truncation, fmt, batch_size,
+            check=gate or sampling.accept_all, retries=generator.recipe.gate.retries if gate else 0,
+            on_batch=lambda k: bar.advance(task, k),
+        )
+    report = sampling.write_gate_report(out_dir, result, generator, gate)
+    table = Table("class", "existing", "written", "retried", "gate")
+    for name in plan:
+        status = f"[red]rejected: {escape(result.rejected[name])}" if name in result.rejected else ("[green]passed" if gate else "off")
+        table.add_row(escape(name), str(result.existing[name]), str(result.written[name]), str(result.retried[name]), status)
+    out.print(table)
+    out.print(f"dataset: {out_dir} (manifest: {out_dir / sampling.MANIFEST}, gate report: {report}), checkpoint step {generator.step}")
+    if result.rejected:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+def _sampling_plan(sampling, generator, classes, n, balanced, fill_to, data) -> dict[str, int]:
     names = [c.strip() for item in classes for c in item.split(",") if c.strip()]
     chosen = sum([bool(names), balanced, fill_to is not None])
     if chosen != 1:
@@ -153,26 +182,10 @@ def sample(
     if fill_to is not None:
         if data is None:
             raise SynthgenError("--fill-to needs --data DIR (the dataset to top up)")
-        plan = sampling.plan_fill_to(generator, data, fill_to)
-    elif balanced:
-        plan = sampling.plan_balanced(generator, n)
-    else:
-        plan = sampling.plan_classes(generator, names, n)
-
-    total = sum(plan.values())
-    with Progress(TextColumn("[bold]sample"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
-        task = bar.add_task("sample", total=total)
-        result = sampling.sample_dataset(
-            generator, plan, out_dir, seed, truncation, fmt, batch_size, on_batch=lambda k: bar.advance(task, k)
-        )
-    table = Table("class", "existing", "written", "status")
-    for name in plan:
-        status = f"[red]rejected: {result.rejected[name]}" if name in result.rejected else "[green]ok"
-        table.add_row(name, str(result.existing[name]), str(result.written[name]), status)
-    out.print(table)
-    out.print(f"dataset: {out_dir} (manifest: {out_dir / sampling.MANIFEST}), checkpoint step {generator.step}")
-    if result.rejected:
-        raise typer.Exit(EXIT_REJECTED)
+        return sampling.plan_fill_to(generator, data, fill_to)
+    if balanced:
+        return sampling.plan_balanced(generator, n)
+    return sampling.plan_classes(generator, names, n)
 
 
 # --- data --------------------------------------------------------------------------

@@ -101,6 +101,26 @@ class TrainConfig(Section):
     out_dir: str = Field("weights", description="Runs are written to out_dir/name/.")
 
 
+class GateConfig(Section):
+    """The gate (metrics/gate.py): thresholds relative to real batches of the same class and size."""
+
+    enabled: bool = Field(True, description="Check every generated batch against the real class before writing it (sample --no-gate skips).")
+    percentile: float = Field(99.0, gt=50, le=100, description="Null percentile: a figure must be worse than this share of real batches (plus the margin) to fail.")
+    kid_margin: float = Field(
+        0.5, ge=0, description="KID may exceed the real batches' percentile by this fraction of the KID between the class and its nearest other class."
+    )
+    coverage_ratio: float = Field(0.1, ge=0, le=1, description="Coverage must reach this fraction of real batches' median coverage.")
+    diversity_headroom: float = Field(
+        0.5, ge=0, le=1, description="Within-batch MS-SSIM may use up this share of the room between the real batches' percentile and 1 (identical images)."
+    )
+    duplicate_margin: float = Field(0.1, ge=0, le=1, description="Share of near-copies may exceed the real batches' percentile by this much.")
+    fidelity_ratio: float = Field(0.5, ge=0, le=1, description="Share put in the intended class must reach this fraction of the classifier's accuracy on real images.")
+    null_trials: int = Field(200, ge=20, description="Real batches drawn per class to calibrate the thresholds.")
+    retries: int = Field(3, ge=0, description="A rejected batch is regenerated with fresh seeds this many times before its class is stopped.")
+    domain_steps: int = Field(600, ge=10, description="Training steps of the domain classifier (trained once per run on its real images).")
+    eval_during_training: bool = Field(True, description="At every checkpoint: KID per class on a fixed z set, best checkpoint kept, collapse warnings.")
+
+
 class Recipe(Section):
     name: str = Field("run", description="Run name: the run is saved in train.out_dir/name/.")
     description: str = Field("", description="One line shown by `synthgen recipes`.")
@@ -111,6 +131,7 @@ class Recipe(Section):
     conditioning: ConditioningConfig = Field(default_factory=ConditioningConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
 
     @field_validator("name")
     @classmethod
@@ -129,7 +150,7 @@ class Recipe(Section):
         return self
 
 
-SECTIONS = {"data", "model", "conditioning", "loss", "train"}
+SECTIONS = {"data", "model", "conditioning", "loss", "train", "gate"}
 
 
 # --- loading -----------------------------------------------------------------

@@ -3,8 +3,14 @@
 Each image i of class c has its own seed, derived from (--seed, c, i), so
 the output does not depend on batching, a re-run gives byte-identical
 files, and a run into an existing folder continues at the next index.
-Every batch passes a `BatchCheck` before it is written: the metrics-and-gate
-issue plugs its verdicts in there; the default accepts everything.
+
+Every batch passes a `BatchCheck` before it is written: `synthgen sample`
+passes the gate (metrics/gate.py), which compares the whole batch with real
+images of its class. A rejected batch is regenerated with fresh seeds (the
+attempt number enters the seed), up to `gate.retries` times; a class that
+still fails is stopped with the reason while the other classes complete.
+Batches are aligned to multiples of the batch size and always generated
+whole, so a verdict never depends on what was already on disk.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -22,20 +29,16 @@ from synthgen import checkpoint as ckpt
 from synthgen.data.folders import discover_labelled
 from synthgen.errors import SynthgenError
 from synthgen.imaging import SAVE_FORMATS, encode, to_uint8, write_atomic
+from synthgen.metrics.gate import Verdict
 from synthgen.models.conditioning import build_models
 from synthgen.recipe import validate
 
 MANIFEST = "manifest.csv"
-MANIFEST_COLUMNS = ["file", "class", "seed", "checkpoint_sha256", "truncation"]
+GATE_REPORT = "gate_report.json"
+MANIFEST_COLUMNS = ["file", "class", "seed", "checkpoint_sha256", "truncation", "attempt", "gate"]
 
 
 # --- the gate's plug -----------------------------------------------------------
-
-
-@dataclass
-class Verdict:
-    accepted: bool
-    reason: str = ""
 
 
 class BatchCheck(Protocol):
@@ -44,7 +47,7 @@ class BatchCheck(Protocol):
 
 
 def accept_all(class_name: str, images: torch.Tensor) -> Verdict:  # noqa: ARG001
-    return Verdict(True)
+    return Verdict(True, "off")
 
 
 # --- the trained generator -----------------------------------------------------
@@ -65,6 +68,23 @@ class TrainedGenerator:
         self.generator.to(self.device).eval()
         self.checkpoint_sha256 = checkpoint.sha256(weights)
         self.step = checkpoint.step
+
+    def override_gate(self, overrides: list[str]) -> None:
+        """Apply `gate.KEY=VALUE` overrides (sample --set) to the run's recipe, validated like a recipe."""
+        from synthgen.recipe import apply_override
+
+        raw = self.recipe.model_dump(mode="json")
+        for item in overrides:
+            if not item.strip().startswith("gate."):
+                raise SynthgenError(f"--set {item}: sample only takes gate.* keys (the rest of the recipe is the trained run's)")
+            apply_override(raw, item)
+        self.recipe = validate(raw, source="--set")
+
+    def gate(self, batch_size: int, real_root: str | Path | None = None, progress=None):
+        """The gate for batches of `batch_size` of this run (metrics/gate.py)."""
+        from synthgen.metrics.gate import gate_for_run
+
+        return gate_for_run(self.run_dir, self.recipe, self.class_names, batch_size, real_root, self.device, progress)
 
     def class_index(self, name: str) -> int:
         if name not in self.class_names:
@@ -91,8 +111,10 @@ def latent(seed: int, z_dim: int, truncation: float | None) -> torch.Tensor:
     return z
 
 
-def image_seed(seed: int, class_name: str, index: int) -> int:
-    digest = hashlib.sha256(f"{seed}/{class_name}/{index}".encode()).digest()
+def image_seed(seed: int, class_name: str, index: int, attempt: int = 0) -> int:
+    """The seed of image `index` of a class; a retry after a rejected batch (attempt > 0) gets fresh seeds."""
+    key = f"{seed}/{class_name}/{index}" + (f"/retry{attempt}" if attempt else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
@@ -128,6 +150,8 @@ class SampleResult:
     written: dict[str, int] = field(default_factory=dict)  # new files per class
     existing: dict[str, int] = field(default_factory=dict)  # already there before this run
     rejected: dict[str, str] = field(default_factory=dict)  # class -> why the gate stopped it
+    retried: dict[str, int] = field(default_factory=dict)  # class -> batches regenerated after a rejection
+    batches: list[dict] = field(default_factory=list)  # every verdict, for gate_report.json
 
 
 def sample_dataset(
@@ -139,6 +163,7 @@ def sample_dataset(
     fmt: str = "png",
     batch_size: int = 64,
     check: BatchCheck = accept_all,
+    retries: int = 0,
     on_batch: Callable[[int], None] | None = None,
 ) -> SampleResult:
     """Write plan[c] images of each class c under out/<c>/, continuing what is already there."""
@@ -150,25 +175,35 @@ def sample_dataset(
     for name, wanted in plan.items():
         present = {_index_of(row) for row in rows if row["class"] == name}
         missing = [i for i in range(wanted) if i not in present]
-        result.existing[name], result.written[name] = len(present), 0
+        result.existing[name], result.written[name], result.retried[name] = len(present), 0, 0
         for start, indices in _aligned_batches(missing, batch_size):
-            # Batches are aligned to multiples of batch_size, so every index is
-            # always generated in the same batch, whatever was there before.
-            seeds = [image_seed(seed, name, i) for i in range(start, start + batch_size)]
-            batch = generator.generate(generator.class_index(name), seeds, truncation)
-            keep = [i - start for i in indices]
-            images = batch[keep]
-            verdict = check(name, images)
-            if not verdict.accepted:
-                result.rejected[name] = verdict.reason
+            accepted = _generate_checked(generator, name, start, batch_size, seed, truncation, check, retries, result)
+            if accepted is None:
                 break
-            new_rows = _write_images(out, name, images, indices, [seeds[k] for k in keep], fmt, generator, truncation)
+            batch, seeds, attempt, verdict = accepted
+            keep = [i - start for i in indices]
+            new_rows = _write_images(out, name, batch[keep], indices, [seeds[k] for k in keep], fmt, generator, truncation, attempt, verdict)
             rows += new_rows
             write_manifest(out, rows)
             result.written[name] += len(new_rows)
             if on_batch:
                 on_batch(len(new_rows))
     return result
+
+
+def _generate_checked(generator, name, start, batch_size, seed, truncation, check, retries, result):
+    """Generate the aligned batch at `start`; on rejection retry with fresh seeds. None when every attempt failed."""
+    for attempt in range(retries + 1):
+        seeds = [image_seed(seed, name, i, attempt) for i in range(start, start + batch_size)]
+        batch = generator.generate(generator.class_index(name), seeds, truncation)
+        verdict = check(name, batch)
+        result.batches.append({"class": name, "start": start, "attempt": attempt, "accepted": verdict.accepted,
+                               "figures": verdict.figures, "failed": verdict.failed})
+        if verdict.accepted:
+            return batch, seeds, attempt, verdict
+        result.retried[name] += attempt < retries
+    result.rejected[name] = f"{retries + 1} batches in a row rejected; last: {verdict.reason}"
+    return None
 
 
 def _aligned_batches(indices: list[int], batch_size: int) -> list[tuple[int, list[int]]]:
@@ -182,7 +217,7 @@ def _index_of(row: dict) -> int:
     return int(Path(row["file"]).stem.rsplit("_", 1)[-1])
 
 
-def _write_images(out, name, images, indices, seeds, fmt, generator, truncation) -> list[dict]:
+def _write_images(out, name, images, indices, seeds, fmt, generator, truncation, attempt, verdict) -> list[dict]:
     rows = []
     for image, index, seed in zip(images, indices, seeds):
         relative = f"{name}/{name}_{index:06d}.{fmt}"
@@ -194,9 +229,30 @@ def _write_images(out, name, images, indices, seeds, fmt, generator, truncation)
                 "seed": str(seed),
                 "checkpoint_sha256": generator.checkpoint_sha256,
                 "truncation": "" if truncation is None else str(truncation),
+                "attempt": str(attempt),
+                "gate": "passed" if verdict.figures else verdict.reason,
             }
         )
     return rows
+
+
+def write_gate_report(out: Path, result: SampleResult, generator: TrainedGenerator, gate=None) -> Path:
+    """gate_report.json beside the manifest: per class the status, limits, real baselines and every batch verdict."""
+    classes = {}
+    for name in result.written:
+        status = "rejected" if name in result.rejected else ("passed" if gate is not None else "off")
+        entry = {"status": status, "existing": result.existing[name], "written": result.written[name], "retried": result.retried[name]}
+        if name in result.rejected:
+            entry["reason"] = result.rejected[name]
+        if gate is not None:
+            entry.update(gate.describe(name))
+            if not entry["checked"]:
+                entry["status"] = "unchecked"
+        entry["batches"] = [b for b in result.batches if b["class"] == name]
+        classes[name] = entry
+    report = {"checkpoint_sha256": generator.checkpoint_sha256, "step": generator.step, "classes": classes}
+    write_atomic(out / GATE_REPORT, json.dumps(report, indent=1).encode())
+    return out / GATE_REPORT
 
 
 def read_manifest(out: Path) -> list[dict]:

@@ -1,0 +1,260 @@
+"""The gate: every generated batch is checked against the real images of its class before it is written.
+
+Each check compares a figure of the generated batch with the same figure of
+*real* batches of the same size (the null distribution), so a threshold
+means "worse than real data of this class almost ever is", whatever the
+dataset, the image size or the batch size:
+
+| check       | figure (per batch)                                         | rejects when                                        |
+|-------------|------------------------------------------------------------|-----------------------------------------------------|
+| kid         | KID to the class's real features (domain features)         | > q-th percentile of real batches + kid_margin x the KID between the class and its nearest other class (rotated copies of itself for a one-class dataset) |
+| coverage    | share of real images with a generated one nearby (k=5)     | < coverage_ratio x the median of real batches       |
+| diversity   | mean MS-SSIM over pairs within the batch (higher = alike)  | > q-th percentile p of real batches + diversity_headroom x (1 - p) |
+| duplicates  | share of images with a near-copy in the batch              | > q-th percentile of real batches + duplicate_margin |
+| fidelity    | share the domain classifier puts in the intended class     | < fidelity_ratio x its accuracy on held-out real images of the class |
+
+KID is the distribution check: unbiased, so meaningful for a batch of 64.
+Coverage, diversity and duplicates catch the three faces of mode collapse
+(missing modes, everything alike, the same few images repeated). FID is not
+used: at a few hundred images it is dominated by its bias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synthgen.errors import SynthgenError
+from synthgen.metrics.domain import DomainClassifier
+from synthgen.metrics.features import cached_features
+from synthgen.metrics.kid import mmd2_unbiased, polynomial_kernel
+from synthgen.metrics.msssim import mean_pairwise_ms_ssim
+from synthgen.recipe import GateConfig
+
+COVERAGE_K = 5  # Naeem et al. 2020
+MAX_REFERENCE = 2000  # real images per class the gate compares with (a seeded subsample above this)
+MIN_REAL_PER_CLASS = 8  # below this a class cannot be calibrated: its batches are written unchecked
+SEED = 0  # calibration draws are fixed: the same run and data always give the same thresholds
+
+
+@dataclass
+class Verdict:
+    accepted: bool
+    reason: str = ""
+    figures: dict[str, float] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+
+
+ADVICE = {
+    "kid": "samples are far from the real class: train longer or sample an earlier/best checkpoint",
+    "coverage": "samples miss most of the real variety (mode collapse): try an earlier checkpoint, no --truncation, model.pack: 2 or model.minibatch_std: true",
+    "diversity": "samples look alike (mode collapse): try an earlier checkpoint, no --truncation or a larger psi, model.pack: 2 or model.minibatch_std: true",
+    "duplicates": "the same images repeat (mode collapse): try an earlier checkpoint, model.pack: 2 or model.minibatch_std: true",
+    "fidelity": "samples do not look like this class to the domain classifier: train longer or raise conditioning.aux_weight",
+}
+
+
+class ClassReference:
+    """One class's real features and its null distributions for batches of a given size."""
+
+    def __init__(self, index: int, images: torch.Tensor, features: torch.Tensor, batch_size: int, settings: GateConfig, kid_scale: float, real_accuracy: float):
+        gen = torch.Generator().manual_seed(SEED + index)
+        if len(features) > MAX_REFERENCE:
+            keep = torch.randperm(len(features), generator=gen)[:MAX_REFERENCE]
+            images, features = images[keep], features[keep]
+        self.images, self.features = images, features.double()
+        self.kid_scale, self.real_accuracy, self.settings = kid_scale, real_accuracy, settings
+        n = len(features)
+        # Real batches can hold at most half the class: the rest is their reference.
+        self.null_size = min(batch_size, n // 2)
+        self.kernel = polynomial_kernel(self.features, self.features)
+        self.distances = torch.cdist(self.features, self.features)
+        self.distances.fill_diagonal_(float("inf"))
+        self.radii = self.distances.kthvalue(COVERAGE_K, dim=1).values
+        nearest = self.distances.min(dim=1).values
+        nonzero = nearest[nearest > 0]
+        # Two images closer than half of the closest 5% of real neighbours count as copies.
+        self.duplicate_radius = 0.5 * float(torch.quantile(nonzero, 0.05)) if len(nonzero) else 0.0
+        self.null = self._null_distribution(gen)
+        self.limits = self._limits()
+
+    # --- figures of one batch --------------------------------------------------------
+
+    def figures(self, images: torch.Tensor, features: torch.Tensor, logits: torch.Tensor | None, index: int) -> dict[str, float]:
+        features = features.double()
+        to_real = torch.cdist(features, self.features)
+        k_xx_sum = self.kernel.sum() - self.kernel.diagonal().sum()
+        figures = {
+            "kid": _mmd2(k_xx_sum, len(self.features), polynomial_kernel(features, features), polynomial_kernel(self.features, features).sum()),
+            "coverage": float((to_real <= self.radii[None, :]).any(dim=0).double().mean()),
+            "diversity": mean_pairwise_ms_ssim(images, pairs=64, seed=SEED),
+            "duplicates": _duplicate_share(torch.cdist(features, features), self.duplicate_radius),
+        }
+        if logits is not None:
+            figures["fidelity"] = float((logits.argmax(1) == index).double().mean())
+        return figures
+
+    # --- calibration on real batches ----------------------------------------------------
+
+    def _null_distribution(self, gen: torch.Generator) -> dict[str, np.ndarray]:
+        n, m = len(self.features), self.null_size
+        total_offdiag = self.kernel.sum() - self.kernel.diagonal().sum()
+        row_sums = self.kernel.sum(dim=1)
+        null = {"kid": [], "coverage": [], "diversity": [], "duplicates": []}
+        for trial in range(self.settings.null_trials):
+            order = torch.randperm(n, generator=gen)
+            batch, rest = order[:m], order[m:]
+            k_bb = self.kernel[batch][:, batch]
+            # The off-diagonal kernel sum over `rest` comes from precomputed totals: no n x n work per trial.
+            rest_offdiag = _offdiag_sum_of_rest(self.kernel, total_offdiag, row_sums, batch, k_bb)
+            cross_sum = row_sums[batch].sum() - k_bb.sum()  # sum of k(rest, batch)
+            null["kid"].append(_mmd2(rest_offdiag, len(rest), k_bb, cross_sum))
+            covered = (self.distances[batch][:, rest] <= self.radii[rest][None, :]).any(dim=0)
+            null["coverage"].append(float(covered.double().mean()))
+            null["duplicates"].append(_duplicate_share(self.distances[batch][:, batch], self.duplicate_radius))
+            if trial < 50:  # pixel MS-SSIM is the slow one; 50 real batches estimate its spread well enough
+                null["diversity"].append(mean_pairwise_ms_ssim(self.images[batch], pairs=64, seed=SEED + trial))
+        return {k: np.asarray(v) for k, v in null.items()}
+
+    def _limits(self) -> dict[str, float]:
+        s, q = self.settings, self.settings.percentile
+        diversity_q = float(np.percentile(self.null["diversity"], q))
+        limits = {
+            "kid": float(np.percentile(self.null["kid"], q)) + s.kid_margin * self.kid_scale,
+            "coverage": s.coverage_ratio * float(np.median(self.null["coverage"])),
+            # MS-SSIM is 1 for identical images: the limit takes a share of the room left above real batches.
+            "diversity": diversity_q + s.diversity_headroom * (1.0 - diversity_q),
+            "duplicates": float(np.percentile(self.null["duplicates"], q)) + s.duplicate_margin,
+        }
+        if not np.isnan(self.real_accuracy):
+            limits["fidelity"] = s.fidelity_ratio * self.real_accuracy
+        return limits
+
+    def baseline(self) -> dict[str, float]:
+        """Median figures of real batches: what a perfect generator would score."""
+        base = {k: float(np.median(v)) for k, v in self.null.items()}
+        if not np.isnan(self.real_accuracy):
+            base["fidelity"] = self.real_accuracy
+        return base
+
+
+LOWER_IS_WORSE = {"coverage", "fidelity"}
+
+
+def failed_checks(figures: dict[str, float], limits: dict[str, float]) -> list[str]:
+    failed = []
+    for name, limit in limits.items():
+        value = figures.get(name)
+        if value is None:
+            continue
+        if (value < limit) if name in LOWER_IS_WORSE else (value > limit):
+            failed.append(name)
+    return failed
+
+
+def _offdiag_sum_of_rest(kernel, total_offdiag, row_sums, batch, k_bb) -> torch.Tensor:
+    """Sum of k(i, j), i != j, over the points not in `batch`, from precomputed totals."""
+    diag_b = kernel.diagonal()[batch].sum()
+    # rows of batch against everything, counted twice (rows and columns), minus the batch block counted twice;
+    # the batch's diagonal is part of row_sums but not of total_offdiag.
+    return total_offdiag - 2 * (row_sums[batch].sum() - diag_b) + (k_bb.sum() - diag_b)
+
+
+def _mmd2(k_xx_offdiag_sum, n_x: int, k_yy: torch.Tensor, k_xy_sum) -> float:
+    """Unbiased MMD² (kid.py's estimator) from the reference's off-diagonal kernel sum and the cross sum, precomputed."""
+    n_y = k_yy.shape[0]
+    within_y = (k_yy.sum() - k_yy.diagonal().sum()) / (n_y * (n_y - 1))
+    return float(k_xx_offdiag_sum / (n_x * (n_x - 1)) + within_y - 2.0 * k_xy_sum / (n_x * n_y))
+
+
+def _duplicate_share(pairwise: torch.Tensor, radius: float) -> float:
+    """Share of batch members with another member closer than `radius` (the diagonal is ignored)."""
+    pairwise = pairwise.clone()
+    pairwise.fill_diagonal_(float("inf"))
+    return float((pairwise.min(dim=1).values < radius).double().mean())
+
+
+class Gate:
+    """Checks batches of generated uint8 images per class; a `sample.BatchCheck`."""
+
+    def __init__(self, classifier: DomainClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int, settings: GateConfig = GateConfig()):
+        self.classifier, self.settings = classifier, settings
+        self.class_names = classifier.class_names
+        features, _ = cached_features(classifier, images, labels)
+        by_class = [(labels == c).nonzero().flatten() for c in range(len(self.class_names))]
+        scales = _kid_scales(classifier, images, features, by_class)
+        self.references: dict[str, ClassReference | None] = {}
+        for c, members in enumerate(by_class):
+            name = self.class_names[c]
+            if len(members) < MIN_REAL_PER_CLASS:
+                self.references[name] = None
+                continue
+            accuracy = classifier.real_accuracy[c] if len(self.class_names) > 1 else float("nan")
+            self.references[name] = ClassReference(c, images[members], features[members], batch_size, settings, scales[c], accuracy)
+
+    def describe(self, class_name: str) -> dict:
+        """Limits and real baselines of one class, for gate_report.json."""
+        reference = self.references.get(class_name)
+        if reference is None:
+            return {"checked": False}
+        return {"checked": True, "real_images": len(reference.features), "real_batch_size": reference.null_size,
+                "limits": reference.limits, "real_baseline": reference.baseline()}
+
+    def __call__(self, class_name: str, images: torch.Tensor) -> Verdict:
+        reference = self.references.get(class_name)
+        if reference is None:
+            return Verdict(True, f"unchecked: fewer than {MIN_REAL_PER_CLASS} real images of this class")
+        features, logits = self.classifier.features_and_logits(images)
+        conditional = len(self.class_names) > 1
+        figures = reference.figures(images, features, logits if conditional else None, self.class_names.index(class_name))
+        failed = failed_checks(figures, reference.limits)
+        verdict = Verdict(not failed, figures=figures, limits=reference.limits, failed=failed)
+        if failed:
+            verdict.reason = describe_failure(failed, figures, reference)
+        return verdict
+
+
+def describe_failure(failed: list[str], figures: dict, reference: ClassReference) -> str:
+    first = failed[0]
+    base = reference.baseline()
+    parts = [f"{name} {figures[name]:.4g} (limit {reference.limits[name]:.4g}, real {base[name]:.4g})" for name in failed]
+    return f"failed {', '.join(parts)}; {ADVICE[first]}"
+
+
+def _kid_scales(classifier, images, features, by_class) -> list[float]:
+    """Per class, the KID to the nearest other class: how far "clearly another class" is.
+
+    A one-class dataset has no other class; its scale is the KID to rotated
+    copies of itself (the domain classifier was trained to tell rotations apart).
+    """
+    gen = torch.Generator().manual_seed(0)
+    sub = [m[torch.randperm(len(m), generator=gen)[:500]] for m in by_class]
+    if len(by_class) == 1:
+        rotated = torch.rot90(images[sub[0]], 1, dims=(2, 3))
+        return [mmd2_unbiased(features[sub[0]], classifier(rotated))]
+    scales = []
+    for c, mine in enumerate(sub):
+        others = [mmd2_unbiased(features[mine], features[theirs]) for j, theirs in enumerate(sub) if j != c and len(theirs) >= 2 and len(mine) >= 2]
+        scales.append(min(others) if others else 0.0)
+    return scales
+
+
+def gate_for_run(run_dir: Path, recipe, class_names: list[str], batch_size: int, real_root: str | Path | None = None, device="cpu", progress=None) -> Gate:
+    """The gate of a trained run: its real images (data.root, or `real_root`), its domain classifier, its thresholds."""
+    from synthgen.data.loading import load_labelled
+    from synthgen.metrics.features import DOMAIN_FOLDER, domain_classifier
+
+    root = real_root or recipe.data.root
+    if not root or not Path(root).is_dir():
+        raise SynthgenError(
+            f"gate: the run's real images are not at data.root={root!r}; pass --real DIR (the training images) or --no-gate"
+        )
+    data = load_labelled(root, recipe.data.image_size, recipe.data.channels, recipe.data.resize)
+    if data.class_names != class_names:
+        raise SynthgenError(f"gate: {root} has classes {data.class_names}, the run was trained on {class_names}; pass --real with the training images")
+    classifier = domain_classifier(data, Path(run_dir) / DOMAIN_FOLDER, recipe.gate.domain_steps, recipe.data.hflip, device, progress)
+    return Gate(classifier, data.images, data.labels, batch_size, recipe.gate)
