@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from synthgen.errors import SynthgenError
 from synthgen.imaging import load_image
@@ -23,7 +25,10 @@ from synthgen.metrics import inception, kid, msssim, prdc
 
 
 def features(n: int, d: int, seed: int, shift: float = 0.0, rank: int | None = None) -> torch.Tensor:
-    """Gaussian features with correlated dimensions (a random mixing matrix), optionally of lower rank."""
+    """Gaussian features with correlated dimensions, optionally of lower rank.
+
+    The mixing matrix comes from the seed too: different seeds give different distributions.
+    """
     generator = torch.Generator().manual_seed(seed)
     mixing = torch.randn(rank or d, d, generator=generator, dtype=torch.float64) / math.sqrt(d)
     return torch.randn(n, rank or d, generator=generator, dtype=torch.float64) @ mixing + shift
@@ -257,6 +262,16 @@ def test_tf1_resize_equals_torch_fidelity(size):
     x = torch.randint(0, 256, (2, 3, size, size), generator=torch.Generator().manual_seed(size)).float()
     reference = interpolate_bilinear_2d_like_tensorflow1x(x, size=(299, 299), align_corners=False)
     torch.testing.assert_close(inception.tf1_bilinear_resize(x, 299), reference, rtol=0, atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(in_h=st.integers(1, 70), in_w=st.integers(1, 70), out_h=st.integers(1, 90), out_w=st.integers(1, 90))
+def test_tf1_resize_equals_torch_fidelity_for_any_sizes(in_h, in_w, out_h, out_w):
+    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+    x = torch.randint(0, 256, (1, 2, in_h, in_w), generator=torch.Generator().manual_seed(in_h * 100 + in_w)).float()
+    reference = interpolate_bilinear_2d_like_tensorflow1x(x, size=(out_h, out_w), align_corners=False)
+    torch.testing.assert_close(inception.tf1_bilinear_resize(x, (out_h, out_w)), reference, rtol=0, atol=1e-5)
 
 
 def test_inception_score_equals_torch_fidelity():

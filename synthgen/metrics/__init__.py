@@ -1,4 +1,4 @@
-"""Sample-quality metrics, each matching its reference definition (see docs/references.md).
+"""Sample-quality metrics, each matching its reference definition (shared/docs/references.md).
 
 - fid:       Fréchet distance between Gaussian fits of two feature sets (Heusel et al. 2017).
 - kid:       kernel inception distance, unbiased MMD² with a cubic kernel (Bińkowski et al. 2018).

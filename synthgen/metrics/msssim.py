@@ -116,8 +116,9 @@ def _random_distinct_pairs(n: int, pairs: int, seed: int) -> tuple[torch.Tensor,
     generator = torch.Generator().manual_seed(seed)
     chosen: dict[tuple[int, int], None] = {}
     while len(chosen) < pairs:
-        i, j = torch.randperm(n, generator=generator)[:2].tolist()
-        chosen[(min(i, j), max(i, j))] = None
+        i, j = torch.randint(n, (2,), generator=generator).tolist()
+        if i != j:
+            chosen[(min(i, j), max(i, j))] = None
     first, second = zip(*chosen)
     return torch.tensor(first), torch.tensor(second)
 
