@@ -90,7 +90,8 @@ class InceptionFeatures:
     CPU throughput, batch 32, 28 px inputs, on the shared 2-core AMD EPYC (AVX2, no native bf16)
     while other jobs ran (load 5-7), so read ratios rather than figures (unloaded: about 9 img/s):
       fp32 contiguous 2.5 img/s; channels_last 2.95 (+19%, kept); channels_last after
-      torch.jit.freeze 2.1 and after torch.jit.optimize_for_inference 1.8 (both slower: not used);
+      torch.jit.freeze 2.1 and after torch.jit.optimize_for_inference 1.8 (both slower: not used;
+      a second, interleaved run at load 7-8: plain 1.62/1.50, frozen 1.50/1.37 img/s);
       bf16 autocast 0.12 img/s (emulated bf16 here). bf16 pays only on CUDA or on CPUs with
       AMX/AVX512-BF16, and moves features by up to ~0.13 (mean |feature| ~0.24): measure the FID
       drift before relying on it (6 Fashion-MNIST images: max |diff| 0.156, cosine >= 0.9995).
