@@ -56,8 +56,10 @@ class Checkpoint:
 # --- saving ------------------------------------------------------------------
 
 
-def save_checkpoint(run_dir: Path, step: int, networks: dict[str, nn.Module], optimizers: dict, state: dict, keep: int) -> Path:
-    """Write networks, optimisers, RNG states and JSON state for `step`; keep the newest `keep`."""
+def save_checkpoint(
+    run_dir: Path, step: int, networks: dict[str, nn.Module], optimizers: dict, state: dict, keep: int, protect: int | None = None
+) -> Path:
+    """Write networks, optimisers, RNG states and JSON state for `step`; keep the newest `keep` and step `protect` (the best)."""
     root = run_dir / CHECKPOINTS
     final = root / f"step-{step:07d}"
     tmp = root / f".step-{step:07d}.tmp-{os.getpid()}"
@@ -74,7 +76,7 @@ def save_checkpoint(run_dir: Path, step: int, networks: dict[str, nn.Module], op
     if final.exists():  # the same step saved again (e.g. Ctrl-C right after a checkpoint)
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _prune(root, keep)
+    _prune(root, keep, protect)
     return final
 
 
@@ -115,9 +117,10 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(handle.fileno())
 
 
-def _prune(root: Path, keep: int) -> None:
+def _prune(root: Path, keep: int, protect: int | None = None) -> None:
     for old in sorted(root.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if protect is None or old.name != f"step-{protect:07d}":
+            shutil.rmtree(old, ignore_errors=True)
 
 
 # --- loading -----------------------------------------------------------------
@@ -134,8 +137,33 @@ def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
     return None
 
 
-def require_checkpoint(run_dir: Path) -> Checkpoint:
-    checkpoint = latest_checkpoint(run_dir)
+def best_checkpoint(run_dir: Path) -> Checkpoint | None:
+    """The checkpoint that scored best during training (see train/evaluation.py), when recorded and still there."""
+    latest = latest_checkpoint(run_dir)
+    best = (latest.state.get("best") or {}).get("step") if latest else None
+    if best is None:
+        return None
+    path = Path(run_dir) / CHECKPOINTS / f"step-{best:07d}"
+    try:
+        return Checkpoint(path, json.loads((path / STATE_FILE).read_text()))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def require_checkpoint(run_dir: Path, which: str = "latest") -> Checkpoint:
+    """`latest`, `best` (falls back to latest when none was recorded) or a step number."""
+    if which == "best":
+        checkpoint = best_checkpoint(run_dir) or latest_checkpoint(run_dir)
+    elif which.isdigit():
+        path = Path(run_dir) / CHECKPOINTS / f"step-{int(which):07d}"
+        if not (path / STATE_FILE).is_file():
+            steps = ", ".join(str(int(p.name[5:])) for p in sorted((Path(run_dir) / CHECKPOINTS).glob("step-*")))
+            raise SynthgenError(f"--checkpoint {which}: {run_dir} has no checkpoint at that step (have: {steps or 'none'})")
+        checkpoint = Checkpoint(path, json.loads((path / STATE_FILE).read_text()))
+    elif which == "latest":
+        checkpoint = latest_checkpoint(run_dir)
+    else:
+        raise SynthgenError(f"--checkpoint {which}: expected best, latest or a step number")
     if checkpoint is None:
         raise SynthgenError(f"{run_dir}: no checkpoint found (expected {run_dir}/{CHECKPOINTS}/step-*/)")
     return checkpoint

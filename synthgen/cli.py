@@ -62,6 +62,9 @@ class TrainProgress:
         if not self.bar.console.is_terminal:  # a log file or CI: one plain line per interval
             self.bar.console.print(f"step {step}/{self.total}  {stats}", highlight=False)
 
+    def note(self, text: str) -> None:
+        self.bar.console.print(text, highlight=False)
+
     def stop(self) -> None:
         self.bar.stop()
 
@@ -132,6 +135,7 @@ def most_recent_run(weights_dir: Path = Path("weights")) -> Path:
 def sample(
     out_dir: Path = typer.Option(..., "--out", help="Output folder: OUT/<class>/<file> plus OUT/manifest.csv and OUT/gate_report.json."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Run folder (default: the most recent run in weights/)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best (scored best during training; else the latest), latest, or a step number."),
     classes: list[str] = typer.Option([], "--class", help="Class to sample; repeat it or give a comma list."),
     n: int = typer.Option(100, "-n", min=1, help="Images per class (with --fill-to: the target per class)."),
     balanced: bool = typer.Option(False, "--balanced", help="n images of every class."),
@@ -148,7 +152,7 @@ def sample(
     """Generate a class-balanced synthetic dataset, every batch gated against the real class (continues an existing OUT)."""
     from synthgen import sample as sampling
 
-    generator = sampling.TrainedGenerator(weights or most_recent_run())
+    generator = sampling.TrainedGenerator(weights or most_recent_run(), checkpoint=checkpoint)
     plan = _sampling_plan(sampling, generator, classes, n, balanced, fill_to, data)
     gate = None
     if not no_gate and generator.recipe.gate.enabled:

@@ -54,11 +54,15 @@ def accept_all(class_name: str, images: torch.Tensor) -> Verdict:  # noqa: ARG00
 
 
 class TrainedGenerator:
-    """The sampling generator of a run's latest checkpoint (EMA weights when trained with EMA)."""
+    """The sampling generator of a run's checkpoint (EMA weights when trained with EMA).
 
-    def __init__(self, run_dir: str | Path, device: str = "auto"):
+    `checkpoint`: `best` (the one that scored best during training; the latest when none was recorded),
+    `latest`, or a step number.
+    """
+
+    def __init__(self, run_dir: str | Path, device: str = "auto", checkpoint: str = "best"):
         self.run_dir = Path(run_dir)
-        checkpoint = ckpt.require_checkpoint(self.run_dir)
+        checkpoint = ckpt.require_checkpoint(self.run_dir, checkpoint)
         self.recipe = validate(checkpoint.recipe, source=f"{checkpoint.path}/state.json")
         self.class_names: list[str] = checkpoint.class_names
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))

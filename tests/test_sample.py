@@ -44,7 +44,7 @@ def test_balanced_output_is_an_imagefolder_with_a_manifest(generator, tmp_path):
     image, _ = dataset[0]
     assert image.size == (28, 28)
     rows = manifest(tmp_path)
-    assert len(rows) == 28 and set(rows[0]) == {"file", "class", "seed", "checkpoint_sha256", "truncation"}
+    assert len(rows) == 28 and set(rows[0]) == {"file", "class", "seed", "checkpoint_sha256", "truncation", "attempt", "gate"}
     assert {row["checkpoint_sha256"] for row in rows} == {generator.checkpoint_sha256}
     assert len({row["seed"] for row in rows}) == 28
 
@@ -95,7 +95,8 @@ def test_gate_rejection_stops_the_class_and_writes_nothing(generator, tmp_path):
         return Verdict(class_name != "Bag", "collapsed")
 
     result = sample_dataset(generator, plan_classes(generator, ["Bag", "Sneaker"], 4), tmp_path, check=reject_bags)
-    assert result.rejected == {"Bag": "collapsed"} and result.written == {"Bag": 0, "Sneaker": 4}
+    assert list(result.rejected) == ["Bag"] and "collapsed" in result.rejected["Bag"]
+    assert result.written == {"Bag": 0, "Sneaker": 4}
     assert not (tmp_path / "Bag").exists()
 
 
@@ -113,7 +114,7 @@ def test_truncation_keeps_every_entry_inside_psi():
 
 def test_cli_sample_and_its_errors(run, tmp_path):
     synthgen = str(Path(sys.executable).with_name("synthgen"))
-    ok = subprocess.run([synthgen, "sample", "--weights", str(run), "--class", "Bag,Sneaker", "-n", "3", "--out", str(tmp_path / "o"), "--seed", "1"],
+    ok = subprocess.run([synthgen, "sample", "--weights", str(run), "--class", "Bag,Sneaker", "-n", "3", "--out", str(tmp_path / "o"), "--seed", "1", "--no-gate"],
                         cwd=REPO, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert len(list((tmp_path / "o" / "Sneaker").iterdir())) == 3

@@ -128,6 +128,19 @@ class ConditionalGAN:
             recalibrate_batchnorm(self.ema.model, self.recipe.model.z_dim, self.num_classes, self.device, seed=self.recipe.seed)
 
     @torch.no_grad()
+    def evaluation_images(self, z: torch.Tensor, class_index: int) -> torch.Tensor:
+        """uint8 samples of one class from fixed z, by the sampling generator (as `synthgen sample` would draw them)."""
+        from synthgen.imaging import to_uint8
+
+        generator = self.sampling_generator
+        was_training = generator.training
+        generator.eval()
+        y = torch.full((len(z),), class_index, dtype=torch.long, device=self.device)
+        images = to_uint8(generator(z.to(self.device), y))
+        generator.train(was_training)
+        return images
+
+    @torch.no_grad()
     def grid_images(self, columns: int = 10, max_rows: int = 20) -> tuple[torch.Tensor, int]:
         """One row per class (fixed z across rows and over training), as float images."""
         gen = torch.Generator().manual_seed(self.recipe.seed + 1)

@@ -79,7 +79,10 @@ def train(recipe: Recipe, resume: bool = False, progress=None) -> TrainResult:
         "num_images": len(data),
         "unreadable": data.unreadable,
     }
+    if resume and "best" in previous.state:  # the best checkpoint so far survives a resume
+        state["best"] = previous.state["best"]
     _write_run_json(run_dir, state, start)
+    evaluator = _evaluator(recipe, method, data, run_dir, device, progress)
 
     total = recipe.train.steps
     if progress:
@@ -101,6 +104,8 @@ def train(recipe: Recipe, resume: bool = False, progress=None) -> TrainResult:
             if step % recipe.train.sample_every == 0 or step == total:
                 _save_grid(method, run_dir, step)
             if step % recipe.train.checkpoint_every == 0 or step == total or interrupted():
+                if evaluator and not interrupted():
+                    _evaluate(evaluator, method, run_dir, step, state, progress)
                 last_path = _save(method, run_dir, step, state, recipe)
             if interrupted():
                 raise TrainingInterrupted(last_path)
@@ -118,9 +123,35 @@ def _restore(method, checkpoint: ckpt.Checkpoint) -> int:
     return checkpoint.step
 
 
+def _evaluator(recipe: Recipe, method, data, run_dir: Path, device, progress):
+    """The gate-based evaluator when the recipe asks for it and the method can generate per class."""
+    if not recipe.gate.eval_during_training or not hasattr(method, "evaluation_images"):
+        return None
+    from synthgen.train.evaluation import TrainingEvaluator
+
+    if progress and hasattr(progress, "note"):
+        progress.note(f"gate: domain classifier and real-batch calibration for evaluation at checkpoints ({recipe.gate.domain_steps} steps, once per run)")
+    return TrainingEvaluator(recipe, data, run_dir, device)
+
+
+def _evaluate(evaluator, method, run_dir: Path, step: int, state: dict, progress) -> None:
+    """Score this checkpoint; remember it as the best when its mean KID is the lowest so far; report collapse."""
+    method.prepare_for_sampling()
+    result = evaluator(method)
+    best = state.get("best")
+    if best is None or result["kid"] < best["kid"]:
+        state["best"] = {"step": step, "kid": result["kid"]}
+    with open(run_dir / "log.jsonl", "a") as handle:
+        handle.write(json.dumps({"step": step, "eval": result}) + "\n")
+    if progress and hasattr(progress, "note"):
+        collapsed = f"  WARNING collapse in {', '.join(result['collapsed'])}" if result["collapsed"] else ""
+        progress.note(f"eval step {step}: mean KID {result['kid']:.4g} (best: step {state['best']['step']}){collapsed}")
+
+
 def _save(method, run_dir: Path, step: int, state: dict, recipe: Recipe) -> Path:
     method.prepare_for_sampling()
-    path = ckpt.save_checkpoint(run_dir, step, method.networks, method.optimizers, state, recipe.train.keep_checkpoints)
+    best_step = state.get("best", {}).get("step")
+    path = ckpt.save_checkpoint(run_dir, step, method.networks, method.optimizers, state, recipe.train.keep_checkpoints, protect=best_step)
     _write_run_json(run_dir, state, step)
     return path
 
