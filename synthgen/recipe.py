@@ -109,7 +109,7 @@ class GateConfig(Section):
     kid_margin: float = Field(
         0.5, ge=0, description="KID may exceed the real batches' percentile by this fraction of the KID between the class and its nearest other class."
     )
-    coverage_ratio: float = Field(0.1, ge=0, le=1, description="Coverage must reach this fraction of real batches' median coverage.")
+    coverage_ratio: float = Field(0.05, ge=0, le=1, description="Coverage must reach this fraction of real batches' median coverage.")
     diversity_headroom: float = Field(
         0.5, ge=0, le=1, description="Within-batch MS-SSIM may use up this share of the room between the real batches' percentile and 1 (identical images)."
     )
@@ -205,6 +205,16 @@ def apply_override(raw: dict, item: str) -> None:
         node[leaf] = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError as exc:
         raise SynthgenError(f"--set {item}: value is not valid YAML ({getattr(exc, 'problem', None) or 'parse error'})") from None
+
+
+def with_gate_overrides(gate: GateConfig, overrides: list[str]) -> GateConfig:
+    """`gate.KEY=VALUE` overrides from a command line (sample, eval), validated like a recipe."""
+    raw = {"gate": gate.model_dump(mode="json")}
+    for item in overrides:
+        if not item.strip().startswith("gate."):
+            raise SynthgenError(f"--set {item}: only gate.* keys can be set here (the rest of the recipe is the trained run's)")
+        apply_override(raw, item)
+    return validate(raw, source="--set").gate
 
 
 def validate(raw: dict, source: str = "recipe") -> Recipe:

@@ -74,15 +74,10 @@ class TrainedGenerator:
         self.step = checkpoint.step
 
     def override_gate(self, overrides: list[str]) -> None:
-        """Apply `gate.KEY=VALUE` overrides (sample --set) to the run's recipe, validated like a recipe."""
-        from synthgen.recipe import apply_override
+        """Apply `gate.KEY=VALUE` overrides (sample --set) to the run's gate settings."""
+        from synthgen.recipe import with_gate_overrides
 
-        raw = self.recipe.model_dump(mode="json")
-        for item in overrides:
-            if not item.strip().startswith("gate."):
-                raise SynthgenError(f"--set {item}: sample only takes gate.* keys (the rest of the recipe is the trained run's)")
-            apply_override(raw, item)
-        self.recipe = validate(raw, source="--set")
+        self.recipe = self.recipe.model_copy(update={"gate": with_gate_overrides(self.recipe.gate, overrides)})
 
     def gate(self, batch_size: int, real_root: str | Path | None = None, progress=None):
         """The gate for batches of `batch_size` of this run (metrics/gate.py)."""

@@ -60,3 +60,15 @@ def tiny_recipe(root: Path, out_dir: Path, name: str = "tiny", **sections) -> "R
         else:
             raw[section] = values
     return validate(raw)
+
+
+@pytest.fixture(scope="session")
+def trained_gan(four_classes, tmp_path_factory) -> Path:
+    """A normally trained tiny AC-GAN on the four classes (250 steps): the run folder."""
+    from synthgen.train.loop import train
+
+    return train(tiny_recipe(
+        four_classes, tmp_path_factory.mktemp("gan"),
+        model={"g_channels": 32, "d_channels": 32, "z_dim": 64},
+        train={"steps": 250, "batch_size": 32, "log_every": 50, "sample_every": 250, "checkpoint_every": 250},
+    )).run_dir

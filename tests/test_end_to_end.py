@@ -9,8 +9,6 @@ from torch import nn
 from synthgen.data.loading import load_labelled
 from synthgen.imaging import to_model
 from synthgen.sample import TrainedGenerator, plan_balanced, sample_dataset
-from synthgen.train.loop import train
-from tests.conftest import tiny_recipe
 
 SAMPLES_PER_CLASS = 50
 
@@ -33,19 +31,14 @@ def train_judge(images: torch.Tensor, labels: torch.Tensor, num_classes: int) ->
     return judge.eval()
 
 
-def test_generated_samples_are_recognised_as_their_class(four_classes, tmp_path):
-    run = train(tiny_recipe(
-        four_classes, tmp_path / "runs",
-        model={"g_channels": 32, "d_channels": 32, "z_dim": 64},
-        train={"steps": 250, "batch_size": 32, "log_every": 50, "sample_every": 250, "checkpoint_every": 250},
-    ))
+def test_generated_samples_are_recognised_as_their_class(four_classes, trained_gan, tmp_path):
     real = load_labelled(four_classes, 28, 1, "crop")
     judge = train_judge(real.images, real.labels, len(real.class_names))
     with torch.no_grad():
         held_out = (judge(to_model(real.images[::7])).argmax(1) == real.labels[::7]).float().mean().item()
     assert held_out > 0.9  # the judge itself is competent
 
-    generator = TrainedGenerator(run.run_dir)
+    generator = TrainedGenerator(trained_gan)
     out = tmp_path / "synthetic"
     sample_dataset(generator, plan_balanced(generator, SAMPLES_PER_CLASS), out, seed=0)
     fake = load_labelled(out, 28, 1, "crop")

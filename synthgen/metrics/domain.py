@@ -106,7 +106,8 @@ class DomainClassifier:
     def __init__(self, net: DomainNet, spec: DomainSpec, real_accuracy: list[float], data_key: str, device="cpu"):
         self.net, self.spec, self.real_accuracy, self.data_key = net.eval(), spec, real_accuracy, data_key
         self.device = torch.device(device)
-        self.net.to(self.device)
+        # One memory layout whether trained here or loaded: the same weights then give bit-identical features.
+        self.net.to(self.device, memory_format=torch.channels_last)
 
     @property
     def dim(self) -> int:
@@ -130,7 +131,7 @@ class DomainClassifier:
         self._check_shape(images)
         feats, logits = [], []
         for chunk in images.split(batch_size):
-            h, class_logits, _ = self.net(to_model(chunk.to(self.device)))
+            h, class_logits, _ = self.net(to_model(chunk.to(self.device)).contiguous(memory_format=torch.channels_last))
             feats.append(h.float().cpu())
             logits.append(class_logits.float().cpu())
         if not feats:

@@ -25,7 +25,7 @@ from synthgen.metrics.inception import inception_score
 from synthgen.metrics.kid import kid
 from synthgen.metrics.msssim import mean_pairwise_ms_ssim
 from synthgen.metrics.prdc import prdc
-from synthgen.recipe import GateConfig
+from synthgen.recipe import GateConfig, with_gate_overrides
 
 INCEPTION_MAX_SIZE = 512  # the network resizes to 299 anyway; larger inputs only cost decoding
 
@@ -51,8 +51,8 @@ class Folders:
     settings: GateConfig
 
 
-def load_folders(real_dir: Path, fake_dir: Path, run: Path | None = None, features: str = "domain") -> Folders:
-    """Both folders decoded at the run's size and channels (or the real images' own, `auto`)."""
+def load_folders(real_dir: Path, fake_dir: Path, run: Path | None = None, features: str = "domain", overrides: list[str] = ()) -> Folders:
+    """Both folders decoded at the run's size and channels (or the real images' own, `auto`); gate settings with overrides."""
     settings, folder = GateConfig(), None
     size, channels, resize = "auto", "auto", "crop"
     if run is not None:
@@ -61,6 +61,7 @@ def load_folders(real_dir: Path, fake_dir: Path, run: Path | None = None, featur
         folder = Path(run) / DOMAIN_FOLDER
     elif features == "inception":
         size = _median_short_side(real_dir)
+    settings = with_gate_overrides(settings, list(overrides))
     real = load_labelled(real_dir, size, channels, resize)
     _, channels, size, _ = real.images.shape
     fake = load_labelled(fake_dir, size, channels, resize)

@@ -1,0 +1,221 @@
+"""The gate on real images and real generators: real batches pass, collapse is rejected, a trained model passes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from synthgen.data.loading import LabelledImages, load_labelled
+from synthgen.imaging import to_uint8
+from synthgen.metrics.domain import DomainClassifier, train_domain_classifier
+from synthgen.metrics.features import domain_classifier
+from synthgen.metrics.gate import Gate
+from synthgen.metrics.kid import mmd2_unbiased
+from synthgen.recipe import GateConfig
+from synthgen.sample import GATE_REPORT, MANIFEST, TrainedGenerator, image_seed, plan_balanced, sample_dataset
+from tests.conftest import REPO
+
+BATCH = 64
+DOMAIN_STEPS = 200  # enough for this data (held-out accuracy asserted below); the recipe default is 600
+
+
+@pytest.fixture(scope="module")
+def split(four_classes):
+    """70% of each class to train the classifier and calibrate the gate, 30% held out as unseen real images."""
+    data = load_labelled(four_classes, 28, 1, "crop")
+    gen = torch.Generator().manual_seed(0)
+    ref, held = [], []
+    for c in range(len(data.class_names)):
+        members = (data.labels == c).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        cut = int(0.7 * len(members))
+        ref.append(members[:cut])
+        held.append(members[cut:])
+    pick = lambda idx: LabelledImages(data.images[idx], data.labels[idx], data.class_names)  # noqa: E731
+    return pick(torch.cat(ref)), pick(torch.cat(held))
+
+
+@pytest.fixture(scope="module")
+def classifier(split) -> DomainClassifier:
+    reference, _ = split
+    return train_domain_classifier(reference.images, reference.labels, reference.class_names, steps=DOMAIN_STEPS)
+
+
+@pytest.fixture(scope="module")
+def gate(classifier, split) -> Gate:
+    reference, _ = split
+    return Gate(classifier, reference.images, reference.labels, BATCH, GateConfig())
+
+
+@pytest.fixture(scope="module")
+def generator(trained_gan) -> TrainedGenerator:
+    return TrainedGenerator(trained_gan)
+
+
+def generated(generator: TrainedGenerator, class_index: int, seed: int, scale: float = 1.0, distinct: int | None = None) -> torch.Tensor:
+    z = torch.randn(BATCH, generator.recipe.model.z_dim, generator=torch.Generator().manual_seed(seed)) * scale
+    if distinct:
+        z = z[:distinct].repeat(BATCH // distinct, 1)
+    with torch.no_grad():
+        return to_uint8(generator.generator(z, torch.full((BATCH,), class_index)))
+
+
+def test_domain_classifier_beats_chance_and_round_trips(classifier, split, tmp_path):
+    assert min(classifier.real_accuracy) > 0.85  # 4 classes: chance is 0.25
+    _, held = split
+    features, logits = classifier.features_and_logits(held.images)
+    assert features.shape == (len(held), classifier.dim)
+    assert (logits.argmax(1) == held.labels).float().mean() > 0.9
+    classifier.save(tmp_path)
+    again = DomainClassifier.load(tmp_path)
+    assert again.identity == classifier.identity and torch.equal(again(held.images[:32]), classifier(held.images[:32]))
+
+
+def test_domain_classifier_is_trained_once_per_dataset(split, tmp_path):
+    reference, _ = split
+    small = LabelledImages(reference.images[::10], reference.labels[::10], reference.class_names)
+    first = domain_classifier(small, tmp_path / "d", steps=10)
+    again = domain_classifier(small, tmp_path / "d", steps=10)
+    assert again.identity == first.identity  # loaded, not retrained
+    changed = LabelledImages(small.images[1:], small.labels[1:], small.class_names)
+    assert domain_classifier(changed, tmp_path / "d", steps=10).data_key != first.data_key
+
+
+def test_unseen_real_batches_pass(gate, split):
+    """False rejections of real images from the same classes, never seen by the classifier: at most 1% of batches."""
+    _, held = split
+    gen = torch.Generator().manual_seed(1)
+    rejected, total = [], 0
+    for c, name in enumerate(held.class_names):
+        members = (held.labels == c).nonzero().flatten()
+        for _ in range(40):
+            verdict = gate(name, held.images[members[torch.randperm(len(members), generator=gen)[:BATCH]]])
+            total += 1
+            if not verdict.accepted:
+                rejected.append((name, verdict.reason))
+    print(f"real batches rejected: {len(rejected)}/{total}")
+    assert len(rejected) <= total // 100, rejected
+
+
+def test_another_class_is_rejected(gate, split):
+    _, held = split
+    for c, name in enumerate(held.class_names):
+        other = held.images[held.labels == (c + 1) % 4][:BATCH]
+        verdict = gate(name, other)
+        assert not verdict.accepted and {"kid", "fidelity"} <= set(verdict.failed), verdict.reason
+
+
+def test_trained_tiny_model_passes_and_collapsed_ones_are_rejected(gate, generator):
+    outcomes = {"normal": [], "same image": [], "4 distinct": [], "16 distinct": [], "z x 0.1": []}
+    for name in generator.class_names:
+        c = generator.class_index(name)
+        for seed in (0, 1):
+            outcomes["normal"].append(gate(name, generated(generator, c, seed)).accepted)
+            outcomes["same image"].append(gate(name, generated(generator, c, seed, distinct=1)).accepted)
+            outcomes["4 distinct"].append(gate(name, generated(generator, c, seed, distinct=4)).accepted)
+            outcomes["16 distinct"].append(gate(name, generated(generator, c, seed, distinct=16)).accepted)
+            outcomes["z x 0.1"].append(gate(name, generated(generator, c, seed, scale=0.1)).accepted)
+    print({k: f"{sum(v)}/{len(v)} accepted" for k, v in outcomes.items()})
+    assert sum(outcomes["normal"]) >= 6  # of 8: a 250-step model is weak, and the sampler retries a rejected batch
+    for collapsed in ("same image", "4 distinct", "16 distinct", "z x 0.1"):
+        assert not any(outcomes[collapsed]), collapsed
+
+
+def test_null_kid_shortcut_equals_the_estimator(gate):
+    """The calibration's precomputed-sum KID equals kid.py's unbiased MMD² on the same split."""
+    reference = next(iter(gate.references.values()))
+    n = len(reference.features)
+    batch, rest = torch.arange(0, n, 7), torch.tensor([i for i in range(n) if i % 7])
+    from synthgen.metrics.gate import _mmd2, _offdiag_sum_of_rest
+
+    total = reference.kernel.sum() - reference.kernel.diagonal().sum()
+    row_sums = reference.kernel.sum(dim=1)
+    k_bb = reference.kernel[batch][:, batch]
+    shortcut = _mmd2(_offdiag_sum_of_rest(reference.kernel, total, row_sums, batch, k_bb), len(rest), k_bb, row_sums[batch].sum() - k_bb.sum())
+    assert shortcut == pytest.approx(mmd2_unbiased(reference.features[rest], reference.features[batch]), rel=1e-9, abs=1e-12)
+
+
+def test_sampling_with_the_gate_retries_and_reports(generator, gate, tmp_path):
+    calls = []
+
+    def first_attempt_rejected(name, images):
+        calls.append(name)
+        verdict = gate(name, images)
+        if len(calls) == 1:
+            verdict.accepted, verdict.failed, verdict.reason = False, ["kid"], "forced"
+        return verdict
+
+    result = sample_dataset(generator, plan_balanced(generator, BATCH), tmp_path, seed=3, batch_size=BATCH, check=first_attempt_rejected, retries=3)
+    assert not result.rejected, result.rejected
+    assert result.written == {name: BATCH for name in generator.class_names}
+    assert result.retried[generator.class_names[0]] >= 1
+    with open(tmp_path / MANIFEST, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    first = [r for r in rows if r["class"] == generator.class_names[0]]
+    assert {r["attempt"] for r in first} != {"0"} and {r["gate"] for r in rows} == {"passed"}
+    retried_seed = image_seed(3, generator.class_names[0], 0, int(first[0]["attempt"]))
+    assert first[0]["seed"] == str(retried_seed)
+
+
+def test_a_collapsed_class_is_stopped_while_the_others_complete(generator, gate, tmp_path):
+    """Bag's generator is replaced by a constant image: Bag stops with the failed checks; the others are written."""
+    bag = generator.class_index("Bag")
+    original = generator.generate
+
+    def collapsed_bags(class_index, seeds, truncation):
+        images = original(class_index, seeds, truncation)
+        return images[:1].repeat(len(images), 1, 1, 1) if class_index == bag else images
+
+    generator.generate = collapsed_bags
+    try:
+        result = sample_dataset(generator, plan_balanced(generator, BATCH), tmp_path, batch_size=BATCH, check=gate, retries=2)
+    finally:
+        generator.generate = original
+    assert list(result.rejected) == ["Bag"] and result.written["Bag"] == 0
+    assert "diversity" in result.rejected["Bag"] and "3 batches" in result.rejected["Bag"]
+    assert all(result.written[n] == BATCH for n in generator.class_names if n != "Bag")
+    assert not (tmp_path / "Bag").exists()
+
+
+def test_cli_sample_gated_and_eval_halves(trained_gan, four_classes, tmp_path):
+    """The commands a user runs: sample with the gate (report and exit status), eval of two real halves."""
+    synthgen = str(Path(sys.executable).with_name("synthgen"))
+    run = lambda *args: subprocess.run([synthgen, *map(str, args)], cwd=REPO, capture_output=True, text=True)  # noqa: E731
+    sampled = run("sample", "--weights", trained_gan, "--class", "Sneaker,T-shirt-top", "-n", BATCH, "--out", tmp_path / "s",
+                  "--set", f"gate.domain_steps={DOMAIN_STEPS}")
+    assert sampled.returncode == 0, sampled.stdout + sampled.stderr
+    report = json.loads((tmp_path / "s" / GATE_REPORT).read_text())
+    assert {c["status"] for c in report["classes"].values()} == {"passed"}
+    assert set(report["classes"]["Sneaker"]["limits"]) == {"kid", "coverage", "diversity", "duplicates", "fidelity"}
+    bad = run("sample", "--weights", trained_gan, "--balanced", "--out", tmp_path / "x", "--set", "train.steps=3")
+    assert bad.returncode == 2 and "only gate.* keys" in bad.stderr and "Traceback" not in bad.stderr
+
+    halves = {"a": tmp_path / "a", "b": tmp_path / "b"}
+    for name in ("Bag", "Trouser"):
+        files = sorted((four_classes / name).iterdir())
+        for i, side in enumerate(halves.values()):
+            (side / name).mkdir(parents=True)
+            for source in files[i::2]:
+                (side / name / source.name).symlink_to(source)
+    steps = ("--set", f"gate.domain_steps={DOMAIN_STEPS}")
+    evaluated = run("eval", "--real", halves["a"], "--fake", halves["b"], "--json", tmp_path / "e.json", *steps)
+    assert evaluated.returncode == 0, evaluated.stderr
+    figures = json.loads((tmp_path / "e.json").read_text())["metrics"]
+    kid, spread = figures["kid"]["generated"], figures["kid_std"]["generated"]
+    print(f"KID of two real halves: {kid:.5f} +- {spread:.5f}")
+    assert abs(kid) < 3 * spread
+    gated = run("eval", "--real", halves["a"], "--fake", halves["b"], "--gate", *steps)
+    assert gated.returncode == 0, gated.stdout + gated.stderr
+    collapsed = tmp_path / "collapsed" / "Bag"
+    collapsed.mkdir(parents=True)
+    one = next((halves["b"] / "Bag").iterdir()).resolve()
+    for i in range(BATCH):
+        (collapsed / f"{i}.png").symlink_to(one)
+    rejected = run("eval", "--real", halves["a"], "--fake", tmp_path / "collapsed", "--gate", *steps)
+    assert rejected.returncode == 3 and "fail" in rejected.stdout, rejected.stdout + rejected.stderr
