@@ -175,6 +175,20 @@ def restore_network(network: nn.Module, tensors: dict[str, torch.Tensor], source
         raise SynthgenError(f"{source}: weights do not fit the recipe's model ({first})") from None
 
 
+def _match_param_layouts(optimizer) -> None:
+    """Give restored per-parameter state (Adam's moments) its parameter's memory layout.
+
+    They are saved contiguous; a channels_last parameter's moments must be
+    channels_last again, or a fused optimizer, which walks parameter, gradient
+    and moments in memory order, pairs the wrong elements.
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    optimizer.state[param][key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def restore_training_state(checkpoint: Checkpoint, optimizers: dict, rank: int | None = None, device: torch.device | None = None) -> None:
     """Optimiser state and RNG states, from one read of optim.safetensors.
 
@@ -195,6 +209,7 @@ def restore_training_state(checkpoint: Checkpoint, optimizers: dict, rank: int |
             index, _, slot = key.partition("/")
             state.setdefault(int(index), {})[slot] = value
         optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+        _match_param_layouts(optimizer)
     if rank is not None:
         prefix = f"rng/rank{rank}/"
         if prefix + "cpu" in tensors:

@@ -14,7 +14,8 @@ a single process does, and every process keeps the strided shard
 together see the same real images and labels as one process would, and a
 recipe means the same training on any number of processes.
 
-Buffers: `broadcast_buffers=False`. Spectral norm's u/v vectors are updated
+Buffers: `forward_sync_buffers=False` (formerly `broadcast_buffers=False`);
+DDP still copies rank 0's buffers once at construction. Spectral norm's u/v vectors are updated
 by a deterministic power iteration from weights that DDP keeps identical, so
 they stay identical without communication; batch norm's running statistics
 are only used in eval mode (grids, sampling), where the EMA generator gets
@@ -103,7 +104,7 @@ def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [device] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
+    return DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False)
 
 
 def mean_across_ranks(stats: dict[str, float], device: torch.device) -> dict[str, float]:
