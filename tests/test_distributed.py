@@ -21,7 +21,7 @@ from synthgen.train.loop import train
 from tests.conftest import REPO
 from tests.test_train import assert_same_tensors, final_tensors
 
-STEPS, HALF = 24, 12
+STEPS, HALF = 16, 8
 
 
 def recipe_sets(root: Path, out_dir: Path, name: str, steps: int = STEPS) -> list[str]:
@@ -73,10 +73,11 @@ def test_resumed_ddp_run_equals_uninterrupted_ddp_run(ddp_run, four_classes, tmp
 def test_ddp_and_one_process_with_the_same_global_batch_reach_comparable_losses(ddp_run, four_classes, tmp_path):
     single = train(load_recipe(REPO / "recipes" / "acgan.yaml", recipe_sets(four_classes, tmp_path, "single")))
     ddp, one = log_of(ddp_run), log_of(single.run_dir)
+    assert [line["step"] for line in ddp] == [line["step"] for line in one]
+    # Same real images and labels, same initial weights; only the noise differs (measured: within 2%).
     for key in ("d_loss", "g_loss", "d_aux", "g_aux"):
-        mean_ddp = sum(line[key] for line in ddp) / len(ddp)
-        mean_one = sum(line[key] for line in one) / len(one)
-        assert abs(mean_ddp - mean_one) < 0.1 * abs(mean_one), (key, mean_ddp, mean_one)
+        for a, b in zip(ddp, one):
+            assert abs(a[key] - b[key]) < 0.08 * abs(b[key]), (key, a["step"], a[key], b[key])
 
 
 def test_processes_split_the_global_batch_like_distributed_sampler(four_classes):

@@ -193,13 +193,18 @@ class _Throughput:
 
 @contextmanager
 def _deferred_interrupt():
-    """The first Ctrl-C finishes the current step and checkpoints; a second one stops at once."""
-    flag = {"set": False}
+    """The first Ctrl-C finishes the current step and checkpoints; a second one stops at once.
+
+    Under torchrun a Ctrl-C reaches each process twice within moments (from the
+    terminal and forwarded by torchrun's agent): that counts as one.
+    """
+    flag = {"set": False, "at": 0.0}
 
     def handler(signum, frame):  # noqa: ARG001
-        if flag["set"]:
+        if flag["set"] and time.monotonic() - flag["at"] > 1.0:
             raise KeyboardInterrupt
-        flag["set"] = True
+        if not flag["set"]:
+            flag["set"], flag["at"] = True, time.monotonic()
 
     try:
         previous = signal.signal(signal.SIGINT, handler)
