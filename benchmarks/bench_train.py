@@ -28,7 +28,7 @@ from synthgen.recipe import load_recipe  # noqa: E402
 from synthgen.train.cgan import ConditionalGAN  # noqa: E402
 
 BATCH, ROUNDS, STEPS_PER_ROUND, WARMUP = 64, 3, 5, 2
-RSS_STEPS = 30
+RSS_STEPS = 16
 
 
 def acgan_recipe(extra: list[str] = ()):
@@ -78,7 +78,7 @@ def rss_child(out_dir: str) -> None:
 
     data, _ = fashion_mnist_32px()
     loop.load_labelled = lambda *args, **kwargs: data  # the uint8 cache as the loader returns it, without the PNG folder
-    recipe = acgan_recipe([f"train.steps={RSS_STEPS}", "train.log_every=10", "train.sample_every=15", "train.checkpoint_every=15", f"train.out_dir={out_dir}", "name=rss"])
+    recipe = acgan_recipe([f"train.steps={RSS_STEPS}", "train.log_every=8", "train.sample_every=8", "train.checkpoint_every=8", f"train.out_dir={out_dir}", "name=rss"])
     loop.train(recipe)
     print(f"{len(data)} {peak_rss_mb():.0f}")
 

@@ -232,7 +232,10 @@ def main() -> None:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_BAD_INPUT)
     except TrainingInterrupted as exc:
-        err.print(f"{exc}; continue with --resume")
+        from synthgen.distributed import is_main
+
+        if is_main():  # under torchrun the other processes saved nothing themselves
+            err.print(f"{exc}; continue with --resume")
         sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
         err.print("interrupted")
