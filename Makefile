@@ -33,8 +33,9 @@ demo: $(STAMP)
 	@echo "dataset: $(DEMO)/synthetic (100 images per class, manifest.csv)"
 	@echo "report:  $(DEMO)/weights/demo/report.html"
 
+# Every benchmarks/bench_*.py: each prints its table and writes out/bench/<name>.json.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_train.py
+	@set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script; echo; done
 
 clean-demo:
 	rm -rf $(DEMO)

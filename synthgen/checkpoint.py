@@ -57,9 +57,14 @@ class Checkpoint:
 
 
 def save_checkpoint(
-    run_dir: Path, step: int, networks: dict[str, nn.Module], optimizers: dict, state: dict, keep: int, protect: int | None = None
+    run_dir: Path, step: int, networks: dict[str, nn.Module], optimizers: dict, state: dict, keep: int,
+    rng: dict | None = None, protect: int | None = None,
 ) -> Path:
-    """Write networks, optimisers, RNG states and JSON state for `step`; keep the newest `keep` and step `protect` (the best)."""
+    """Write networks, optimisers, RNG states and JSON state for `step`; keep the newest `keep` and step `protect` (the best).
+
+    `rng`: the RNG states to save (default: this process's, `rng_tensors()`);
+    under torch.distributed the loop passes every process's (`rank_rng_tensors`).
+    """
     root = run_dir / CHECKPOINTS
     final = root / f"step-{step:07d}"
     tmp = root / f".step-{step:07d}.tmp-{os.getpid()}"
@@ -69,7 +74,7 @@ def save_checkpoint(
     for name, network in networks.items():
         save_file({k: v.detach().contiguous() for k, v in network.state_dict().items()}, tmp / f"{name}.safetensors", metadata)
     tensors, optim_json = optimizer_tensors(optimizers)
-    tensors.update(rng_tensors())
+    tensors.update(rng_tensors() if rng is None else rng)
     save_file(tensors, tmp / OPTIM_FILE)
     _write_json(tmp / STATE_FILE, {**state, "step": step, "optimizers": optim_json})
     _fsync_dir(tmp)
@@ -102,6 +107,19 @@ def rng_tensors() -> dict[str, torch.Tensor]:
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             states[f"rng/cuda/{i}"] = s
     return states
+
+
+def own_rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """This process's CPU RNG state and, on CUDA, its device's."""
+    states = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def rank_rng_tensors(per_rank: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Every process's RNG states (index = rank) under `rng/rank<r>/...` keys."""
+    return {f"rng/rank{r}/{k}": v for r, states in enumerate(per_rank) for k, v in states.items()}
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -184,8 +202,27 @@ def restore_network(network: nn.Module, tensors: dict[str, torch.Tensor], source
         raise SynthgenError(f"{source}: weights do not fit the recipe's model ({first})") from None
 
 
-def restore_training_state(checkpoint: Checkpoint, optimizers: dict) -> None:
-    """Optimiser state and RNG states, from one read of optim.safetensors."""
+def _match_param_layouts(optimizer) -> None:
+    """Give restored per-parameter state (Adam's moments) its parameter's memory layout.
+
+    They are saved contiguous; a channels_last parameter's moments must be
+    channels_last again, or a fused optimizer, which walks parameter, gradient
+    and moments in memory order, pairs the wrong elements.
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    optimizer.state[param][key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
+def restore_training_state(checkpoint: Checkpoint, optimizers: dict, rank: int | None = None, device: torch.device | None = None) -> None:
+    """Optimiser state and RNG states, from one read of optim.safetensors.
+
+    `rank` (under torch.distributed): restore that process's own RNG states. A
+    checkpoint written with another number of processes has none for it: the
+    process keeps its freshly seeded RNG (the run continues, not bit for bit).
+    """
     tensors = _load_tensors(checkpoint.path / OPTIM_FILE)
     for name, optimizer in optimizers.items():
         saved = checkpoint.state["optimizers"][name]
@@ -199,7 +236,15 @@ def restore_training_state(checkpoint: Checkpoint, optimizers: dict) -> None:
             index, _, slot = key.partition("/")
             state.setdefault(int(index), {})[slot] = value
         optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
-    torch.set_rng_state(tensors["rng/cpu"])
+        _match_param_layouts(optimizer)
+    if rank is not None:
+        prefix = f"rng/rank{rank}/"
+        if prefix + "cpu" in tensors:
+            torch.set_rng_state(tensors[prefix + "cpu"])
+        if prefix + "cuda" in tensors and device is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(tensors[prefix + "cuda"], device)
+        return
+    torch.set_rng_state(tensors["rng/cpu"] if "rng/cpu" in tensors else tensors["rng/rank0/cpu"])  # a DDP run resumed on one process
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)

@@ -6,6 +6,7 @@ traceback), 3 a gate rejected a class, 130 interrupted (a checkpoint was saved).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -74,17 +75,26 @@ def train(
     recipe: str = typer.Argument(..., help="Recipe file, or the name of a bundled recipe (see `synthgen recipes`)."),
     set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set train.steps=2000 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Train on N processes of this machine (torchrun, DistributedDataParallel); train.batch_size stays the global batch."),
 ):
     """Train a GAN from a recipe; the run is saved in weights/<name>/."""
+    from synthgen import distributed
     from synthgen.recipe import load_recipe
     from synthgen.train.loop import train as run_training
 
     loaded = load_recipe(recipe, set_)
+    if nproc > 1 and not distributed.is_distributed():
+        distributed.shard_size(loaded.train.batch_size, loaded.model.pack, nproc)  # bad input fails here, not in N processes
+        args = ["train", recipe, *[a for s in set_ for a in ("--set", s)], *(["--resume"] if resume else [])]
+        command = distributed.torchrun_command(nproc, args)
+        os.execv(command[0], command)
     progress = TrainProgress(err)
     try:
         result = run_training(loaded, resume=resume, progress=progress)
     finally:
         progress.stop()
+    if not distributed.is_main():
+        return
     out.print(f"trained {result.step} steps at {result.images_per_second:.0f} img/s")
     out.print(f"checkpoint: {result.checkpoint}")
     out.print(f"grids:      {result.run_dir / 'grids'}")
@@ -324,7 +334,10 @@ def main() -> None:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_BAD_INPUT)
     except TrainingInterrupted as exc:
-        err.print(f"{exc}; continue with --resume")
+        from synthgen.distributed import is_main
+
+        if is_main():  # under torchrun the other processes saved nothing themselves
+            err.print(f"{exc}; continue with --resume")
         sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -1,17 +1,26 @@
 """Devices and numeric precision: the same training code on CPU and CUDA.
 
 `auto` picks fp32 on CPUs, bf16 AMP on CUDA GPUs that support it and fp16
-AMP with a grad scaler on older GPUs. On the CPU, bf16 autocast was measured
-slower than fp32 for the bundled models (make bench, 2-core Xeon with AMX:
-acgan 0.94x, cgan-projection 0.7x): at these sizes the casts cost more than
-the bf16 matmuls save. `train.precision: bf16` still selects it.
-Activations are channels_last everywhere: measured +15-20% on CPU fp32, and
-the layout tensor cores want.
+AMP with a grad scaler on older GPUs. On the CPU, fp32 is what measured
+fastest for the bundled models on both machines they were benchmarked on
+(make bench):
+- a 2-core Xeon with AMX (native bf16): bf16 autocast 0.94x fp32 for acgan,
+  0.7x for cgan-projection: at 32 px and batch 64 the casts around every
+  conv cost more than the bf16 maths saves;
+- a 2-core AMD EPYC (Zen 3, AVX2 only, no native bf16): oneDNN has no bf16
+  kernels there, so autocast falls back to PyTorch's reference convolutions
+  (slow_conv_transpose2d, _slow_conv2d) and a training step is about 30x
+  slower than fp32 (0.8 vs 25 img/s); a 1024^2 bf16 matmul runs at
+  ~1 GFLOP/s against ~50-160 GFLOP/s in fp32.
+`train.precision: bf16` still selects it (with a warning where the CPU has no
+native bf16). Activations are channels_last: +15-20% on the Xeon in fp32,
+and the layout tensor cores want.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +61,11 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def cpu_has_native_bf16() -> bool:
+    """oneDNN has bf16 kernels for this CPU (AVX512-BF16 or AMX); without them bf16 convs are emulated."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def resolve_precision(requested: str, device: torch.device) -> Precision:
     if requested == "auto":
         if device.type == "cuda":
@@ -60,4 +74,6 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
             requested = "fp32"
     if requested == "fp16" and device.type == "cpu":
         raise SynthgenError("train.precision: fp16 needs a CUDA GPU; on CPU use auto, bf16 or fp32")
+    if requested == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn("train.precision: bf16 on a CPU without native bf16 runs emulated convolutions, many times slower than fp32 (use auto)", stacklevel=2)
     return Precision(requested, device)

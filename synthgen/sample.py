@@ -19,6 +19,8 @@ import csv
 import hashlib
 import io
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -90,12 +92,13 @@ class TrainedGenerator:
             raise SynthgenError(f"--class {name}: unknown class (known: {', '.join(self.class_names)})")
         return self.class_names.index(name)
 
-    @torch.no_grad()
     def generate(self, class_index: int, seeds: list[int], truncation: float | None) -> torch.Tensor:
         """uint8 images [len(seeds), C, H, W], one per seed, in fp32 for reproducible bytes."""
         z = torch.stack([latent(seed, self.recipe.model.z_dim, truncation) for seed in seeds]).to(self.device)
         y = torch.full((len(seeds),), class_index, dtype=torch.long, device=self.device)
-        return to_uint8(self.generator(z, y))
+        with torch.inference_mode():  # no autograd bookkeeping at all
+            images = to_uint8(self.generator(z, y))
+        return images.clone()  # an ordinary tensor again, for whatever checks the batch
 
 
 def latent(seed: int, z_dim: int, truncation: float | None) -> torch.Tensor:
@@ -216,23 +219,32 @@ def _index_of(row: dict) -> int:
     return int(Path(row["file"]).stem.rsplit("_", 1)[-1])
 
 
+# PNG/JPEG/WebP encoding (zlib, libjpeg) and the write + fsync release the GIL,
+# so a few threads encode and write a batch in parallel with each other.
+_WRITERS = ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2), thread_name_prefix="synthgen-write")
+
+
+def _write_one(path: Path, image: torch.Tensor, fmt: str) -> None:
+    write_atomic(path, encode(image, fmt))
+
+
 def _write_images(out, name, images, indices, seeds, fmt, generator, truncation, attempt, verdict) -> list[dict]:
-    rows = []
-    for image, index, seed in zip(images, indices, seeds):
-        relative = f"{name}/{name}_{index:06d}.{fmt}"
-        write_atomic(out / relative, encode(image, fmt))
-        rows.append(
-            {
-                "file": relative,
-                "class": name,
-                "seed": str(seed),
-                "checkpoint_sha256": generator.checkpoint_sha256,
-                "truncation": "" if truncation is None else str(truncation),
-                "attempt": str(attempt),
-                "gate": "passed" if verdict.figures else verdict.reason,
-            }
-        )
-    return rows
+    """Encode and write a batch on the writer threads; returns once every file is on disk."""
+    relatives = [f"{name}/{name}_{index:06d}.{fmt}" for index in indices]
+    (out / name).mkdir(parents=True, exist_ok=True)
+    list(_WRITERS.map(_write_one, [out / r for r in relatives], images, [fmt] * len(relatives)))  # re-raises a failed write
+    return [
+        {
+            "file": relative,
+            "class": name,
+            "seed": str(seed),
+            "checkpoint_sha256": generator.checkpoint_sha256,
+            "truncation": "" if truncation is None else str(truncation),
+            "attempt": str(attempt),
+            "gate": "passed" if verdict.figures else verdict.reason,
+        }
+        for relative, seed in zip(relatives, seeds)
+    ]
 
 
 def write_gate_report(out: Path, result: SampleResult, generator: TrainedGenerator, gate=None) -> Path:

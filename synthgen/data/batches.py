@@ -2,7 +2,9 @@
 
 Every draw comes from a generator seeded by (seed, step, sub-step), so a
 resumed run draws exactly what an uninterrupted one would, with no sampler
-state to save.
+state to save. Under torch.distributed every process draws the same global
+batch and keeps its strided shard `[rank::world_size]` (DistributedSampler's
+split): together the processes train on exactly what one process would.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from synthgen.imaging import to_model
 
 
 class BatchDrawer:
-    def __init__(self, data: LabelledImages, batch_size: int, sampling: str, hflip: bool, seed: int):
+    def __init__(self, data: LabelledImages, batch_size: int, sampling: str, hflip: bool, seed: int, shard: tuple[int, int] = (0, 1)):
         self.data, self.batch_size, self.hflip, self.seed = data, batch_size, hflip, seed
+        self.rank, self.world_size = shard  # this process's part of each global batch
+        self.shard_size = batch_size // self.world_size
         self.num_classes = len(data.class_names)
         counts = torch.tensor(data.class_counts(), dtype=torch.float64)
         # balanced: every class equally often, real and fake; natural: as in the data.
@@ -26,20 +30,26 @@ class BatchDrawer:
     def _generator(self, step: int, sub: int, stream: int) -> torch.Generator:
         return torch.Generator().manual_seed(hash((self.seed, step, sub, stream)) & 0x7FFF_FFFF_FFFF_FFFF)
 
+    def _shard(self, drawn: torch.Tensor) -> torch.Tensor:
+        return drawn[self.rank :: self.world_size]
+
     def labels(self, step: int, sub: int, stream: int) -> torch.Tensor:
+        """The global batch's labels (every process draws the same)."""
         return torch.multinomial(self.class_weights, self.batch_size, replacement=True, generator=self._generator(step, sub, stream))
 
     def real(self, step: int, sub: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch of real images in [-1, 1] and their labels."""
+        """This process's shard of a batch of real images in [-1, 1] and their labels."""
         labels = self.labels(step, sub, stream=0)
         gen = self._generator(step, sub, stream=1)
         picks = torch.rand(self.batch_size, generator=gen, dtype=torch.float64)
         index = torch.stack([self.members[c][int(p * len(self.members[c]))] for c, p in zip(labels.tolist(), picks)])
-        images = to_model(self.data.images[index])
-        if self.hflip:
-            flip = torch.rand(self.batch_size, generator=gen) < 0.5
+        flip = torch.rand(self.batch_size, generator=gen) < 0.5 if self.hflip else None
+        labels, index = self._shard(labels), self._shard(index)
+        images = to_model(self.data.images[index])  # only this shard's images are converted
+        if flip is not None:
+            flip = self._shard(flip)
             images[flip] = images[flip].flip(-1)
         return images.to(device, non_blocking=True), labels.to(device)
 
     def fake_labels(self, step: int, sub: int, device: torch.device) -> torch.Tensor:
-        return self.labels(step, sub, stream=2).to(device)
+        return self._shard(self.labels(step, sub, stream=2)).to(device)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
+from synthgen import distributed
 from synthgen.data.batches import BatchDrawer
 from synthgen.data.diffaugment import diff_augment
 from synthgen.data.loading import LabelledImages
@@ -14,8 +16,20 @@ from synthgen.precision import Precision
 from synthgen.train.ema import EMA, recalibrate_batchnorm
 
 
+def adam(params, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+    # fused: one kernel for the whole update instead of a handful of ops per
+    # tensor (CPU and CUDA); the same maths, state dict and checkpoints.
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+
+
 class ConditionalGAN:
-    """Owns G, D, EMA-G and their optimisers; `train_step` is one generator update."""
+    """Owns G, D, EMA-G and their optimisers; `train_step` is one generator update.
+
+    Under torch.distributed, G and D train through DDP wrappers (gradients
+    averaged across processes) while `self.G` / `self.D` stay the plain
+    networks that are saved, sampled from and used where no gradient of their
+    own is needed (G's forward for the D step, D's forward for the G step).
+    """
 
     def __init__(self, recipe, data: LabelledImages, precision: Precision):
         self.recipe, self.precision, self.device = recipe, precision, precision.device
@@ -23,14 +37,17 @@ class ConditionalGAN:
         t, fmt = recipe.train, precision.memory_format
         self.G, self.D = (m.to(self.device, memory_format=fmt) for m in build_models(recipe, self.num_classes))
         self.ema = EMA(self.G, t.ema_decay) if t.ema else None
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
+        distributed.shard_size(t.batch_size, recipe.model.pack)  # the global batch must split evenly
+        self.G_train, self.D_train = distributed.wrap(self.G, self.device), distributed.wrap(self.D, self.device)
+        self.opt_G = adam(self.G.parameters(), t.lr_g, (t.beta1, t.beta2))
+        self.opt_D = adam(self.D.parameters(), t.lr_d, (t.beta1, t.beta2))
         self.scaler_G, self.scaler_D = precision.grad_scaler(), precision.grad_scaler()
-        self.batches = BatchDrawer(data, t.batch_size, recipe.data.sampling, recipe.data.hflip, recipe.seed)
+        shard = (distributed.rank(), distributed.world_size())
+        self.batches = BatchDrawer(data, t.batch_size, recipe.data.sampling, recipe.data.hflip, recipe.seed, shard)
         self.loss = LOSSES[recipe.loss.type]
         gp = recipe.loss.gp_weight
         self.gp_weight = self.loss.default_gp_weight if gp is None else gp
-        self.images_per_step = t.batch_size * t.n_dis  # real images D sees per generator update
+        self.images_per_step = t.batch_size * t.n_dis  # real images D sees per generator update (all processes)
 
     # --- state the loop saves and restores ---------------------------------
 
@@ -60,9 +77,16 @@ class ConditionalGAN:
         return F.cross_entropy(class_logits.flatten(0, 1).float(), labels)
 
     def _noise(self) -> torch.Tensor:
-        return torch.randn(self.recipe.train.batch_size, self.recipe.model.z_dim, device=self.device)
+        return torch.randn(self.batches.shard_size, self.recipe.model.z_dim, device=self.device)
 
     def discriminator_step(self, step: int, sub: int) -> dict[str, torch.Tensor]:
+        # Spectral norm's weights are computed once for the whole D update (one
+        # power iteration, one W / sigma graph) and shared by the real, fake and
+        # penalty passes, instead of once per pass.
+        with parametrize.cached():
+            return self._discriminator_step(step, sub)
+
+    def _discriminator_step(self, step: int, sub: int) -> dict[str, torch.Tensor]:
         lcfg, aux_weight = self.recipe.loss, self.recipe.conditioning.aux_weight
         real, y_real = self.batches.real(step, sub, self.device)
         y_fake = self.batches.fake_labels(step, sub, self.device)
@@ -73,14 +97,14 @@ class ConditionalGAN:
             with torch.no_grad():
                 fake = self.G(self._noise(), y_fake)
             real_in, fake_in = self._augment(real), self._augment(fake)
-            real_logits, real_classes = self.D(real_in, y_real)
-            fake_logits, fake_classes = self.D(fake_in, y_fake)
+            real_logits, real_classes = self.D_train(real_in, y_real)
+            fake_logits, fake_classes = self.D_train(fake_in, y_fake)
             adversarial = self.loss.discriminator(real_logits, fake_logits)
             aux = self._class_loss(real_classes, y_real) + self._class_loss(fake_classes, y_fake)
             total = adversarial + aux_weight * aux
             terms = {"d_loss": adversarial, "d_aux": aux}
             if self.gp_weight > 0:
-                critic = lambda mixed: self.D(mixed, y_real)[0]  # noqa: E731
+                critic = lambda mixed: self.D_train(mixed, y_real)[0]  # noqa: E731
                 gp = gradient_penalty(critic, real_in.detach(), fake_in.detach())
                 total = total + self.gp_weight * gp
                 terms["gp"] = gp
@@ -95,7 +119,7 @@ class ConditionalGAN:
         y_fake = self.batches.fake_labels(step, self.recipe.train.n_dis, self.device)
         self.D.requires_grad_(False)  # no D gradients needed for G's update
         with self.precision.autocast():
-            fake_logits, fake_classes = self.D(self._augment(self.G(self._noise(), y_fake)), y_fake)
+            fake_logits, fake_classes = self.D(self._augment(self.G_train(self._noise(), y_fake)), y_fake)
             adversarial = self.loss.generator(fake_logits)
             aux = self._class_loss(fake_classes, y_fake)
             total = adversarial + self.recipe.conditioning.aux_weight * aux

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from synthgen import checkpoint as ckpt
+from synthgen import distributed
 from synthgen.data.loading import load_labelled
 from synthgen.errors import SynthgenError
 from synthgen.imaging import save_grid, to_uint8, write_atomic
@@ -48,7 +49,14 @@ def train(recipe: Recipe, resume: bool = False, progress=None) -> TrainResult:
 
     `progress` (optional) receives `start(total, done)` once and `update(step, stats)`
     per log interval: the CLI passes a rich progress bar, tests pass nothing.
+    Under torchrun every process runs this; only the main one writes and reports.
     """
+    device = distributed.device_for_rank(resolve_device(recipe.train.device))
+    with distributed.process_group(device):
+        return _train(recipe, device, resume, progress if distributed.is_main() else None)
+
+
+def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> TrainResult:
     from synthgen.train import METHODS
 
     run_dir = run_dir_of(recipe)
@@ -58,18 +66,20 @@ def train(recipe: Recipe, resume: bool = False, progress=None) -> TrainResult:
     if resume and previous is None:
         raise SynthgenError(f"{run_dir}: nothing to resume (no checkpoint); drop --resume to start a new run")
 
-    torch.manual_seed(recipe.seed)
-    device = resolve_device(recipe.train.device)
+    torch.manual_seed(recipe.seed)  # the same weights in every process
     precision = resolve_precision(recipe.train.precision, device)
     data = load_labelled(recipe.data.root or _no_root(), recipe.data.image_size, recipe.data.channels, recipe.data.resize)
     # `auto` data keys become what was chosen, so the run and its checkpoints are self-describing.
     _, channels, size, _ = data.images.shape
     recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"image_size": size, "channels": channels})})
     method = METHODS[recipe.method](recipe, data, precision)
-    start = _restore(method, previous) if resume else 0
+    distributed.seed_this_rank(recipe.seed)  # ... and different noise
+    start = _restore(method, previous, device) if resume else 0
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / "recipe.yaml", recipe_to_yaml(recipe).encode())
+    main = distributed.is_main()
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(run_dir / "recipe.yaml", recipe_to_yaml(recipe).encode())
     state = {
         "name": recipe.name,
         "class_names": data.class_names,
@@ -78,11 +88,13 @@ def train(recipe: Recipe, resume: bool = False, progress=None) -> TrainResult:
         "device": str(device),
         "num_images": len(data),
         "unreadable": data.unreadable,
+        "world_size": distributed.world_size(),
     }
     if resume and "best" in previous.state:  # the best checkpoint so far survives a resume
         state["best"] = previous.state["best"]
-    _write_run_json(run_dir, state, start)
-    evaluator = _evaluator(recipe, method, data, run_dir, device, progress)
+    if main:
+        _write_run_json(run_dir, state, start)
+    evaluator = _evaluator(recipe, method, data, run_dir, device, progress) if main else None
 
     total = recipe.train.steps
     if progress:
@@ -97,17 +109,21 @@ def train(recipe: Recipe, resume: bool = False, progress=None) -> TrainResult:
             for key, value in method.train_step(step - 1).items():
                 sums[key] = sums.get(key, 0.0) + float(value)
             timer.tick()
+            stop = distributed.any_rank(interrupted(), device)  # every process stops at the same step
             if step % recipe.train.log_every == 0 or step == total:
-                stats = {k: v / timer.steps_since_log for k, v in sums.items()}
-                _log(run_dir, step, timer, stats, progress)
+                stats = distributed.mean_across_ranks({k: v / timer.steps_since_log for k, v in sums.items()}, device)
+                if main:
+                    _log(run_dir, step, timer, stats, progress)
+                else:
+                    timer.since_log()
                 sums = {}
-            if step % recipe.train.sample_every == 0 or step == total:
+            if main and (step % recipe.train.sample_every == 0 or step == total):
                 _save_grid(method, run_dir, step)
-            if step % recipe.train.checkpoint_every == 0 or step == total or interrupted():
-                if evaluator and not interrupted():
+            if step % recipe.train.checkpoint_every == 0 or step == total or stop:
+                if evaluator and not stop:
                     _evaluate(evaluator, method, run_dir, step, state, progress)
-                last_path = _save(method, run_dir, step, state, recipe)
-            if interrupted():
+                last_path = _save(method, run_dir, step, state, recipe, device)
+            if stop:
                 raise TrainingInterrupted(last_path)
     return TrainResult(run_dir, step, timer.overall(), last_path)
 
@@ -116,10 +132,11 @@ def _no_root():
     raise SynthgenError("data.root: not set; set it in the recipe or with --set data.root=DIR")
 
 
-def _restore(method, checkpoint: ckpt.Checkpoint) -> int:
+def _restore(method, checkpoint: ckpt.Checkpoint, device: torch.device) -> int:
     for name, network in method.networks.items():
         ckpt.restore_network(network, checkpoint.weights(name), checkpoint.path / f"{name}.safetensors")
-    ckpt.restore_training_state(checkpoint, method.optimizers)
+    rank = distributed.rank() if distributed.is_distributed() else None
+    ckpt.restore_training_state(checkpoint, method.optimizers, rank, device)
     return checkpoint.step
 
 
@@ -148,10 +165,16 @@ def _evaluate(evaluator, method, run_dir: Path, step: int, state: dict, progress
         progress.note(f"eval step {step}: mean KID {result['kid']:.4g} (best: step {state['best']['step']}){collapsed}")
 
 
-def _save(method, run_dir: Path, step: int, state: dict, recipe: Recipe) -> Path:
+def _save(method, run_dir: Path, step: int, state: dict, recipe: Recipe, device: torch.device) -> Path | None:
+    """Rank 0 writes the checkpoint, with every process's RNG state so that --resume is exact."""
+    rng = None
+    if distributed.is_distributed():
+        rng = ckpt.rank_rng_tensors(distributed.gather_tensors(ckpt.own_rng_state(device), device))
+    if not distributed.is_main():
+        return None
     method.prepare_for_sampling()
     best_step = state.get("best", {}).get("step")
-    path = ckpt.save_checkpoint(run_dir, step, method.networks, method.optimizers, state, recipe.train.keep_checkpoints, protect=best_step)
+    path = ckpt.save_checkpoint(run_dir, step, method.networks, method.optimizers, state, recipe.train.keep_checkpoints, rng, protect=best_step)
     _write_run_json(run_dir, state, step)
     return path
 
@@ -201,13 +224,18 @@ class _Throughput:
 
 @contextmanager
 def _deferred_interrupt():
-    """The first Ctrl-C finishes the current step and checkpoints; a second one stops at once."""
-    flag = {"set": False}
+    """The first Ctrl-C finishes the current step and checkpoints; a second one stops at once.
+
+    Under torchrun a Ctrl-C reaches each process twice within moments (from the
+    terminal and forwarded by torchrun's agent): that counts as one.
+    """
+    flag = {"set": False, "at": 0.0}
 
     def handler(signum, frame):  # noqa: ARG001
-        if flag["set"]:
+        if flag["set"] and time.monotonic() - flag["at"] > 1.0:
             raise KeyboardInterrupt
-        flag["set"] = True
+        if not flag["set"]:
+            flag["set"], flag["at"] = True, time.monotonic()
 
     try:
         previous = signal.signal(signal.SIGINT, handler)
