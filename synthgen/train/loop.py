@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from synthgen import checkpoint as ckpt
-from synthgen.data.loading import load_labelled
 from synthgen.errors import SynthgenError
 from synthgen.imaging import save_grid, to_uint8, write_atomic
 from synthgen.precision import resolve_device, resolve_precision
@@ -61,10 +60,11 @@ def train(recipe: Recipe, resume: bool = False, progress=None) -> TrainResult:
     torch.manual_seed(recipe.seed)
     device = resolve_device(recipe.train.device)
     precision = resolve_precision(recipe.train.precision, device)
-    data = load_labelled(recipe.data.root or _no_root(), recipe.data.image_size, recipe.data.channels, recipe.data.resize)
-    # `auto` data keys become what was chosen, so the run and its checkpoints are self-describing.
-    _, channels, size, _ = data.images.shape
-    recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"image_size": size, "channels": channels})})
+    if not recipe.data.root.strip():
+        raise SynthgenError("data.root: not set; set it in the recipe or with --set data.root=DIR")
+    # The method knows its data layout; `auto` data keys come back as what was chosen,
+    # so the run and its checkpoints are self-describing.
+    data, recipe = METHODS[recipe.method].load_data(recipe)
     method = METHODS[recipe.method](recipe, data, precision)
     start = _restore(method, previous) if resume else 0
 
@@ -72,12 +72,10 @@ def train(recipe: Recipe, resume: bool = False, progress=None) -> TrainResult:
     write_atomic(run_dir / "recipe.yaml", recipe_to_yaml(recipe).encode())
     state = {
         "name": recipe.name,
-        "class_names": data.class_names,
         "recipe": recipe.model_dump(mode="json"),
         "precision": precision.name,
         "device": str(device),
-        "num_images": len(data),
-        "unreadable": data.unreadable,
+        **data.describe(),  # class_names, num_images, unreadable (+ what a method's data adds)
     }
     _write_run_json(run_dir, state, start)
 
@@ -91,6 +89,7 @@ def train(recipe: Recipe, resume: bool = False, progress=None) -> TrainResult:
     with _deferred_interrupt() as interrupted:
         step = start
         for step in range(start + 1, total + 1):
+            _decay_learning_rates(method, recipe, step - 1)
             for key, value in method.train_step(step - 1).items():
                 sums[key] = sums.get(key, 0.0) + float(value)
             timer.tick()
@@ -107,8 +106,19 @@ def train(recipe: Recipe, resume: bool = False, progress=None) -> TrainResult:
     return TrainResult(run_dir, step, timer.overall(), last_path)
 
 
-def _no_root():
-    raise SynthgenError("data.root: not set; set it in the recipe or with --set data.root=DIR")
+def _decay_learning_rates(method, recipe: Recipe, step: int) -> None:
+    """train.lr_decay linear: the recipe's rates for the first half of the steps, then linearly towards 0.
+
+    A function of the step alone, so a resumed run follows the same schedule.
+    """
+    if recipe.train.lr_decay == "none":
+        return
+    half = recipe.train.steps // 2
+    factor = 1.0 - max(0, step - half) / (recipe.train.steps - half)
+    for optimizer in method.optimizers.values():
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * factor
 
 
 def _restore(method, checkpoint: ckpt.Checkpoint) -> int:
