@@ -198,7 +198,7 @@ def to_original_mode(image: torch.Tensor, original: Original, in_channels: int, 
     if mode == "P":
         return base.convert("RGB").quantize(256)  # an adaptive palette of the output's own colours
     if mode in ("I;16", "I"):  # 16-bit originals: the 8-bit output spread over the 16-bit range
-        wide = Image.fromarray(np.asarray(base, dtype=np.uint16) * 257, "I;16")
+        wide = Image.fromarray(np.asarray(base, dtype=np.uint16) * 257)  # uint16 -> I;16
         return wide if mode == "I;16" else wide.convert(mode)
     if mode == "1":
         return base.convert("1", dither=Image.Dither.NONE)

@@ -59,3 +59,22 @@ def tiny_recipe(root: Path, out_dir: Path, name: str = "tiny", **sections) -> "R
         else:
             raw[section] = values
     return validate(raw)
+
+
+@pytest.fixture(scope="session")
+def edge_pairs(fashion_test_split, tmp_path_factory) -> Path:
+    """Edges -> image pairs from the demo data: train/{A,B} (500 pairs) and held-out test/{A,B} (100)."""
+    from synthgen.data.edges import make_edge_pairs
+
+    out = tmp_path_factory.mktemp("edges")
+    make_edge_pairs(fashion_test_split, out, holdout=100, limit=600)
+    return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny translation models: one thread beats two (their ops are too small to split, and the cores are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

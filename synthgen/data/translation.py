@@ -175,8 +175,8 @@ def load_paired(cfg) -> TranslationImages:
 
     key = _cache_key(files_a + ([] if side_by_side else files_b), f"paired|{channels}|{load}|{cfg.resize}")
     tensors, unreadable = _cached(key, build)
-    grid = min(GRID_IMAGES, len(tensors["a"]))  # paired layouts have no test split: show the first pairs
-    test_a, test_b = (_centre(tensors[k][:grid], size) for k in ("a", "b"))
+    grid = _spread(len(tensors["a"]))  # paired layouts have no test split: show pairs from across the set
+    test_a, test_b = (_centre(tensors[k][grid], size) for k in ("a", "b"))
     return TranslationImages(tensors["a"], tensors["b"], True, size, test_a, test_b, unreadable, list(found.skipped))
 
 
@@ -204,9 +204,14 @@ def load_unpaired(cfg) -> TranslationImages:
     files = found.train_a + found.train_b + tests[0] + tests[1]
     settings = f"unpaired|{channels}|{load}|{size}|{cfg.resize}|{len(found.train_a)}|{len(tests[0])}"
     tensors, unreadable = _cached(_cache_key(files, settings), build)
-    test_a = tensors["test_a"] if len(tensors["test_a"]) else _centre(tensors["a"][:GRID_IMAGES], size)
-    test_b = tensors["test_b"] if len(tensors["test_b"]) else _centre(tensors["b"][:GRID_IMAGES], size)
+    test_a = tensors["test_a"] if len(tensors["test_a"]) else _centre(tensors["a"][_spread(len(tensors["a"]))], size)
+    test_b = tensors["test_b"] if len(tensors["test_b"]) else _centre(tensors["b"][_spread(len(tensors["b"]))], size)
     return TranslationImages(tensors["a"], tensors["b"], False, size, test_a, test_b, unreadable)
+
+
+def _spread(n: int) -> torch.Tensor:
+    """Indices of up to GRID_IMAGES images spread evenly over n (sorted files: one of each kind, not the first kind only)."""
+    return torch.linspace(0, n - 1, min(n, GRID_IMAGES)).round().long()
 
 
 def _centre(images: torch.Tensor, size: int) -> torch.Tensor:
