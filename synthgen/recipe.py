@@ -27,7 +27,10 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    root: str = Field("", description="Folder of images: one subfolder per class, or images directly inside (one class).")
+    root: str = Field(
+        "",
+        description="Folder of images: one subfolder per class, or images directly inside (one class); pix2pix: A/ + B/ or side-by-side AB images; cyclegan: trainA/ + trainB/.",
+    )
     image_size: int | Literal["auto"] = Field(
         "auto",
         description="Training size in px (square), b*2^k with 4 <= b <= 8, k >= 2 (28, 32, 48, 64, 96, 128); auto: the images' own size, at most 64 (translation: 32..256, a power of 2).",

@@ -209,7 +209,11 @@ def encode_like(image: Image.Image, path: Path) -> bytes:
     """File bytes in the format the output's extension names."""
     fmt, options = SAVE_AS.get(path.suffix.lower(), ("PNG", {}))
     buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
+    try:
+        image.save(buffer, format=fmt, **options)
+    except (OSError, ValueError, KeyError):  # a mode this format cannot store: the nearest one it can
+        buffer = io.BytesIO()
+        image.convert("RGBA" if "A" in image.getbands() else "RGB").save(buffer, format=fmt, **options)
     return buffer.getvalue()
 
 
