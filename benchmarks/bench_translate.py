@@ -83,6 +83,8 @@ def main() -> None:
             "default_precision": default, "images_per_second": {"fp32": fp32, "auto": auto}, "rounds": rates,
             "ratio_auto_over_fp32": auto / fp32,
         }, indent=1))
+        if default == "fp32":
+            print("auto resolves to fp32 on this device: both rows run the same code, their ratio is the run-to-run noise")
         print(f"written {OUT}")
 
 
