@@ -35,7 +35,9 @@ class DataConfig(Section):
         "auto",
         description="Training size in px (square), b*2^k with 4 <= b <= 8, k >= 2 (28, 32, 48, 64, 96, 128); auto: the images' own size, at most 64 (translation: 32..256, a power of 2).",
     )
-    channels: Literal[1, 3, "auto"] = Field("auto", description="1 = grayscale, 3 = RGB; auto: 1 when every image is grayscale, else 3.")
+    channels: Literal[1, 3, "auto"] = Field(
+        "auto", description="1 = grayscale, 3 = RGB; auto: 1 when every image is grayscale, else 3 (translation: decided per side, A and B may differ)."
+    )
     resize: Literal["crop", "pad", "stretch"] = Field(
         "crop", description="How non-square or other-sized images reach image_size: centre crop, pad with black, or stretch."
     )

@@ -239,6 +239,8 @@ def list_images(src: Path, out: Path) -> list[Path]:
     if not src.is_dir():
         raise SynthgenError(f"{src}: no such folder or image")
     out = out.resolve()
+    if out == src.resolve():
+        raise SynthgenError(f"{out}: the output folder must not be the input folder (nothing is ever overwritten in place)")
     return [p for p in _images_under(src) if out != p.resolve().parent and out not in p.resolve().parents]
 
 

@@ -173,3 +173,20 @@ def test_translate_refuses_what_it_cannot_do(trained_pix2pix, four_classes, tmp_
     cgan = train(tiny_recipe(four_classes, tmp_path, train={"steps": 1}))
     with pytest.raises(SynthgenError, match="cgan run"):
         Translator(cgan.run_dir)
+
+
+def test_a_pix2pix_trained_b_to_a_maps_b_channels_to_a_channels(tmp_path, fashion_test_split):
+    """B (RGB photos) -> A (gray): the translator takes 3 channels and gives 1; gray outputs stay gray files."""
+    for i, path in enumerate(sorted((fashion_test_split / "Dress").glob("*.png"))[:4]):
+        image = Image.open(path)
+        for side, picture in (("A", image), ("B", image.convert("RGB"))):
+            (tmp_path / "pairs" / side).mkdir(parents=True, exist_ok=True)
+            picture.save(tmp_path / "pairs" / side / f"{i}.png")
+    recipe = tiny_translation_recipe("pix2pix", tmp_path / "pairs", tmp_path / "runs", data={"direction": "BtoA"}, train={"steps": 2})
+    translator = Translator(train(recipe).run_dir)
+    assert (translator.direction, translator.in_channels, translator.out_channels) == ("BtoA", 3, 1)
+    result = translate_folder(translator, tmp_path / "pairs" / "B", tmp_path / "out")
+    assert len(result.translated) == 4
+    assert Image.open(tmp_path / "out" / "0.png").mode == "L"  # the network makes gray images: the colour follows it
+    with pytest.raises(SynthgenError, match="must not be the input folder"):
+        translate_folder(translator, tmp_path / "out", tmp_path / "out")
