@@ -52,6 +52,8 @@ class DataConfig(Section):
     on_mismatch: Literal["error", "skip"] = Field(
         "error", description="pix2pix A/ + B/ folders: a file without its partner is an error listing them all, or is skipped."
     )
+    dir_a: str = Field("A", description="pix2pix: the folder below data.root holding the A side (e.g. label).")
+    dir_b: str = Field("B", description="pix2pix: the folder below data.root holding the B side, files named as their A partners (e.g. image).")
     jitter: float = Field(
         1.117, ge=1.0, le=2.0,
         description="Translation: load at image_size*jitter, then random-crop image_size (pix2pix: 286 -> 256); 1 = no jitter.",

@@ -395,7 +395,8 @@ def evaluate_paired(
     hook for distribution metrics such as FID/KID of the outputs (metrics stream).
     """
     translator = Translator(run, direction)
-    pairs = discover_paired(test_pairs).pairs
+    data = translator.recipe.data
+    pairs = discover_paired(test_pairs, dirs=(data.dir_a, data.dir_b)).pairs
     model, identity, outputs, targets = [], [], [], []
     for pair in pairs:
         x, y = _read_pair(pair, translator.direction, translator.in_channels, translator.out_channels)

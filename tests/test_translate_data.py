@@ -78,6 +78,17 @@ def test_layout_errors_say_what_was_expected(tmp_path):
         discover_paired("")
 
 
+def test_isbi_membrane_labels_and_images_pair_up_with_named_side_folders():
+    root = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "isbi2012-membrane" / "train"
+    if not root.is_dir():
+        pytest.skip(f"{root} absent (the shared datasets are not on this machine)")
+    data = load_paired(data_cfg(root, dir_a="label", dir_b="image", image_size=64, jitter=1.0))
+    assert len(data.a) == 30 and data.channels == {"A": 1, "B": 1}
+    assert set(data.a.unique().tolist()) - {0, 255} and data.a.float().std() > data.b.float().std()  # resized masks vs EM
+    with pytest.raises(SynthgenError, match=r"no pairs found; expected A/ and B/.*found image/, label/: name the sides with data.dir_a"):
+        discover_paired(root)  # without the folder names: not mistaken for side-by-side pairs
+
+
 def test_side_by_side_images_split_into_a_and_b(tmp_path, fashion_test_split):
     left, right = images(fashion_test_split, 2)
     joined = Image.new("L", (56, 28))

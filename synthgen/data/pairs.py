@@ -2,6 +2,7 @@
 
 Paired layouts (pix2pix):
   root/A/<name>.<ext> with root/B/<name>.<any ext>   partners share their path below A/ and B/, minus the extension
+                                                     (other folder names with data.dir_a / data.dir_b: label/ + image/)
   root/<name>.<ext>                                  one image per pair, A on the left half, B on the right
 Unpaired layout (CycleGAN): root/trainA/, root/trainB/ and optionally root/testA/, root/testB/.
 """
@@ -65,29 +66,35 @@ def _by_stem(folder: Path) -> dict[str, Path]:
     return found
 
 
-def discover_paired(root: str | Path, on_mismatch: str = "error") -> PairedFiles:
+def discover_paired(root: str | Path, on_mismatch: str = "error", dirs: tuple[str, str] = ("A", "B")) -> PairedFiles:
     root = _root(root)
-    if (root / "A").is_dir() and (root / "B").is_dir():
-        return _paired_folders(root, on_mismatch)
+    if (root / dirs[0]).is_dir() and (root / dirs[1]).is_dir():
+        return _paired_folders(root, on_mismatch, dirs)
     if (root / "trainA").is_dir() or (root / "trainB").is_dir():
         raise SynthgenError(f"{root}: has trainA/ and trainB/, an unpaired layout; pix2pix needs pairs (A/ + B/ or side-by-side AB images), or use method: cyclegan")
     files = _images_under(root)
-    if not files:
-        raise SynthgenError(f"{root}: no pairs found; expected A/ and B/ folders with matching file names, or side-by-side AB images")
+    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and _images_under(d))
+    loose = any(p.parent == root for p in files)
+    if not files or (len(folders) >= 2 and not loose):  # e.g. image/ + label/: sides in folders of other names
+        found = f" (found {', '.join(f'{name}/' for name in folders)}: name the sides with data.dir_a and data.dir_b)" if folders else ""
+        raise SynthgenError(
+            f"{root}: no pairs found; expected {dirs[0]}/ and {dirs[1]}/ folders with matching file names, or side-by-side AB images{found}"
+        )
     return PairedFiles(root, [Pair(path.relative_to(root).with_suffix("").as_posix(), path, None) for path in files])
 
 
-def _paired_folders(root: Path, on_mismatch: str) -> PairedFiles:
-    a, b = _by_stem(root / "A"), _by_stem(root / "B")
-    lonely = [f"A/{a[k].relative_to(root / 'A')} (no B/{k}.*)" for k in sorted(a.keys() - b.keys())]
-    lonely += [f"B/{b[k].relative_to(root / 'B')} (no A/{k}.*)" for k in sorted(b.keys() - a.keys())]
+def _paired_folders(root: Path, on_mismatch: str, dirs: tuple[str, str]) -> PairedFiles:
+    side_a, side_b = dirs
+    a, b = _by_stem(root / side_a), _by_stem(root / side_b)
+    lonely = [f"{side_a}/{a[k].relative_to(root / side_a)} (no {side_b}/{k}.*)" for k in sorted(a.keys() - b.keys())]
+    lonely += [f"{side_b}/{b[k].relative_to(root / side_b)} (no {side_a}/{k}.*)" for k in sorted(b.keys() - a.keys())]
     if lonely and on_mismatch == "error":
         raise SynthgenError(
             f"{root}: {len(lonely)} files without a partner: {_listing(lonely)}; add or remove them, or set data.on_mismatch: skip"
         )
     pairs = [Pair(k, a[k], b[k]) for k in sorted(a.keys() & b.keys())]
     if not pairs:
-        raise SynthgenError(f"{root}: A/ and B/ have no file names in common (e.g. {_listing(lonely)})")
+        raise SynthgenError(f"{root}: {side_a}/ and {side_b}/ have no file names in common (e.g. {_listing(lonely)})")
     return PairedFiles(root, pairs, lonely)
 
 

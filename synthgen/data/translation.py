@@ -152,7 +152,7 @@ def load_size(image_size: int, jitter: float) -> int:
 
 def load_paired(cfg) -> TranslationImages:
     """data.root as pairs (A/ + B/ or side-by-side AB), at load size; unreadable pairs are skipped and listed."""
-    found = discover_paired(cfg.root, cfg.on_mismatch)
+    found = discover_paired(cfg.root, cfg.on_mismatch, (cfg.dir_a, cfg.dir_b))
     side_by_side = found.pairs[0].b is None
     files_a = [p.a for p in found.pairs]
     files_b = files_a if side_by_side else [p.b for p in found.pairs]
