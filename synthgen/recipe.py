@@ -164,6 +164,9 @@ class Recipe(Section):
         if self.method in TRANSLATION_METHODS:
             if self.loss.type not in ("lsgan", "ns"):
                 raise ValueError(f"loss.type: {self.method} uses lsgan or ns (got {self.loss.type})")
+            size = self.data.image_size
+            if self.model.translator == "unet" and size != "auto" and size % 8:
+                raise ValueError(f"data.image_size: the unet translator halves the size at least 3 times; use a multiple of 8 (got {size})")
         elif self.train.batch_size < 2:
             raise ValueError("train.batch_size: cgan needs at least 2 (batch norm and D compare images within a batch)")
         if self.train.batch_size % self.model.pack:
