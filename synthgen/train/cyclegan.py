@@ -17,7 +17,7 @@ from torch import nn
 from synthgen.data.translation import TranslationBatches, TranslationImages, load_unpaired
 from synthgen.models.patchgan import build_patch_discriminator
 from synthgen.models.registry import build_translator
-from synthgen.train.translation import TranslationMethod
+from synthgen.train.translation import TranslationMethod, eval_mode
 
 POOL_STREAM = 3  # random stream of the pool's draws (data batches use 0-2): seeded by (seed, step, stream)
 
@@ -125,7 +125,7 @@ class CycleGAN(TranslationMethod):
     def grid_images(self) -> tuple[torch.Tensor, int]:
         """Rows A -> G_AB(A) -> G_BA(G_AB(A)), then B -> G_BA(B) -> G_AB(G_BA(B))."""
         a, b = self._to_model(self.grid_a), self._to_model(self.grid_b)
-        with self._eval(self.G_AB, self.G_BA):
+        with eval_mode(self.G_AB, self.G_BA):
             fake_b, fake_a = self.G_AB(a), self.G_BA(b)
             return self._grid([a, fake_b, self.G_BA(fake_b)], [b, fake_a, self.G_AB(fake_a)])
 

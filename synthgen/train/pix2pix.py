@@ -13,7 +13,7 @@ import torch
 from synthgen.data.translation import TranslationBatches, TranslationImages, load_paired
 from synthgen.models.patchgan import build_patch_discriminator
 from synthgen.models.registry import build_translator
-from synthgen.train.translation import TranslationMethod
+from synthgen.train.translation import TranslationMethod, eval_mode
 
 
 class Pix2Pix(TranslationMethod):
@@ -66,6 +66,6 @@ class Pix2Pix(TranslationMethod):
     def grid_images(self) -> tuple[torch.Tensor, int]:
         """One row per held-out pair: input | output | target."""
         x = self._to_model(self.grid_x)
-        with self._eval(self.G):
+        with eval_mode(self.G):
             output = self.G(x)
         return self._grid([x, output, self._to_model(self.grid_y)])

@@ -1,6 +1,8 @@
-"""What pix2pix and CycleGAN share: data loading, optimiser updates, grid rows, learning-rate decay."""
+"""What pix2pix and CycleGAN share: the adversarial loss scale, network placement, optimiser updates, grids."""
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 
@@ -60,22 +62,15 @@ class TranslationMethod:
         ]
         return torch.cat(rows), len(groups[0])  # a gray side shown beside an RGB one: repeated to 3 channels
 
-    @staticmethod
-    def _eval(*networks: torch.nn.Module):
-        return _EvalMode(networks)
 
-
-class _EvalMode:
+@contextmanager
+def eval_mode(*networks: torch.nn.Module):
     """Networks in eval mode (no dropout, BN running statistics) inside the block, as they were after it."""
-
-    def __init__(self, networks):
-        self.networks = networks
-
-    def __enter__(self):
-        self.modes = [n.training for n in self.networks]
-        for network in self.networks:
-            network.eval()
-
-    def __exit__(self, *exc):
-        for network, mode in zip(self.networks, self.modes):
+    modes = [network.training for network in networks]
+    for network in networks:
+        network.eval()
+    try:
+        yield
+    finally:
+        for network, mode in zip(networks, modes):
             network.train(mode)
