@@ -76,7 +76,9 @@ def save_checkpoint(
     tensors, optim_json = optimizer_tensors(optimizers)
     tensors.update(rng_tensors() if rng is None else rng)
     save_file(tensors, tmp / OPTIM_FILE)
-    _write_json(tmp / STATE_FILE, {**state, "step": step, "optimizers": optim_json})
+    # Recorded so that a reader (synthgen translate) can tell a damaged or swapped weights file.
+    sha256 = {name: hashlib.sha256((tmp / f"{name}.safetensors").read_bytes()).hexdigest() for name in networks}
+    _write_json(tmp / STATE_FILE, {**state, "step": step, "optimizers": optim_json, "weights_sha256": sha256})
     _fsync_dir(tmp)
     if final.exists():  # the same step saved again (e.g. Ctrl-C right after a checkpoint)
         shutil.rmtree(final)

@@ -287,6 +287,52 @@ def fid(
     out.print(f"FID ({features}, {len(a)} vs {len(b)} images): {frechet(a, b):.4f}")
 
 
+# --- translation -------------------------------------------------------------------
+
+
+@app.command()
+def translate(
+    src: Path = typer.Argument(..., help="Folder of images (searched recursively), or one image."),
+    dest: Path = typer.Argument(..., help="Output folder: the same relative paths, names, sizes and modes."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="A pix2pix or cyclegan run folder (default: the most recent run in weights/)."),
+    direction: Optional[str] = typer.Option(None, "--direction", help="AtoB or BtoA: cyclegan picks G_AB or G_BA (default AtoB); pix2pix goes its trained way."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Translate again files that already have an output."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images of one padded size translated together."),
+    precision: str = typer.Option("auto", "--precision", help="auto (fp32 on CPU, bf16/fp16 on CUDA), fp32, bf16 or fp16."),
+):
+    """Translate every image under SRC into DEST with a trained pix2pix or CycleGAN run (continues an existing DEST)."""
+    from synthgen.translate import Translator, list_images, translate_folder
+
+    translator = Translator(weights or most_recent_run(), direction, precision=precision)
+    total = len(list_images(src, dest))
+    with Progress(TextColumn("[bold]translate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err) as bar:
+        task = bar.add_task("translate", total=total)
+        result = translate_folder(translator, src, dest, overwrite, batch_size, on_image=lambda _: bar.advance(task))
+    for line in result.unreadable:
+        err.print(f"[red]unreadable, skipped:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    table = Table("images", "translated", "kept (already there)", "unreadable")
+    table.add_row(str(result.total), str(len(result.translated)), str(len(result.existing)), str(len(result.unreadable)))
+    out.print(table)
+    out.print(f"{dest}: {translator.run_dir} {translator.weights} ({translator.direction}, step {translator.step}, sha256 {translator.sha256[:16]})")
+
+
+@app.command("translate-eval")
+def translate_eval(
+    run: Path = typer.Argument(..., help="A pix2pix (or cyclegan) run folder."),
+    pairs: Path = typer.Argument(..., help="Held-out pairs: A/ + B/ with matching names, or side-by-side AB images."),
+    direction: Optional[str] = typer.Option(None, "--direction", help="cyclegan only: AtoB or BtoA (default AtoB)."),
+):
+    """L1, PSNR and SSIM of a run's outputs against the ground truth, beside the identity baseline (input as output)."""
+    from synthgen.translate import evaluate_paired
+
+    result = evaluate_paired(run, pairs, direction)
+    table = Table("output", "L1 (lower is better)", "PSNR dB (higher)", "SSIM (higher)")
+    for name, scores in (("model", result.model), ("identity (input as output)", result.identity)):
+        table.add_row(name, f"{scores.l1:.4f}", f"{scores.psnr:.2f}", f"{scores.ssim:.4f}")
+    out.print(table)
+    out.print(f"{result.pairs} pairs in {pairs}")
+
+
 # --- data --------------------------------------------------------------------------
 
 
@@ -306,6 +352,20 @@ def data_inspect(folder: Path = typer.Argument(..., help="A labelled folder (cla
     out.print(f"unreadable: {len(report_.unreadable)}")
     for line in report_.unreadable:
         out.print(f"  {line}", style="red")
+
+
+@data_app.command("edges")
+def data_edges(
+    src: Path = typer.Argument(..., help="A folder of images (searched recursively)."),
+    dest: Path = typer.Argument(..., help="Output: DEST/train/{A,B}/ (and DEST/test/{A,B}/ with --holdout)."),
+    holdout: int = typer.Option(0, "--holdout", min=0, help="Random pairs kept out of training, in DEST/test/."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use at most this many images (a random subset)."),
+):
+    """Make a paired edges -> image set for pix2pix: A/ = Canny edges, B/ = the images."""
+    from synthgen.data.edges import make_edge_pairs
+
+    for split, count in make_edge_pairs(src, dest, holdout, limit).items():
+        out.print(f"{dest / split}: {count} pairs (A/ edges, B/ images)")
 
 
 @import_app.command("idx")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from synthgen.errors import SynthgenError
 
 BUNDLED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+TRANSLATION_METHODS = ("pix2pix", "cyclegan")  # image -> image methods (train/pix2pix.py, train/cyclegan.py)
 
 
 class Section(BaseModel):
@@ -26,12 +27,17 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    root: str = Field("", description="Folder of images: one subfolder per class, or images directly inside (one class).")
+    root: str = Field(
+        "",
+        description="Folder of images: one subfolder per class, or images directly inside (one class); pix2pix: A/ + B/ or side-by-side AB images; cyclegan: trainA/ + trainB/.",
+    )
     image_size: int | Literal["auto"] = Field(
         "auto",
-        description="Training size in px (square), b*2^k with 4 <= b <= 8, k >= 2 (28, 32, 48, 64, 96, 128); auto: the images' own size, at most 64.",
+        description="Training size in px (square), b*2^k with 4 <= b <= 8, k >= 2 (28, 32, 48, 64, 96, 128); auto: the images' own size, at most 64 (translation: 32..256, a power of 2).",
     )
-    channels: Literal[1, 3, "auto"] = Field("auto", description="1 = grayscale, 3 = RGB; auto: 1 when every image is grayscale, else 3.")
+    channels: Literal[1, 3, "auto"] = Field(
+        "auto", description="1 = grayscale, 3 = RGB; auto: 1 when every image is grayscale, else 3 (translation: decided per side, A and B may differ)."
+    )
     resize: Literal["crop", "pad", "stretch"] = Field(
         "crop", description="How non-square or other-sized images reach image_size: centre crop, pad with black, or stretch."
     )
@@ -39,6 +45,18 @@ class DataConfig(Section):
     sampling: Literal["balanced", "natural"] = Field(
         "balanced",
         description="balanced: every class drawn equally often (real and fake); natural: as often as it occurs in the data.",
+    )
+    # Translation (pix2pix, cyclegan). data.root then holds A/ + B/ (matched by stem), side-by-side AB
+    # images, or trainA/ + trainB/ (unpaired); data.channels `auto` is decided per side.
+    direction: Literal["AtoB", "BtoA"] = Field("AtoB", description="pix2pix: translate A into B (AtoB) or B into A (BtoA).")
+    on_mismatch: Literal["error", "skip"] = Field(
+        "error", description="pix2pix A/ + B/ folders: a file without its partner is an error listing them all, or is skipped."
+    )
+    dir_a: str = Field("A", description="pix2pix: the folder below data.root holding the A side (e.g. label).")
+    dir_b: str = Field("B", description="pix2pix: the folder below data.root holding the B side, files named as their A partners (e.g. image).")
+    jitter: float = Field(
+        1.117, ge=1.0, le=2.0,
+        description="Translation: load at image_size*jitter, then random-crop image_size (pix2pix: 286 -> 256); 1 = no jitter.",
     )
 
     @field_validator("image_size")
@@ -63,6 +81,16 @@ class ModelConfig(Section):
     g_spectral_norm: bool = Field(False, description="Spectral normalisation on every layer of G (SAGAN/BigGAN style).")
     minibatch_std: bool = Field(False, description="Append a minibatch standard-deviation channel late in D (anti-collapse).")
     pack: int = Field(1, ge=1, le=8, description="PacGAN: D judges this many samples at once, all real or all fake (anti-collapse).")
+    # Translation (pix2pix, cyclegan): the generator is image -> image, D a PatchGAN.
+    translator: Literal["unet", "resnet"] = Field(
+        "unet", description="Translation G (models/ registry): unet (skips; pix2pix) or resnet (residual blocks; CycleGAN)."
+    )
+    norm: Literal["instance", "batch"] = Field(
+        "instance", description="Translation G and D normalisation; instance: each image alone, the same output in any batch."
+    )
+    n_blocks: int = Field(9, ge=1, description="Residual blocks of the resnet translator (CycleGAN: 9 at 256 px, 6 at 128 px).")
+    dropout: float = Field(0.5, ge=0, lt=1, description="unet: dropout in the three decoder blocks below the bottleneck (pix2pix's noise).")
+    d_layers: int = Field(3, ge=1, le=6, description="PatchGAN D stride-2 layers: 3 = 70x70 patches, 2 = 34x34, 4 = 142x142.")
 
 
 class ConditioningConfig(Section):
@@ -75,11 +103,16 @@ class LossConfig(Section):
     gp_weight: float | None = Field(None, ge=0, description="Gradient-penalty weight; empty = the loss's default (10 for wgan-gp, else 0).")
     r1_gamma: float = Field(0.0, ge=0, description="R1 penalty weight on real images (0 = off).")
     r1_every: int = Field(16, ge=1, description="Apply R1 lazily every this many D steps (scaled to compensate).")
+    l1_weight: float = Field(100.0, ge=0, description="pix2pix: weight of the L1 distance between output and target.")
+    cycle_weight: float = Field(10.0, ge=0, description="cyclegan: weight of the cycle-consistency L1 (A -> B -> A and B -> A -> B).")
+    identity_weight: float = Field(
+        0.5, ge=0, description="cyclegan: identity L1 weight as a fraction of cycle_weight (needs the same channels in A and B)."
+    )
 
 
 class TrainConfig(Section):
     steps: int = Field(10000, ge=1, description="Number of generator updates.")
-    batch_size: int = Field(64, ge=2, description="Images per batch, real and fake each.")
+    batch_size: int = Field(64, ge=1, description="Images per batch, real and fake each (cgan: at least 2; CycleGAN: 1 per domain).")
     lr_g: float = Field(2e-4, gt=0, description="Generator learning rate.")
     lr_d: float = Field(2e-4, gt=0, description="Discriminator learning rate (TTUR: may differ from lr_g).")
     beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1.")
@@ -99,6 +132,10 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(1000, ge=1, description="Steps between checkpoints (one is always written at the end).")
     keep_checkpoints: int = Field(3, ge=1, description="How many recent checkpoints to keep.")
     out_dir: str = Field("weights", description="Runs are written to out_dir/name/.")
+    lr_decay: Literal["none", "linear"] = Field(
+        "none", description="linear: learning rates constant for the first half of steps, then linearly to 0 (CycleGAN)."
+    )
+    pool_size: int = Field(50, ge=0, description="cyclegan: D also sees fakes from a history of this many (Shrivastava 2017); 0 = off.")
 
 
 class GateConfig(Section):
@@ -125,7 +162,9 @@ class Recipe(Section):
     name: str = Field("run", description="Run name: the run is saved in train.out_dir/name/.")
     description: str = Field("", description="One line shown by `synthgen recipes`.")
     seed: int = Field(0, description="Seed for everything random in training.")
-    method: Literal["cgan"] = Field("cgan", description="Training method (train/ registry).")
+    method: Literal["cgan", "pix2pix", "cyclegan"] = Field(
+        "cgan", description="Training method (train/ registry): cgan (labelled folders), pix2pix (paired), cyclegan (unpaired)."
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     conditioning: ConditioningConfig = Field(default_factory=ConditioningConfig)
@@ -143,6 +182,14 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _keys_agree(self) -> "Recipe":
+        if self.method in TRANSLATION_METHODS:
+            if self.loss.type not in ("lsgan", "ns"):
+                raise ValueError(f"loss.type: {self.method} uses lsgan or ns (got {self.loss.type})")
+            size = self.data.image_size
+            if self.model.translator == "unet" and size != "auto" and size % 8:
+                raise ValueError(f"data.image_size: the unet translator halves the size at least 3 times; use a multiple of 8 (got {size})")
+        elif self.train.batch_size < 2:
+            raise ValueError("train.batch_size: cgan needs at least 2 (batch norm and D compare images within a batch)")
         if self.train.batch_size % self.model.pack:
             raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of model.pack ({self.model.pack})")
         if self.loss.type == "wgan-gp" and self.model.d_norm == "batch":

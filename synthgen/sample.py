@@ -66,6 +66,8 @@ class TrainedGenerator:
         self.run_dir = Path(run_dir)
         checkpoint = ckpt.require_checkpoint(self.run_dir, checkpoint)
         self.recipe = validate(checkpoint.recipe, source=f"{checkpoint.path}/state.json")
+        if self.recipe.method != "cgan":
+            raise SynthgenError(f"{self.run_dir}: a {self.recipe.method} run translates images; use synthgen translate IN OUT --weights {self.run_dir}")
         self.class_names: list[str] = checkpoint.class_names
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
         weights = "G_ema" if (checkpoint.path / "G_ema.safetensors").exists() else "G"

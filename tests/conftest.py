@@ -72,3 +72,22 @@ def trained_gan(four_classes, tmp_path_factory) -> Path:
         model={"g_channels": 32, "d_channels": 32, "z_dim": 64},
         train={"steps": 250, "batch_size": 32, "log_every": 50, "sample_every": 250, "checkpoint_every": 250},
     )).run_dir
+
+
+@pytest.fixture(scope="session")
+def edge_pairs(fashion_test_split, tmp_path_factory) -> Path:
+    """Edges -> image pairs from the demo data: train/{A,B} (500 pairs) and held-out test/{A,B} (100)."""
+    from synthgen.data.edges import make_edge_pairs
+
+    out = tmp_path_factory.mktemp("edges")
+    make_edge_pairs(fashion_test_split, out, holdout=100, limit=600)
+    return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny translation models: one thread beats two (their ops are too small to split, and the cores are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -38,6 +38,10 @@ class LabelledImages:
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
 
+    def describe(self) -> dict:
+        """What the run records about its data (run.json and every checkpoint's state.json)."""
+        return {"class_names": self.class_names, "num_images": len(self), "unreadable": self.unreadable}
+
 
 def cache_dir() -> Path:
     base = os.environ.get("SYNTHGEN_CACHE") or os.path.join(

@@ -38,3 +38,22 @@ def get_backbone(name: str) -> Backbone:
 def _load_families() -> None:
     # Importing a family file registers it; new families add one line here.
     from synthgen.models import dcgan, resnet  # noqa: F401
+
+
+# --- image-to-image generators (pix2pix, cyclegan) ------------------------------
+# A translator maps images [B, in, H, W] in [-1, 1] to [B, out, H, W] in [-1, 1]
+# for any H, W that are multiples of its `stride` attribute.
+
+TRANSLATORS: dict[str, Callable[..., nn.Module]] = {}  # (model_cfg, image_size, in_channels, out_channels) -> G
+
+
+def register_translator(name: str, builder) -> None:
+    TRANSLATORS[name] = builder
+
+
+def build_translator(model_cfg, image_size: int, in_channels: int, out_channels: int) -> nn.Module:
+    from synthgen.models import resnet_translator, unet  # noqa: F401 - importing registers them
+
+    if model_cfg.translator not in TRANSLATORS:
+        raise SynthgenError(f"model.translator: unknown translator '{model_cfg.translator}' (known: {', '.join(sorted(TRANSLATORS))})")
+    return TRANSLATORS[model_cfg.translator](model_cfg, image_size, in_channels, out_channels)

@@ -1,5 +1,7 @@
 """Training: one loop (loop.py) and one `step` per method, chosen by name."""
 
 from synthgen.train.cgan import ConditionalGAN
+from synthgen.train.cyclegan import CycleGAN
+from synthgen.train.pix2pix import Pix2Pix
 
-METHODS = {"cgan": ConditionalGAN}
+METHODS = {"cgan": ConditionalGAN, "pix2pix": Pix2Pix, "cyclegan": CycleGAN}

@@ -9,7 +9,7 @@ from torch.nn.utils import parametrize
 from synthgen import distributed
 from synthgen.data.batches import BatchDrawer
 from synthgen.data.diffaugment import diff_augment
-from synthgen.data.loading import LabelledImages
+from synthgen.data.loading import LabelledImages, load_labelled
 from synthgen.losses import LOSSES, gradient_penalty, r1_penalty
 from synthgen.models.conditioning import build_models
 from synthgen.precision import Precision
@@ -48,6 +48,14 @@ class ConditionalGAN:
         gp = recipe.loss.gp_weight
         self.gp_weight = self.loss.default_gp_weight if gp is None else gp
         self.images_per_step = t.batch_size * t.n_dis  # real images D sees per generator update (all processes)
+
+    @staticmethod
+    def load_data(recipe) -> tuple[LabelledImages, object]:
+        """The labelled folder as tensors, and the recipe with `auto` size and channels resolved."""
+        d = recipe.data
+        data = load_labelled(d.root, d.image_size, d.channels, d.resize)
+        _, channels, size, _ = data.images.shape
+        return data, recipe.model_copy(update={"data": d.model_copy(update={"image_size": size, "channels": channels})})
 
     # --- state the loop saves and restores ---------------------------------
 

@@ -17,7 +17,6 @@ import torch
 
 from synthgen import checkpoint as ckpt
 from synthgen import distributed
-from synthgen.data.loading import load_labelled
 from synthgen.errors import SynthgenError
 from synthgen.imaging import save_grid, to_uint8, write_atomic
 from synthgen.precision import resolve_device, resolve_precision
@@ -68,10 +67,11 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
 
     torch.manual_seed(recipe.seed)  # the same weights in every process
     precision = resolve_precision(recipe.train.precision, device)
-    data = load_labelled(recipe.data.root or _no_root(), recipe.data.image_size, recipe.data.channels, recipe.data.resize)
-    # `auto` data keys become what was chosen, so the run and its checkpoints are self-describing.
-    _, channels, size, _ = data.images.shape
-    recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"image_size": size, "channels": channels})})
+    if not recipe.data.root.strip():
+        raise SynthgenError("data.root: not set; set it in the recipe or with --set data.root=DIR")
+    # The method knows its data layout; `auto` data keys come back as what was chosen,
+    # so the run and its checkpoints are self-describing.
+    data, recipe = METHODS[recipe.method].load_data(recipe)
     method = METHODS[recipe.method](recipe, data, precision)
     distributed.seed_this_rank(recipe.seed)  # ... and different noise
     start = _restore(method, previous, device) if resume else 0
@@ -82,12 +82,10 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
         write_atomic(run_dir / "recipe.yaml", recipe_to_yaml(recipe).encode())
     state = {
         "name": recipe.name,
-        "class_names": data.class_names,
         "recipe": recipe.model_dump(mode="json"),
         "precision": precision.name,
         "device": str(device),
-        "num_images": len(data),
-        "unreadable": data.unreadable,
+        **data.describe(),  # class_names, num_images, unreadable (+ what a method's data adds)
         "world_size": distributed.world_size(),
     }
     if resume and "best" in previous.state:  # the best checkpoint so far survives a resume
@@ -106,6 +104,7 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
     with _deferred_interrupt() as interrupted:
         step = start
         for step in range(start + 1, total + 1):
+            _decay_learning_rates(method, recipe, step - 1)
             for key, value in method.train_step(step - 1).items():
                 sums[key] = sums.get(key, 0.0) + float(value)
             timer.tick()
@@ -128,8 +127,19 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
     return TrainResult(run_dir, step, timer.overall(), last_path)
 
 
-def _no_root():
-    raise SynthgenError("data.root: not set; set it in the recipe or with --set data.root=DIR")
+def _decay_learning_rates(method, recipe: Recipe, step: int) -> None:
+    """train.lr_decay linear: the recipe's rates for the first half of the steps, then linearly towards 0.
+
+    A function of the step alone, so a resumed run follows the same schedule.
+    """
+    if recipe.train.lr_decay == "none":
+        return
+    half = recipe.train.steps // 2
+    factor = 1.0 - max(0, step - half) / (recipe.train.steps - half)
+    for optimizer in method.optimizers.values():
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * factor
 
 
 def _restore(method, checkpoint: ckpt.Checkpoint, device: torch.device) -> int:

@@ -1,0 +1,410 @@
+"""Translate folders of images with a trained pix2pix or CycleGAN run, and score it on held-out pairs.
+
+Every image under IN is translated at its own size (reflect-padded to the
+network's stride and cropped back; sides over TILE_ABOVE px in overlapping
+tiles, blended) and written to OUT under the same relative path and name, in
+its own format and mode: grayscale stays grayscale, alpha is carried over,
+palette images get a palette of the output's colours. Where the network
+changes the number of channels (edges -> photo), the colour follows the
+network and alpha and format still follow the file.
+Images whose padded sizes match are translated in one batch; an unreadable
+file is reported and skipped; existing outputs are kept unless `overwrite`,
+so a stopped run continues where it stopped. Outputs are written under a
+temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from torchvision.transforms.functional import pil_to_tensor
+
+from synthgen import checkpoint as ckpt
+from synthgen.data.folders import _images_under
+from synthgen.data.pairs import Pair, discover_paired
+from synthgen.errors import SynthgenError
+from synthgen.imaging import to_channels, to_model, to_uint8, write_atomic
+from synthgen.models.registry import build_translator
+from synthgen.precision import resolve_device, resolve_precision
+from synthgen.recipe import TRANSLATION_METHODS, validate
+
+TILE_ABOVE = 1024  # images with a side longer than this are translated in tiles (memory stays bounded)
+TILE, OVERLAP = 512, 64  # tile side (rounded up to the stride) and the overlap blended between tiles
+UNREADABLE = (OSError, ValueError, SyntaxError)  # PIL's ways of saying "not an image"
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+SAVE_AS = {".png": ("PNG", {}), ".jpg": ("JPEG", {"quality": 95}), ".jpeg": ("JPEG", {"quality": 95}),
+           ".bmp": ("BMP", {}), ".webp": ("WEBP", {"quality": 95}), ".tif": ("TIFF", {}), ".tiff": ("TIFF", {})}
+
+
+# --- the trained translator ---------------------------------------------------------
+
+
+class Translator:
+    """The generator of a pix2pix or CycleGAN run's latest checkpoint, for one direction."""
+
+    def __init__(self, run_dir: str | Path, direction: str | None = None, device: str = "auto", precision: str = "auto"):
+        self.run_dir = Path(run_dir)
+        checkpoint = ckpt.require_checkpoint(self.run_dir)
+        self.recipe = validate(checkpoint.recipe, source=f"{checkpoint.path}/state.json")
+        method = self.recipe.method
+        if method not in TRANSLATION_METHODS:
+            raise SynthgenError(f"{self.run_dir}: a {method} run generates images from class labels; translate needs a pix2pix or cyclegan run")
+        if direction not in (None, "AtoB", "BtoA"):
+            raise SynthgenError(f"--direction {direction}: expected AtoB or BtoA")
+        if method == "pix2pix":
+            trained = self.recipe.data.direction
+            if direction and direction != trained:
+                raise SynthgenError(f"--direction {direction}: this pix2pix run was trained {trained} and translates only that way")
+            self.direction, weights = trained, "G"
+        else:
+            self.direction = direction or "AtoB"
+            weights = "G_AB" if self.direction == "AtoB" else "G_BA"
+        source, target = ("A", "B") if self.direction == "AtoB" else ("B", "A")
+        domains = checkpoint.state["domains"]
+        self.in_channels, self.out_channels = domains[source]["channels"], domains[target]["channels"]
+        self.sha256 = checkpoint.sha256(weights)
+        expected = checkpoint.state.get("weights_sha256", {}).get(weights)
+        if expected and expected != self.sha256:
+            raise SynthgenError(f"{checkpoint.path / weights}.safetensors: sha256 {self.sha256[:16]} differs from the {expected[:16]} recorded at training (damaged or replaced)")
+        if precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise SynthgenError(f"--precision {precision}: expected auto, fp32, bf16 or fp16")
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.generator = build_translator(self.recipe.model, self.recipe.data.image_size, self.in_channels, self.out_channels)
+        ckpt.restore_network(self.generator, checkpoint.weights(weights), checkpoint.path / f"{weights}.safetensors")
+        self.generator.to(self.device, memory_format=self.precision.memory_format).eval()
+        self.stride, self.step, self.weights = self.generator.stride, checkpoint.step, weights
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size an image is translated at; images of one padded size share a batch (tiled: never)."""
+        if max(height, width) > TILE_ABOVE:
+            return (-1, -1)
+        return _round_up(height, self.stride), _round_up(width, self.stride)
+
+    @torch.no_grad()
+    def translate(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """uint8 [in_channels, H, W] images (one padded size, or one image to tile) -> uint8 [out_channels, H, W]."""
+        if len(images) == 1 and max(images[0].shape[-2:]) > TILE_ABOVE:
+            return [to_uint8(self._tiled(to_model(images[0][None])))[0]]
+        batch = torch.cat([pad_to_multiple(to_model(image[None]), self.stride) for image in images])
+        outputs = to_uint8(self._forward(batch))
+        return [out[:, : image.shape[-2], : image.shape[-1]] for out, image in zip(outputs, images)]
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device).contiguous(memory_format=self.precision.memory_format)
+        with self.precision.autocast():
+            return self.generator(x).float()
+
+    def _tiled(self, x: torch.Tensor) -> torch.Tensor:
+        """Overlapping tiles, each blended in with weights that fall off towards its edges (no seams)."""
+        tile = _round_up(TILE, self.stride)
+        height, width = x.shape[-2:]
+        out = torch.zeros(1, self.out_channels, height, width)
+        weight = torch.zeros(1, 1, height, width)
+        for top in _starts(height, tile, OVERLAP):
+            for left in _starts(width, tile, OVERLAP):
+                piece = x[..., top : top + tile, left : left + tile]
+                h, w = piece.shape[-2:]
+                result = self._forward(pad_to_multiple(piece, self.stride)).cpu()[..., :h, :w]
+                window = _ramp(h, OVERLAP)[:, None] * _ramp(w, OVERLAP)[None, :]
+                out[..., top : top + h, left : left + w] += result * window
+                weight[..., top : top + h, left : left + w] += window
+        return out / weight
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    return list(range(0, length - tile, tile - overlap)) + [length - tile]
+
+
+def _ramp(n: int, overlap: int) -> torch.Tensor:
+    i = torch.arange(n, dtype=torch.float32)
+    return torch.minimum((i + 1) / (overlap + 1), (n - i) / (overlap + 1)).clamp(max=1.0)
+
+
+def pad_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Pad bottom and right to multiples of `stride` by reflection (repeated while the pad exceeds the image)."""
+    need_h, need_w = -x.shape[-2] % stride, -x.shape[-1] % stride
+    if min(x.shape[-2:]) < 2:  # nothing to reflect: repeat the edge
+        return F.pad(x, (0, need_w, 0, need_h), mode="replicate")
+    while need_h or need_w:
+        h, w = min(need_h, x.shape[-2] - 1), min(need_w, x.shape[-1] - 1)
+        x = F.pad(x, (0, w, 0, h), mode="reflect")
+        need_h, need_w = need_h - h, need_w - w
+    return x
+
+
+# --- files: modes in and out ------------------------------------------------------------
+
+
+@dataclass
+class Original:
+    """What a file's output must keep: its mode and alpha channel."""
+
+    mode: str
+    alpha: Image.Image | None
+
+
+def read_for_model(path: Path, channels: int) -> tuple[torch.Tensor, Original]:
+    """A file as uint8 [channels, H, W] (alpha composited like in training) plus what its output must keep."""
+    with Image.open(path) as image:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"  # transparent palette images come back as RGBA
+    alpha = image.getchannel("A") if image.mode in ("LA", "RGBA", "PA") else None
+    return pil_to_tensor(to_channels(image, channels)), Original(mode, alpha)
+
+
+def output_mode(original: str, gray: bool) -> str:
+    """The mode of a translated file: the original's, unless the network changed gray <-> colour."""
+    if original == "P":
+        return "P"
+    if gray:
+        if original in ("1", "L", "LA", "I;16", "I"):
+            return original
+        return "LA" if original in ("RGBA", "PA") else "L"
+    if original in ("RGB", "RGBA", "CMYK"):
+        return original
+    return "RGBA" if original in ("LA", "PA") else "RGB"
+
+
+def to_original_mode(image: torch.Tensor, original: Original, in_channels: int, out_channels: int) -> Image.Image:
+    """uint8 [C, H, W] network output -> a PIL image in the original file's mode, alpha re-attached."""
+    array = image.permute(1, 2, 0).numpy()
+    pil = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    # The network decides gray vs colour only when it changes the channel count (edges -> photo).
+    gray = out_channels == 1 if in_channels != out_channels else original.mode in GRAY_MODES
+    mode = output_mode(original.mode, gray)
+    base = pil.convert("L" if gray else "RGB")
+    if mode in ("LA", "RGBA"):
+        base.putalpha(original.alpha if original.alpha is not None else Image.new("L", base.size, 255))
+        return base
+    if mode == "P":
+        return base.convert("RGB").quantize(256)  # an adaptive palette of the output's own colours
+    if mode in ("I;16", "I"):  # 16-bit originals: the 8-bit output spread over the 16-bit range
+        wide = Image.fromarray(np.asarray(base, dtype=np.uint16) * 257)  # uint16 -> I;16
+        return wide if mode == "I;16" else wide.convert(mode)
+    if mode == "1":
+        return base.convert("1", dither=Image.Dither.NONE)
+    return base.convert(mode)
+
+
+def encode_like(image: Image.Image, path: Path) -> bytes:
+    """File bytes in the format the output's extension names."""
+    fmt, options = SAVE_AS.get(path.suffix.lower(), ("PNG", {}))
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format=fmt, **options)
+    except (OSError, ValueError, KeyError):  # a mode this format cannot store: the nearest one it can
+        buffer = io.BytesIO()
+        image.convert("RGBA" if "A" in image.getbands() else "RGB").save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+# --- a folder -----------------------------------------------------------------------------
+
+
+@dataclass
+class TranslateResult:
+    out: Path
+    translated: list[str] = field(default_factory=list)  # relative paths written by this run
+    existing: list[str] = field(default_factory=list)  # kept: already translated (no --overwrite)
+    unreadable: list[str] = field(default_factory=list)  # "path: why"
+
+    @property
+    def total(self) -> int:
+        return len(self.translated) + len(self.existing) + len(self.unreadable)
+
+
+def list_images(src: Path, out: Path) -> list[Path]:
+    """Every image under src (or src itself), leaving out anything under out (a re-run must not translate its outputs)."""
+    if src.is_file():
+        return [src]
+    if not src.is_dir():
+        raise SynthgenError(f"{src}: no such folder or image")
+    out = out.resolve()
+    if out == src.resolve():
+        raise SynthgenError(f"{out}: the output folder must not be the input folder (nothing is ever overwritten in place)")
+    return [p for p in _images_under(src) if out != p.resolve().parent and out not in p.resolve().parents]
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """(height, width) as displayed, from the header alone (EXIF rotations 5-8 swap the sides)."""
+    with Image.open(path) as image:
+        width, height = image.size
+        if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+            width, height = height, width
+    return height, width
+
+
+def translate_folder(
+    translator: Translator,
+    src: str | Path,
+    out: str | Path,
+    overwrite: bool = False,
+    batch_size: int = 8,
+    on_image: Callable[[str], None] | None = None,
+) -> TranslateResult:
+    """Translate every image under src into out (same relative paths and names); see the module docstring."""
+    src, out = Path(src), Path(out)
+    files = list_images(src, out)
+    root = src if src.is_dir() else src.parent
+    result = TranslateResult(out)
+    groups: dict[tuple[int, int], list[Path]] = defaultdict(list)
+    for path in files:
+        relative = path.relative_to(root).as_posix()
+        if (out / relative).exists() and not overwrite:
+            result.existing.append(relative)
+            _tell(on_image, relative)
+            continue
+        try:
+            groups[translator.padded_size(*_header_size(path))].append(path)
+        except UNREADABLE as exc:
+            result.unreadable.append(f"{path}: {exc}")
+            _tell(on_image, relative)
+    for size, members in groups.items():
+        step = 1 if size == (-1, -1) else batch_size  # tiled images go one at a time
+        for i in range(0, len(members), step):
+            _translate_batch(translator, members[i : i + step], root, out, result, on_image)
+    return result
+
+
+def _translate_batch(translator: Translator, paths: list[Path], root: Path, out: Path, result: TranslateResult, on_image) -> None:
+    images, originals, kept = [], [], []
+    for path in paths:
+        try:
+            image, original = read_for_model(path, translator.in_channels)
+        except UNREADABLE as exc:
+            result.unreadable.append(f"{path}: {exc}")
+            _tell(on_image, path.relative_to(root).as_posix())
+            continue
+        images.append(image), originals.append(original), kept.append(path)
+    if not images:
+        return
+    for path, output, original in zip(kept, translator.translate(images), originals):
+        relative = path.relative_to(root).as_posix()
+        pil = to_original_mode(output, original, translator.in_channels, translator.out_channels)
+        write_atomic(out / relative, encode_like(pil, path))
+        result.translated.append(relative)
+        _tell(on_image, relative)
+
+
+def _tell(on_image, relative: str) -> None:
+    if on_image:
+        on_image(relative)
+
+
+# --- held-out evaluation -------------------------------------------------------------
+
+
+@dataclass
+class Scores:
+    l1: float  # mean |output - target|, intensities in [0, 1]
+    psnr: float  # dB, peak 1
+    ssim: float  # Wang et al. 2004, 11x11 gaussian window (sigma 1.5), K1 0.01, K2 0.03
+
+
+@dataclass
+class PairedEvaluation:
+    pairs: int
+    model: Scores
+    identity: Scores  # the input itself taken as the output: what the model must beat
+    extra: dict[str, float] = field(default_factory=dict)  # feature metrics from the hook (FID/KID, metrics stream)
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> float:
+    """Mean SSIM of two images [C, H, W] in [0, 1] over the positions where the window fits (as skimage)."""
+    c1, c2 = 0.01**2, 0.03**2
+    g = gaussian_window(window, sigma)
+    kernel = (g[:, None] * g[None, :]).expand(x.shape[0], 1, window, window)
+    blur = lambda t: F.conv2d(t[None].double(), kernel, groups=x.shape[0])[0]  # noqa: E731
+    mx, my = blur(x), blur(y)
+    vx, vy, cov = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+def image_scores(output: torch.Tensor, target: torch.Tensor) -> Scores:
+    """uint8 [C, H, W] images -> L1, PSNR and SSIM."""
+    x, y = output.double() / 255, target.double() / 255
+    mse = float(((x - y) ** 2).mean())
+    psnr = 10 * math.log10(1 / max(mse, 1e-10))
+    side = min(x.shape[-2:])
+    window = 11 if side >= 11 else side - (1 - side % 2)  # tiny images: the largest odd window that fits
+    return Scores(float((x - y).abs().mean()), psnr, ssim(x, y, window))
+
+
+def _read_pair(pair: Pair, direction: str, in_channels: int, out_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, ground truth) as uint8 tensors at their own size."""
+    with Image.open(pair.a) as image:
+        image.load()
+        a = ImageOps.exif_transpose(image)
+    if pair.b is None:
+        w, h = a.size
+        a, b = a.crop((0, 0, w // 2, h)), a.crop((w // 2, 0, 2 * (w // 2), h))
+    else:
+        with Image.open(pair.b) as image:
+            image.load()
+            b = ImageOps.exif_transpose(image)
+    x, y = (a, b) if direction == "AtoB" else (b, a)
+    if x.size != y.size:
+        raise SynthgenError(f"{pair.a}: input {x.size[0]}x{x.size[1]} and target {y.size[0]}x{y.size[1]} differ in size")
+    return pil_to_tensor(to_channels(x, in_channels)), pil_to_tensor(to_channels(y, out_channels))
+
+
+def _as_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    """The identity baseline's output: the input in the target's channels (gray repeated, or RGB to luma)."""
+    if image.shape[0] == channels:
+        return image
+    array = image.permute(1, 2, 0).numpy()
+    pil = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    return pil_to_tensor(pil.convert("L" if channels == 1 else "RGB"))
+
+
+def evaluate_paired(
+    run: str | Path,
+    test_pairs: str | Path,
+    direction: str | None = None,
+    feature_metrics: dict[str, Callable[[list[torch.Tensor], list[torch.Tensor]], float]] | None = None,
+) -> PairedEvaluation:
+    """Score a run's outputs on held-out pairs (A/ + B/ or AB images) against the ground truth, beside the identity baseline.
+
+    `feature_metrics` (name -> fn(outputs, targets), uint8 [C, H, W] lists) is the
+    hook for distribution metrics such as FID/KID of the outputs (metrics stream).
+    """
+    translator = Translator(run, direction)
+    data = translator.recipe.data
+    pairs = discover_paired(test_pairs, dirs=(data.dir_a, data.dir_b)).pairs
+    model, identity, outputs, targets = [], [], [], []
+    for pair in pairs:
+        x, y = _read_pair(pair, translator.direction, translator.in_channels, translator.out_channels)
+        output = translator.translate([x])[0]
+        model.append(image_scores(output, y))
+        identity.append(image_scores(_as_channels(x, translator.out_channels), y))
+        if feature_metrics:
+            outputs.append(output), targets.append(y)
+    mean = lambda scores: Scores(*(float(np.mean([getattr(s, k) for s in scores])) for k in ("l1", "psnr", "ssim")))  # noqa: E731
+    extra = {name: fn(outputs, targets) for name, fn in (feature_metrics or {}).items()}
+    return PairedEvaluation(len(pairs), mean(model), mean(identity), extra)

@@ -1,0 +1,61 @@
+"""The translation networks match the reference implementations and run at any multiple of their stride."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from synthgen.models.patchgan import build_patch_discriminator
+from synthgen.models.registry import build_translator
+from synthgen.models.unet import unet_depth
+from synthgen.recipe import validate
+
+
+def model_cfg(**keys):
+    return validate({"method": "pix2pix", "loss": {"type": "lsgan"}, "model": keys}).model
+
+
+def millions(module: torch.nn.Module) -> float:
+    return round(sum(p.numel() for p in module.parameters()) / 1e6, 3)
+
+
+def test_parameter_counts_equal_the_papers_code():
+    """The counts pytorch-CycleGAN-and-pix2pix prints: unet_256 54.414 M, basic D 2.769 M (pix2pix, batch norm);
+    resnet_9blocks 11.378 M, basic D 2.765 M (CycleGAN, instance norm)."""
+    pix2pix = model_cfg(norm="batch")
+    assert millions(build_translator(pix2pix, 256, 3, 3)) == 54.414
+    assert millions(build_patch_discriminator(pix2pix, 6)) == 2.769
+    cyclegan = model_cfg(norm="instance", translator="resnet", n_blocks=9)
+    assert millions(build_translator(cyclegan, 256, 3, 3)) == 11.378
+    assert millions(build_patch_discriminator(cyclegan, 3)) == 2.765
+
+
+def test_the_70x70_patchgan_gives_a_30x30_map_at_256_px():
+    assert build_patch_discriminator(model_cfg(), 6)(torch.zeros(1, 6, 256, 256)).shape == (1, 1, 30, 30)
+
+
+@pytest.mark.parametrize("translator,size,in_channels,out_channels", [("unet", 32, 1, 3), ("unet", 96, 3, 1), ("resnet", 28, 3, 3)])
+def test_translators_keep_the_size_at_any_multiple_of_their_stride(translator, size, in_channels, out_channels):
+    G = build_translator(model_cfg(translator=translator, g_channels=8, n_blocks=2), size, in_channels, out_channels).eval()
+    for height, width in ((size, size), (G.stride * 3, G.stride * 5)):
+        y = G(torch.randn(2, in_channels, height, width))
+        assert y.shape == (2, out_channels, height, width) and y.abs().max() <= 1
+
+
+def test_recipes_refuse_what_the_translators_cannot_do(tmp_path):
+    from synthgen.errors import SynthgenError
+    from synthgen.recipe import load_recipe
+
+    with pytest.raises(SynthgenError, match="data.image_size: the unet translator .* multiple of 8 \\(got 28\\)"):
+        load_recipe("pix2pix", ["data.image_size=28"])
+    with pytest.raises(SynthgenError, match="loss.type: cyclegan uses lsgan or ns \\(got hinge\\)"):
+        load_recipe("cyclegan", ["loss.type=hinge"])
+    with pytest.raises(SynthgenError, match="train.batch_size: cgan needs at least 2"):
+        load_recipe("acgan", ["train.batch_size=1"])
+    assert load_recipe("cyclegan", ["data.image_size=28"]).data.image_size == 28  # the resnet translator's stride is 4
+
+
+def test_unet_depth_follows_the_training_size():
+    assert [unet_depth(s) for s in (256, 128, 32, 96, 28)] == [8, 7, 5, 5, 2]
+    with pytest.raises(ValueError, match="at least 3 halvings"):
+        build_translator(model_cfg(), 28, 1, 1)
