@@ -29,7 +29,7 @@ def recipe_sets(root: Path, out_dir: Path, name: str, steps: int = STEPS) -> lis
         f"data.root={root}", "data.image_size=28", "data.channels=1", "model.g_channels=16", "model.d_channels=16",
         "model.z_dim=32", "train.batch_size=32", "train.log_every=4", f"train.sample_every={HALF}",
         f"train.checkpoint_every={HALF}", "train.precision=fp32", "train.diffaugment=[translation]",
-        f"train.out_dir={out_dir}", f"name={name}", f"train.steps={steps}",
+        f"train.out_dir={out_dir}", f"name={name}", f"train.steps={steps}", "gate.eval_during_training=false",
     ]
 
 

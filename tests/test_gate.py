@@ -220,3 +220,30 @@ def test_cli_sample_gated_and_eval_halves(trained_gan, four_classes, tmp_path):
         (collapsed / f"{i}.png").symlink_to(one)
     rejected = run("eval", "--real", halves["a"], "--fake", tmp_path / "collapsed", "--gate", *steps)
     assert rejected.returncode == 3 and "fail" in rejected.stdout, rejected.stdout + rejected.stderr
+
+
+def test_training_evaluates_checkpoints_keeps_the_best_and_resume_keeps_it(four_classes, tmp_path):
+    """Eval at every checkpoint: metrics lines in log.jsonl, the best step kept from pruning and used by sample."""
+    from synthgen.checkpoint import latest_checkpoint, require_checkpoint
+    from synthgen.report import load_log
+    from synthgen.train.loop import train
+    from tests.conftest import tiny_recipe
+
+    sections = dict(
+        train={"steps": 6, "checkpoint_every": 2, "keep_checkpoints": 1},
+        gate={"eval_during_training": True, "domain_steps": 20, "null_trials": 20},
+    )
+    run = train(tiny_recipe(four_classes, tmp_path, name="ev", **sections)).run_dir
+    log = load_log(run / "log.jsonl")
+    assert sorted(log.metrics["kid"]) == [2, 4, 6] and set(log.metrics) >= {"kid", "kid Bag"}
+    best = json.loads((run / "run.json").read_text())["best"]
+    assert best["kid"] == min(log.metrics["kid"].values())
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert f"step-{best['step']:07d}" in kept and "step-0000006" in kept and len(kept) <= 2
+    assert require_checkpoint(run, "best").step == best["step"] and TrainedGenerator(run).step == best["step"]
+    assert (run / "domain" / "domain.safetensors").exists()
+
+    longer = dict(sections, train={**sections["train"], "steps": 8})
+    resumed = train(tiny_recipe(four_classes, tmp_path, name="ev", **longer), resume=True).run_dir
+    state = latest_checkpoint(resumed).state
+    assert state["best"]["kid"] <= best["kid"] and sorted(load_log(resumed / "log.jsonl").metrics["kid"]) == [2, 4, 6, 8]

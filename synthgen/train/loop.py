@@ -169,7 +169,10 @@ def _evaluate(evaluator, method, run_dir: Path, step: int, state: dict, progress
     if best is None or result["kid"] < best["kid"]:
         state["best"] = {"step": step, "kid": result["kid"]}
     with open(run_dir / "log.jsonl", "a") as handle:
-        handle.write(json.dumps({"step": step, "eval": result}) + "\n")
+        # "metrics" is what `synthgen report` plots; the failed checks per class ride along.
+        metrics = {"kid": result["kid"], **{f"kid {name}": c["kid"] for name, c in result["classes"].items()}}
+        failed = {name: c["failed"] for name, c in result["classes"].items() if c["failed"]}
+        handle.write(json.dumps({"step": step, "metrics": metrics, "failed": failed, "collapsed": result["collapsed"]}) + "\n")
     if progress and hasattr(progress, "note"):
         collapsed = f"  WARNING collapse in {', '.join(result['collapsed'])}" if result["collapsed"] else ""
         progress.note(f"eval step {step}: mean KID {result['kid']:.4g} (best: step {state['best']['step']}){collapsed}")
