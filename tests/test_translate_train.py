@@ -190,3 +190,18 @@ def test_a_pix2pix_trained_b_to_a_maps_b_channels_to_a_channels(tmp_path, fashio
     assert Image.open(tmp_path / "out" / "0.png").mode == "L"  # the network makes gray images: the colour follows it
     with pytest.raises(SynthgenError, match="must not be the input folder"):
         translate_folder(translator, tmp_path / "out", tmp_path / "out")
+
+
+def test_translated_outputs_are_closer_to_the_target_domain_than_the_inputs(trained_pix2pix, edge_pairs, tmp_path):
+    """`translate --gate`'s figures: KID of outputs vs real target images, beside the edge maps themselves."""
+    from synthgen.metrics import evaluate as ev
+
+    translate_folder(Translator(trained_pix2pix), edge_pairs / "test" / "A", tmp_path / "out")
+    steps = ["gate.domain_steps=60"]
+    outputs = ev.load_folders(edge_pairs / "test" / "B", tmp_path / "out", overrides=steps, pooled=True)
+    inputs = ev.load_folders(edge_pairs / "test" / "B", edge_pairs / "test" / "A", overrides=steps, pooled=True)
+    classifier = ev.extractor_for(outputs, "domain")
+    kid_outputs = ev.evaluate(outputs, classifier).metrics["kid"]
+    kid_inputs = ev.evaluate(inputs, classifier).metrics["kid"]
+    print(f"KID to target: outputs {kid_outputs['generated']:.4f}, edge inputs {kid_inputs['generated']:.4f}, real {kid_outputs['real']:.4f}")
+    assert kid_outputs["generated"] < kid_inputs["generated"]

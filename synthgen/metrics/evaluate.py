@@ -51,8 +51,13 @@ class Folders:
     settings: GateConfig
 
 
-def load_folders(real_dir: Path, fake_dir: Path, run: Path | None = None, features: str = "domain", overrides: list[str] = ()) -> Folders:
-    """Both folders decoded at the run's size and channels (or the real images' own, `auto`); gate settings with overrides."""
+def load_folders(
+    real_dir: Path, fake_dir: Path, run: Path | None = None, features: str = "domain", overrides: list[str] = (), pooled: bool = False
+) -> Folders:
+    """Both folders decoded at the run's size and channels (or the real images' own, `auto`); gate settings with overrides.
+
+    `pooled`: every image of each folder counts as one class, whatever its subfolders (translated image sets).
+    """
     settings, folder = GateConfig(), None
     size, channels, resize = "auto", "auto", "crop"
     if run is not None:
@@ -65,12 +70,18 @@ def load_folders(real_dir: Path, fake_dir: Path, run: Path | None = None, featur
     real = load_labelled(real_dir, size, channels, resize)
     _, channels, size, _ = real.images.shape
     fake = load_labelled(fake_dir, size, channels, resize)
+    if pooled:
+        real, fake = _pool(real), _pool(fake)
     unknown = [name for name in fake.class_names if name not in real.class_names]
     if unknown and len(real.class_names) > 1:
         raise SynthgenError(f"--fake {fake_dir}: classes {unknown} are not in --real {real_dir} (classes: {', '.join(real.class_names)})")
     mapping = torch.tensor([real.class_names.index(n) if n in real.class_names else 0 for n in fake.class_names])
     fake = LabelledImages(fake.images, mapping[fake.labels], real.class_names, fake.unreadable)
     return Folders(real, fake, folder, settings)
+
+
+def _pool(data: LabelledImages) -> LabelledImages:
+    return LabelledImages(data.images, torch.zeros_like(data.labels), ["images"], data.unreadable)
 
 
 def _run_recipe(run: Path):
