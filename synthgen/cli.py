@@ -214,8 +214,9 @@ METRIC_LABELS = {
 
 @app.command("eval")
 def eval_command(
-    real: Path = typer.Option(..., "--real", help="Real images: class subfolders, or one folder."),
-    fake: Path = typer.Option(..., "--fake", help="Generated images, with the same class subfolders."),
+    real: Optional[Path] = typer.Option(None, "--real", help="Real images: class subfolders, or one folder."),
+    fake: Optional[Path] = typer.Option(None, "--fake", help="Generated images, with the same class subfolders."),
+    paired: Optional[Path] = typer.Option(None, "--paired", help="Held-out pairs (A/ + B/ or side-by-side) to score a translation run (--weights) on: L1, PSNR, SSIM."),
     features: str = typer.Option("domain", "--features", help="domain (a classifier trained on --real; fast) or inception (standard FID network)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="A run: its image size and its domain classifier are used."),
     per_class: bool = typer.Option(False, "--per-class", help="Also FID and KID per class."),
@@ -231,6 +232,12 @@ def eval_command(
     from synthgen.imaging import write_atomic
     from synthgen.metrics import evaluate as ev
 
+    if paired is not None:
+        if weights is None:
+            raise SynthgenError("--paired needs --weights RUN (a pix2pix or cyclegan run)")
+        return translate_eval(weights, paired, None)
+    if real is None or fake is None:
+        raise SynthgenError("eval needs --real DIR and --fake DIR (or --paired PAIRS --weights RUN for a translation run)")
     folders = ev.load_folders(real, fake, weights, features, set_)
     if gate:
         with err.status("gate: calibrating on the real images"):

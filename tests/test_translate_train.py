@@ -205,3 +205,13 @@ def test_translated_outputs_are_closer_to_the_target_domain_than_the_inputs(trai
     kid_inputs = ev.evaluate(inputs, classifier).metrics["kid"]
     print(f"KID to target: outputs {kid_outputs['generated']:.4f}, edge inputs {kid_inputs['generated']:.4f}, real {kid_outputs['real']:.4f}")
     assert kid_outputs["generated"] < kid_inputs["generated"]
+
+
+def test_eval_paired_cli_prints_model_beside_identity(trained_pix2pix, edge_pairs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "synthgen", "eval", *map(str, a)], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)  # noqa: E731
+    done = run("--paired", edge_pairs / "test", "--weights", trained_pix2pix)
+    assert done.returncode == 0, done.stderr
+    assert "identity (input as output)" in done.stdout and "100 pairs" in done.stdout
+    missing = run("--paired", edge_pairs / "test")
+    assert missing.returncode == 2 and "--weights" in missing.stderr and "Traceback" not in missing.stderr
