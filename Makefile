@@ -21,17 +21,20 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Trains recipes/demo.yaml on the embedded Fashion-MNIST test split (about 6 minutes on 2 cores),
-# then samples 100 images per class. Everything lands under out/demo/.
+# Trains recipes/demo.yaml on the embedded Fashion-MNIST test split (about 6-7 minutes on 2 cores),
+# then samples 100 images per class through the gate. Everything lands under out/demo/.
+# A class the gate holds back (exit 3) is part of the demo, not a failure: the table and
+# gate_report.json say which check failed and by how much.
 demo: $(STAMP)
 	rm -rf $(DEMO)/weights/demo $(DEMO)/synthetic
 	$(BIN)/synthgen data import idx demo/fashion-mnist $(DEMO)/data --names fashion-mnist
 	$(BIN)/synthgen train recipes/demo.yaml --set data.root=$(DEMO)/data/test --set train.out_dir=$(DEMO)/weights
-	$(BIN)/synthgen sample --weights $(DEMO)/weights/demo --balanced -n 100 --out $(DEMO)/synthetic --seed 0
+	$(BIN)/synthgen sample --weights $(DEMO)/weights/demo --balanced -n 100 --out $(DEMO)/synthetic --seed 0 \
+		|| { test $$? -eq 3 && echo "the gate held back a class (see the table above and $(DEMO)/synthetic/gate_report.json)"; }
 	$(BIN)/synthgen report $(DEMO)/weights/demo
 	@echo
 	@echo "grid:    $$(ls $(DEMO)/weights/demo/grids/*.png | tail -n 1)"
-	@echo "dataset: $(DEMO)/synthetic (100 images per class, manifest.csv)"
+	@echo "dataset: $(DEMO)/synthetic (100 images per class that passed the gate, manifest.csv, gate_report.json)"
 	@echo "report:  $(DEMO)/weights/demo/report.html"
 
 # pix2pix on an embedded paired set: Canny edges -> image, made from the demo Fashion-MNIST images
