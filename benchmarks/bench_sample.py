@@ -29,13 +29,14 @@ from synthgen.recipe import load_recipe  # noqa: E402
 CLASSES, PER_CLASS, ROUNDS = 5, 128, 3
 
 
-def sequential_write(out, name, images, indices, seeds, fmt, generator, truncation) -> list[dict]:
+def sequential_write(out, name, images, indices, seeds, fmt, generator, truncation, attempt, verdict) -> list[dict]:
     rows = []
     for image, index, seed in zip(images, indices, seeds):
         relative = f"{name}/{name}_{index:06d}.{fmt}"
         write_atomic(out / relative, encode(image, fmt))
         rows.append({"file": relative, "class": name, "seed": str(seed), "checkpoint_sha256": generator.checkpoint_sha256,
-                     "truncation": "" if truncation is None else str(truncation)})
+                     "truncation": "" if truncation is None else str(truncation),
+                     "attempt": str(attempt), "gate": "passed" if verdict.figures else verdict.reason})
     return rows
 
 
@@ -47,11 +48,12 @@ def no_grad_generate(self, class_index, seeds, truncation):
 
 
 def trained_run(workdir: Path) -> Path:
+    import synthgen.train.cgan as cgan
     import synthgen.train.loop as loop
 
     data, _ = fashion_mnist_32px()
-    loop.load_labelled = lambda *args, **kwargs: data
-    recipe = load_recipe(REPO / "recipes" / "acgan.yaml", ["data.root=unused", "data.image_size=32", "data.channels=1", "train.steps=1", f"train.out_dir={workdir}", "name=bench"])
+    cgan.load_labelled = lambda *args, **kwargs: data
+    recipe = load_recipe(REPO / "recipes" / "acgan.yaml", ["data.root=unused", "data.image_size=32", "data.channels=1", "train.steps=1", f"train.out_dir={workdir}", "name=bench", "gate.eval_during_training=false"])
     return loop.train(recipe).run_dir
 
 

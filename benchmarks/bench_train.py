@@ -32,7 +32,7 @@ RSS_STEPS = 16
 
 
 def acgan_recipe(extra: list[str] = ()):
-    return load_recipe(REPO / "recipes" / "acgan.yaml", ["data.root=unused", "data.image_size=32", "data.channels=1", f"train.batch_size={BATCH}", *extra])
+    return load_recipe(REPO / "recipes" / "acgan.yaml", ["data.root=unused", "data.image_size=32", "data.channels=1", f"train.batch_size={BATCH}", "gate.eval_during_training=false", *extra])
 
 
 class ContiguousFP32(Precision):
@@ -74,10 +74,11 @@ def flops_per_step(method) -> int:
 
 def rss_child(out_dir: str) -> None:
     """Run the real training loop on the full data at 32 px and print its peak RSS (MB)."""
+    import synthgen.train.cgan as cgan
     import synthgen.train.loop as loop
 
     data, _ = fashion_mnist_32px()
-    loop.load_labelled = lambda *args, **kwargs: data  # the uint8 cache as the loader returns it, without the PNG folder
+    cgan.load_labelled = lambda *args, **kwargs: data  # the uint8 cache as the loader returns it, without the PNG folder
     recipe = acgan_recipe([f"train.steps={RSS_STEPS}", "train.log_every=8", "train.sample_every=8", "train.checkpoint_every=8", f"train.out_dir={out_dir}", "name=rss"])
     loop.train(recipe)
     print(f"{len(data)} {peak_rss_mb():.0f}")
