@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from benchlib import REPO, fashion_mnist_32px, interleaved, machine, matmul_flops, median, peak_rss_mb, print_table, write_json
 

@@ -54,12 +54,17 @@ def tiny_recipe(root: Path, out_dir: Path, name: str = "tiny", **sections) -> "R
         "train": {"steps": 6, "batch_size": 16, "log_every": 2, "sample_every": 3, "checkpoint_every": 3, "out_dir": str(out_dir)},
         "gate": {"eval_during_training": False},  # tests that want it turn it on
     }
+    return validate(with_sections(raw, sections))
+
+
+def with_sections(raw: dict, sections: dict) -> dict:
+    """Overrides per section into a raw recipe: a dict updates the section's keys, anything else replaces the key."""
     for section, values in sections.items():
         if isinstance(values, dict):
             raw.setdefault(section, {}).update(values)
         else:
             raw[section] = values
-    return validate(raw)
+    return raw
 
 
 @pytest.fixture(scope="session")

@@ -82,8 +82,10 @@ def test_domain_classifier_is_trained_once_per_dataset(split, tmp_path):
     reference, _ = split
     small = LabelledImages(reference.images[::10], reference.labels[::10], reference.class_names)
     first = domain_classifier(small, tmp_path / "d", steps=10)
+    saved = (tmp_path / "d" / "domain.safetensors").stat().st_mtime_ns
     again = domain_classifier(small, tmp_path / "d", steps=10)
-    assert again.identity == first.identity  # loaded, not retrained
+    assert again.identity == first.identity
+    assert (tmp_path / "d" / "domain.safetensors").stat().st_mtime_ns == saved  # loaded, not retrained and saved again
     changed = LabelledImages(small.images[1:], small.labels[1:], small.class_names)
     assert domain_classifier(changed, tmp_path / "d", steps=10).data_key != first.data_key
 

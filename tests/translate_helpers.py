@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from synthgen.recipe import validate
+from tests.conftest import with_sections
 
 
 def tiny_translation_recipe(method: str, root: Path, out_dir: Path, name: str = "tiny", **sections):
@@ -18,9 +19,4 @@ def tiny_translation_recipe(method: str, root: Path, out_dir: Path, name: str = 
         "loss": {"type": "lsgan"},
         "train": {"steps": 6, "batch_size": 4, "log_every": 2, "sample_every": 3, "checkpoint_every": 2, "out_dir": str(out_dir)},
     }
-    for section, values in sections.items():
-        if isinstance(values, dict):
-            raw.setdefault(section, {}).update(values)
-        else:
-            raw[section] = values
-    return validate(raw)
+    return validate(with_sections(raw, sections))

@@ -62,21 +62,42 @@ AUTO_SIZES = (28, 32, 48, 64)  # `auto` never picks more than 64 px: larger is s
 GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
 
-def resolve_auto(files: list[Path], image_size: int | str, channels: int | str) -> tuple[int, int]:
-    """Replace `auto` size and channels with what the images are (judged from up to 256 headers)."""
-    step = max(1, len(files) // 256)
-    shapes = []
-    for path in files[::step]:
+def image_headers(files: list[Path], limit: int = 256) -> list[tuple[int, int, bool]]:
+    """(width, height, grayscale) of up to `limit` files spread over the list, read from headers; unreadable files skipped."""
+    headers = []
+    for path in files[:: max(1, len(files) // limit)]:
         try:
             with Image.open(path) as image:
-                shapes.append((min(image.size), image.mode in GRAYSCALE_MODES))
-        except (OSError, ValueError):
+                headers.append((*image.size, image.mode in GRAYSCALE_MODES))
+        except (OSError, ValueError, SyntaxError):
             continue
+    return headers
+
+
+def median_short_side(headers: list[tuple[int, int, bool]], halves: bool = False) -> int | None:
+    """The median short side (of one half, for side-by-side pairs), or None when nothing was readable."""
+    sides = sorted(min(w // 2 if halves else w, h) for w, h, _ in headers)
+    return sides[len(sides) // 2] if sides else None
+
+
+def round_down_to(size: int | None, sizes: tuple[int, ...]) -> int:
+    """The largest of `sizes` not above `size` (the smallest when none is; the largest when size is unknown)."""
+    if size is None:
+        return sizes[-1]
+    return max([s for s in sizes if s <= size], default=sizes[0])
+
+
+def all_grayscale(headers: list[tuple[int, int, bool]]) -> bool:
+    return bool(headers) and all(gray for _, _, gray in headers)
+
+
+def resolve_auto(files: list[Path], image_size: int | str, channels: int | str) -> tuple[int, int]:
+    """Replace `auto` size and channels with what the images are (judged from up to 256 headers)."""
+    headers = image_headers(files)
     if channels == "auto":
-        channels = 1 if shapes and all(gray for _, gray in shapes) else 3
+        channels = 1 if all_grayscale(headers) else 3
     if image_size == "auto":
-        short = sorted(side for side, _ in shapes)[len(shapes) // 2] if shapes else AUTO_SIZES[-1]
-        image_size = max([s for s in AUTO_SIZES if s <= short], default=AUTO_SIZES[0])
+        image_size = round_down_to(median_short_side(headers), AUTO_SIZES)
     return int(image_size), int(channels)
 
 

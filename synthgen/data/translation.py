@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 from safetensors.torch import load_file, save_file
 from torchvision.transforms.functional import pil_to_tensor
 
-from synthgen.data.loading import GRAYSCALE_MODES, cache_dir
+from synthgen.data.loading import all_grayscale, cache_dir, image_headers, median_short_side, round_down_to
 from synthgen.data.pairs import Pair, discover_paired, discover_unpaired
 from synthgen.errors import SynthgenError
 from synthgen.imaging import fit, load_image, to_channels, to_model
@@ -72,30 +72,14 @@ def resolve_size(files: list[Path], image_size: int | str, halves: bool = False)
     """`auto`: the median short side (of one half, for side-by-side images) rounded down to 32..256."""
     if image_size != "auto":
         return int(image_size)
-    sides = []
-    for path in files[:: max(1, len(files) // 256)]:
-        try:
-            with Image.open(path) as image:
-                w, h = image.size
-                sides.append(min(w // 2 if halves else w, h))
-        except UNREADABLE:
-            continue
-    short = sorted(sides)[len(sides) // 2] if sides else AUTO_SIZES[-1]
-    return max([s for s in AUTO_SIZES if s <= short], default=AUTO_SIZES[0])
+    return round_down_to(median_short_side(image_headers(files), halves), AUTO_SIZES)
 
 
 def resolve_channels(files: list[Path], channels: int | str) -> int:
     """`auto`: 1 when every image (of up to 256 looked at) is grayscale, else 3."""
     if channels != "auto":
         return int(channels)
-    modes = []
-    for path in files[:: max(1, len(files) // 256)]:
-        try:
-            with Image.open(path) as image:
-                modes.append(image.mode in GRAYSCALE_MODES)
-        except UNREADABLE:
-            continue
-    return 1 if modes and all(modes) else 3
+    return 1 if all_grayscale(image_headers(files)) else 3
 
 
 def _decode_pair(pair: Pair, channels: tuple[int, int], size: int, policy: str) -> tuple[torch.Tensor, torch.Tensor]:

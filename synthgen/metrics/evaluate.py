@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from synthgen.data.folders import discover_labelled
-from synthgen.data.loading import LabelledImages, load_labelled
+from synthgen.data.loading import LabelledImages, image_headers, load_labelled, median_short_side
 from synthgen.errors import SynthgenError
 from synthgen.metrics.domain import DomainClassifier
 from synthgen.metrics.features import DOMAIN_FOLDER, EXTRACTORS, cached_features
@@ -93,14 +92,8 @@ def _run_recipe(run: Path):
 
 
 def _median_short_side(folder: Path) -> int:
-    sides = []
-    for path in discover_labelled(folder).files[:256]:
-        try:
-            with Image.open(path) as image:
-                sides.append(min(image.size))
-        except (OSError, ValueError):
-            continue
-    return min(sorted(sides)[len(sides) // 2], INCEPTION_MAX_SIZE) if sides else 64
+    side = median_short_side(image_headers(discover_labelled(folder).files))
+    return min(side, INCEPTION_MAX_SIZE) if side else 64
 
 
 def extractor_for(folders: Folders, features: str, inception_weights: str | None = None, device="cpu"):

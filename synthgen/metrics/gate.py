@@ -72,6 +72,7 @@ class ClassReference:
         # Real batches can hold at most half the class: the rest is their reference.
         self.null_size = min(batch_size, n // 2)
         self.kernel = polynomial_kernel(self.features, self.features)
+        self.kernel_offdiag_sum = self.kernel.sum() - self.kernel.diagonal().sum()  # every batch's KID needs it
         self.distances = torch.cdist(self.features, self.features)
         self.distances.fill_diagonal_(float("inf"))
         self.radii = self.distances.kthvalue(COVERAGE_K, dim=1).values
@@ -87,9 +88,8 @@ class ClassReference:
     def figures(self, images: torch.Tensor, features: torch.Tensor, logits: torch.Tensor | None, index: int) -> dict[str, float]:
         features = features.double()
         to_real = torch.cdist(features, self.features)
-        k_xx_sum = self.kernel.sum() - self.kernel.diagonal().sum()
         figures = {
-            "kid": _mmd2(k_xx_sum, len(self.features), polynomial_kernel(features, features), polynomial_kernel(self.features, features).sum()),
+            "kid": _mmd2(self.kernel_offdiag_sum, len(self.features), polynomial_kernel(features, features), polynomial_kernel(self.features, features).sum()),
             "coverage": float((to_real <= self.radii[None, :]).any(dim=0).double().mean()),
             "diversity": mean_pairwise_ms_ssim(images, pairs=64, seed=SEED),
             "duplicates": _duplicate_share(torch.cdist(features, features), self.duplicate_radius),
@@ -102,7 +102,7 @@ class ClassReference:
 
     def _null_distribution(self, gen: torch.Generator) -> dict[str, np.ndarray]:
         n, m = len(self.features), self.null_size
-        total_offdiag = self.kernel.sum() - self.kernel.diagonal().sum()
+        total_offdiag = self.kernel_offdiag_sum
         row_sums = self.kernel.sum(dim=1)
         null = {"kid": [], "coverage": [], "diversity": [], "duplicates": []}
         for trial in range(self.settings.null_trials):

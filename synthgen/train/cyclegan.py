@@ -56,10 +56,7 @@ class HistoryPool(nn.Module):
 
 
 class CycleGAN(TranslationMethod):
-    @staticmethod
-    def load_data(recipe) -> tuple[TranslationImages, object]:
-        data = load_unpaired(recipe.data)
-        return data, TranslationMethod.with_resolved_size(recipe, data)
+    load_images = staticmethod(load_unpaired)
 
     def __init__(self, recipe, data: TranslationImages, precision):
         super().__init__(recipe, precision)

@@ -119,6 +119,8 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
             if main and (step % recipe.train.sample_every == 0 or step == total):
                 _save_grid(method, run_dir, step)
             if step % recipe.train.checkpoint_every == 0 or step == total or stop:
+                if main:
+                    method.prepare_for_sampling()  # once, for both the evaluation and the checkpoint
                 if evaluator and not stop:
                     _evaluate(evaluator, method, run_dir, step, state, progress)
                 last_path = _save(method, run_dir, step, state, recipe, device)
@@ -163,7 +165,6 @@ def _evaluator(recipe: Recipe, method, data, run_dir: Path, device, progress):
 
 def _evaluate(evaluator, method, run_dir: Path, step: int, state: dict, progress) -> None:
     """Score this checkpoint; remember it as the best when its mean KID is the lowest so far; report collapse."""
-    method.prepare_for_sampling()
     result = evaluator(method)
     best = state.get("best")
     if best is None or result["kid"] < best["kid"]:
@@ -185,7 +186,6 @@ def _save(method, run_dir: Path, step: int, state: dict, recipe: Recipe, device:
         rng = ckpt.rank_rng_tensors(distributed.gather_tensors(ckpt.own_rng_state(device), device))
     if not distributed.is_main():
         return None
-    method.prepare_for_sampling()
     best_step = state.get("best", {}).get("step")
     path = ckpt.save_checkpoint(run_dir, step, method.networks, method.optimizers, state, recipe.train.keep_checkpoints, rng, protect=best_step)
     _write_run_json(run_dir, state, step)

@@ -17,10 +17,7 @@ from synthgen.train.translation import TranslationMethod, eval_mode
 
 
 class Pix2Pix(TranslationMethod):
-    @staticmethod
-    def load_data(recipe) -> tuple[TranslationImages, object]:
-        data = load_paired(recipe.data)
-        return data, TranslationMethod.with_resolved_size(recipe, data)
+    load_images = staticmethod(load_paired)
 
     def __init__(self, recipe, data: TranslationImages, precision):
         super().__init__(recipe, precision)

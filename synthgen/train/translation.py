@@ -25,10 +25,13 @@ class TranslationMethod:
         self.scaler_G, self.scaler_D = precision.grad_scaler(), precision.grad_scaler()
         self.images_per_step = recipe.train.batch_size
 
-    @staticmethod
-    def with_resolved_size(recipe, data):
-        """The recipe with `auto` image_size replaced by the size the data was loaded for."""
-        return recipe.model_copy(update={"data": recipe.data.model_copy(update={"image_size": data.image_size})})
+    load_images = None  # the data kind's loader (load_paired, load_unpaired), set by each method
+
+    @classmethod
+    def load_data(cls, recipe):
+        """The method's images, and the recipe with `auto` image_size replaced by the size they were loaded for."""
+        data = cls.load_images(recipe.data)
+        return data, recipe.model_copy(update={"data": recipe.data.model_copy(update={"image_size": data.image_size})})
 
     def _place(self, module: torch.nn.Module) -> torch.nn.Module:
         return module.to(self.device, memory_format=self.precision.memory_format)
