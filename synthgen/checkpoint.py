@@ -4,8 +4,10 @@ A checkpoint is a folder `run/checkpoints/step-0002000/` holding one
 safetensors file per network (G, D, G_ema), `optim.safetensors` for the
 optimisers' tensors and the RNG states, and `state.json` for the step, the
 optimisers' hyper-parameters, the class names and the resolved recipe. The
-folder is written under a temporary name and renamed when complete, so a
-crash never leaves a checkpoint that looks whole but is not.
+folder is written under a temporary name and renamed when complete, and an
+old one is renamed away before it is deleted, so a crash (even SIGKILL) never
+leaves a checkpoint that looks whole but is not. Readers verify every weights
+file against the sha256 recorded in state.json.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from synthgen.errors import SynthgenError
+from synthgen.errors import SynthgenError, WriteFailed
 
 STATE_FILE = "state.json"
 OPTIM_FILE = "optim.safetensors"
 CHECKPOINTS = "checkpoints"
+LEGACY_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle"}
 
 
 @dataclass
@@ -50,7 +53,20 @@ class Checkpoint:
         return _load_tensors(self.path / f"{name}.safetensors")
 
     def sha256(self, name: str) -> str:
-        return hashlib.sha256((self.path / f"{name}.safetensors").read_bytes()).hexdigest()
+        try:
+            return hashlib.sha256((self.path / f"{name}.safetensors").read_bytes()).hexdigest()
+        except OSError as exc:
+            raise SynthgenError(f"{self.path / name}.safetensors: unreadable weights ({exc.strerror or exc})") from None
+
+    def verified_sha256(self, name: str) -> str:
+        """The weights file's sha256, after checking it against the one recorded when it was saved."""
+        actual = self.sha256(name)
+        expected = self.state.get("weights_sha256", {}).get(name)
+        if expected is None:
+            raise SynthgenError(f"{self.path / STATE_FILE}: no sha256 recorded for {name}.safetensors (expected weights_sha256.{name}); the checkpoint is incomplete or edited")
+        if actual != expected:
+            raise SynthgenError(f"{self.path / name}.safetensors: sha256 {actual[:16]} differs from the {expected[:16]} recorded at training (damaged or replaced); refusing it")
+        return actual
 
 
 # --- saving ------------------------------------------------------------------
@@ -68,23 +84,34 @@ def save_checkpoint(
     root = run_dir / CHECKPOINTS
     final = root / f"step-{step:07d}"
     tmp = root / f".step-{step:07d}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    metadata = {"class_names": json.dumps(state["class_names"]), "recipe": json.dumps(state["recipe"])}
-    for name, network in networks.items():
-        save_file({k: v.detach().contiguous() for k, v in network.state_dict().items()}, tmp / f"{name}.safetensors", metadata)
-    tensors, optim_json = optimizer_tensors(optimizers)
-    tensors.update(rng_tensors() if rng is None else rng)
-    save_file(tensors, tmp / OPTIM_FILE)
-    # Recorded so that a reader (synthgen translate) can tell a damaged or swapped weights file.
-    sha256 = {name: hashlib.sha256((tmp / f"{name}.safetensors").read_bytes()).hexdigest() for name in networks}
-    _write_json(tmp / STATE_FILE, {**state, "step": step, "optimizers": optim_json, "weights_sha256": sha256})
-    _fsync_dir(tmp)
+    try:
+        _remove_leftovers(root)  # from a process killed while saving
+        tmp.mkdir(parents=True)
+        _write_files(tmp, step, networks, optimizers, state, rng)
+    except OSError as exc:  # disk full, read-only folder: nothing of this checkpoint remains
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = latest_checkpoint(run_dir)
+        kept = f"the last checkpoint (step {previous.step}) is intact" if previous else "no earlier checkpoint"
+        raise WriteFailed(tmp.with_name(final.name), exc, kept) from None
     if final.exists():  # the same step saved again (e.g. Ctrl-C right after a checkpoint)
-        shutil.rmtree(final)
+        _discard(final)
     os.replace(tmp, final)
+    _fsync_path(root)
     _prune(root, keep, protect)
     return final
+
+
+def _write_files(folder: Path, step: int, networks: dict[str, nn.Module], optimizers: dict, state: dict, rng: dict | None) -> None:
+    metadata = {"class_names": json.dumps(state["class_names"]), "recipe": json.dumps(state["recipe"])}
+    for name, network in networks.items():
+        save_file({k: v.detach().contiguous() for k, v in network.state_dict().items()}, folder / f"{name}.safetensors", metadata)
+    tensors, optim_json = optimizer_tensors(optimizers)
+    tensors.update(rng_tensors() if rng is None else rng)
+    save_file(tensors, folder / OPTIM_FILE)
+    # Recorded so that readers (sample, translate, --resume) can tell a damaged or swapped weights file.
+    sha256 = {name: hashlib.sha256((folder / f"{name}.safetensors").read_bytes()).hexdigest() for name in networks}
+    _write_json(folder / STATE_FILE, {**state, "step": step, "optimizers": optim_json, "weights_sha256": sha256})
+    _fsync_dir(folder)
 
 
 def optimizer_tensors(optimizers: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -135,12 +162,35 @@ def _fsync_dir(path: Path) -> None:
     for file in path.iterdir():
         with open(file, "rb") as handle:
             os.fsync(handle.fileno())
+    _fsync_path(path)
+
+
+def _fsync_path(path: Path) -> None:
+    """Make a folder's entries (a rename into it) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _prune(root: Path, keep: int, protect: int | None = None) -> None:
     for old in sorted(root.glob("step-*"))[:-keep]:
         if protect is None or old.name != f"step-{protect:07d}":
-            shutil.rmtree(old, ignore_errors=True)
+            _discard(old)
+
+
+def _discard(checkpoint: Path) -> None:
+    """Rename a checkpoint out of sight first, then delete it: killed half-way, no half-deleted `step-*` remains."""
+    trash = checkpoint.with_name(f".{checkpoint.name}.old-{os.getpid()}")
+    os.replace(checkpoint, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Temporary and discarded checkpoint folders (`.step-*`) of a process that was killed; one process writes a run."""
+    for leftover in root.glob(".step-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 # --- loading -----------------------------------------------------------------
@@ -151,10 +201,32 @@ def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
     for path in sorted((Path(run_dir) / CHECKPOINTS).glob("step-*"), reverse=True):
         if (path / STATE_FILE).is_file():
             try:
-                return Checkpoint(path, json.loads((path / STATE_FILE).read_text()))
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                return read_checkpoint(path)
+            except SynthgenError:
                 continue
     return None
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """A checkpoint folder's state.json, checked for what readers rely on (it may come from anyone)."""
+    state_file = Path(path) / STATE_FILE
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+        raise SynthgenError(f"{state_file}: unreadable checkpoint state ({exc})") from None
+    expected = {"step": int, "class_names": list, "recipe": dict, "weights_sha256": dict}
+    for key, kind in expected.items():
+        if not isinstance(state, dict) or not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise SynthgenError(f"{state_file}: '{key}' missing or not a {kind.__name__} (not a synthgen checkpoint, or edited)")
+    for name in state["class_names"]:
+        check_folder_name(name, f"{state_file}: class name")
+    return Checkpoint(Path(path), state)
+
+
+def check_folder_name(name: object, what: str) -> None:
+    """Class names become output folders (OUT/<class>/): refuse anything that is not one plain folder name."""
+    if not isinstance(name, str) or name in ("", ".", "..") or name.startswith(".") or any(c in name for c in "/\\\0"):
+        raise SynthgenError(f"{what} {name!r} is not a plain folder name (it could write outside the output folder); refusing it")
 
 
 def best_checkpoint(run_dir: Path) -> Checkpoint | None:
@@ -163,15 +235,15 @@ def best_checkpoint(run_dir: Path) -> Checkpoint | None:
     best = (latest.state.get("best") or {}).get("step") if latest else None
     if best is None:
         return None
-    path = Path(run_dir) / CHECKPOINTS / f"step-{best:07d}"
     try:
-        return Checkpoint(path, json.loads((path / STATE_FILE).read_text()))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return read_checkpoint(Path(run_dir) / CHECKPOINTS / f"step-{int(best):07d}")
+    except (SynthgenError, ValueError, TypeError):
         return None
 
 
 def require_checkpoint(run_dir: Path, which: str = "latest") -> Checkpoint:
     """`latest`, `best` (falls back to latest when none was recorded) or a step number."""
+    refuse_legacy_weights(Path(run_dir))
     if which == "best":
         checkpoint = best_checkpoint(run_dir) or latest_checkpoint(run_dir)
     elif which.isdigit():
@@ -179,7 +251,7 @@ def require_checkpoint(run_dir: Path, which: str = "latest") -> Checkpoint:
         if not (path / STATE_FILE).is_file():
             steps = ", ".join(str(int(p.name[5:])) for p in sorted((Path(run_dir) / CHECKPOINTS).glob("step-*")))
             raise SynthgenError(f"--checkpoint {which}: {run_dir} has no checkpoint at that step (have: {steps or 'none'})")
-        checkpoint = Checkpoint(path, json.loads((path / STATE_FILE).read_text()))
+        checkpoint = read_checkpoint(path)
     elif which == "latest":
         checkpoint = latest_checkpoint(run_dir)
     else:
@@ -187,6 +259,18 @@ def require_checkpoint(run_dir: Path, which: str = "latest") -> Checkpoint:
     if checkpoint is None:
         raise SynthgenError(f"{run_dir}: no checkpoint found (expected {run_dir}/{CHECKPOINTS}/step-*/)")
     return checkpoint
+
+
+def refuse_legacy_weights(path: Path) -> None:
+    """A .pt/.pth file (or a folder of them) is a pickle: loading one can run any code its author put in it."""
+    legacy = [path] if path.suffix.lower() in LEGACY_SUFFIXES else []
+    if path.is_dir() and not (path / CHECKPOINTS).is_dir():
+        legacy = sorted(p for p in path.iterdir() if p.suffix.lower() in LEGACY_SUFFIXES)
+    if legacy:
+        raise SynthgenError(
+            f"{legacy[0]}: a PyTorch pickle file; synthgen loads only safetensors checkpoints, because unpickling a file "
+            "can run any code in it. Pass a run folder written by `synthgen train` (weights/<name>/)"
+        )
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:

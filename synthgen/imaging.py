@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import io
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+from synthgen.errors import SynthgenError, WriteFailed
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 SAVE_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
@@ -23,6 +26,59 @@ ALPHA_BACKGROUND = (255, 255, 255)
 
 def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+# --- opening files: one set of rules for every reader ----------------------------------
+
+
+class UnreadableImage(SynthgenError, OSError):
+    """A file that is not a decodable image; the message names the file and says why.
+
+    Readers of a dataset list and skip these (or refuse them with `strict`);
+    a command given one image stops with the message.
+    """
+
+    def __init__(self, path: Path, exc: BaseException):
+        super().__init__(f"{path}: {_why_unreadable(path, exc)}")
+
+
+def _why_unreadable(path: Path, exc: BaseException) -> str:
+    if isinstance(exc, Image.DecompressionBombError):
+        # Pillow's guard (Image.MAX_IMAGE_PIXELS) is kept: a few KB of PNG can claim gigapixels.
+        return f"refused as a possible decompression bomb (Pillow's limit, Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,} pixels): {exc}"
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+    except OSError:
+        pass
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).replace(f"'{path}'", "").strip() or type(exc).__name__
+    return f"not a readable image ({text})"
+
+
+@contextmanager
+def opened(path: Path):
+    """`Image.open(path)`, with any failure to read or process the file raised as UnreadableImage.
+
+    Pillow signals a damaged file with many exception types (OSError,
+    SyntaxError, ValueError, EOFError, struct.error, ...); callers catch one.
+    An animated image opens at its first frame.
+    """
+    try:
+        with Image.open(path) as image:
+            yield image
+    except UnreadableImage:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a malformed file makes Pillow raise
+        raise UnreadableImage(Path(path), exc) from None
+
+
+def open_image(path: Path) -> Image.Image:
+    """The decoded image (first frame), EXIF orientation applied (phone photos store their rotation there)."""
+    with opened(path) as image:
+        image.load()
+        return ImageOps.exif_transpose(image)  # a copy, detached from the file
 
 
 def to_8bit(image: Image.Image) -> Image.Image:
@@ -66,11 +122,9 @@ def fit(image: Image.Image, size: int, policy: str) -> Image.Image:
 
 
 def load_image(path: Path, channels: int, size: int, policy: str) -> torch.Tensor:
-    """Decode one file into a uint8 tensor [C, size, size]. Raises OSError/ValueError when unreadable."""
-    with Image.open(path) as image:
-        image.load()
-        image = ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
-        image = fit(to_channels(image, channels), size, policy)
+    """Decode one file into a uint8 tensor [C, size, size]. Raises UnreadableImage."""
+    with opened(path):  # conversion failures of an odd file count as unreadable too
+        image = fit(to_channels(open_image(path), channels), size, policy)
     array = np.asarray(image, dtype=np.uint8)
     if array.ndim == 2:
         array = array[None]
@@ -101,13 +155,41 @@ def encode(image: torch.Tensor, fmt: str) -> bytes:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # disk full, read-only folder: the previous file (if any) is untouched
+        tmp.unlink(missing_ok=True)
+        raise WriteFailed(path, exc) from None
+
+
+TEMP_PREFIX = "."  # temporary files are hidden: `.name.tmp-PID`
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete `.*.tmp-PID` files below `folder` left by a process that was killed (its PID is gone); returns how many."""
+    removed = 0
+    for tmp in Path(folder).rglob(f"{TEMP_PREFIX}*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[-1]
+        if tmp.is_file() and pid.isdigit() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:

@@ -41,6 +41,7 @@ class DataConfig(Section):
     resize: Literal["crop", "pad", "stretch"] = Field(
         "crop", description="How non-square or other-sized images reach image_size: centre crop, pad with black, or stretch."
     )
+    strict: bool = Field(False, description="Refuse a dataset with unreadable files (by default they are skipped and listed in run.json).")
     hflip: bool = Field(False, description="Randomly mirror real images left-right (only where mirrored images are still valid).")
     sampling: Literal["balanced", "natural"] = Field(
         "balanced",

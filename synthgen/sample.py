@@ -30,7 +30,7 @@ import torch
 from synthgen import checkpoint as ckpt
 from synthgen.data.folders import discover_labelled
 from synthgen.errors import SynthgenError
-from synthgen.imaging import SAVE_FORMATS, encode, to_uint8, write_atomic
+from synthgen.imaging import SAVE_FORMATS, encode, remove_stale_temporaries, to_uint8, write_atomic
 from synthgen.metrics.gate import Verdict
 from synthgen.models.conditioning import build_models
 from synthgen.recipe import validate
@@ -71,10 +71,10 @@ class TrainedGenerator:
         self.class_names: list[str] = checkpoint.class_names
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
         weights = "G_ema" if (checkpoint.path / "G_ema.safetensors").exists() else "G"
+        self.checkpoint_sha256 = checkpoint.verified_sha256(weights)  # refuses a damaged or replaced file
         self.generator, _ = build_models(self.recipe, len(self.class_names))
         ckpt.restore_network(self.generator, checkpoint.weights(weights), checkpoint.path / f"{weights}.safetensors")
         self.generator.to(self.device).eval()
-        self.checkpoint_sha256 = checkpoint.sha256(weights)
         self.step = checkpoint.step
 
     def override_gate(self, overrides: list[str]) -> None:
@@ -174,6 +174,8 @@ def sample_dataset(
     if fmt not in SAVE_FORMATS:
         raise SynthgenError(f"--format {fmt}: expected one of {', '.join(SAVE_FORMATS)}")
     out = Path(out)
+    if out.is_dir():
+        remove_stale_temporaries(out)  # half-written files of a killed run
     rows = read_manifest(out)
     result = SampleResult(out)
     for name, wanted in plan.items():
@@ -272,10 +274,24 @@ def read_manifest(out: Path) -> list[dict]:
     path = out / MANIFEST
     if not path.exists():
         return []
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    # A row only counts when its file is there (a file deleted by hand is regenerated).
-    return [row for row in rows if (out / row["file"]).exists()]
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, ValueError, csv.Error) as exc:
+        raise SynthgenError(f"{path}: unreadable manifest ({exc}); move it away to start this folder afresh") from None
+    return [row for row in rows if _counts(out, row)]
+
+
+def _counts(out: Path, row: dict) -> bool:
+    """A row counts when it is well-formed and its file is there (a file deleted by hand is regenerated)."""
+    file = row.get("file")
+    if not all(isinstance(row.get(column), str) for column in MANIFEST_COLUMNS) or Path(file).is_absolute() or ".." in Path(file).parts:
+        return False
+    try:
+        _index_of(row)
+    except ValueError:
+        return False
+    return (out / file).is_file()
 
 
 def write_manifest(out: Path, rows: list[dict]) -> None:

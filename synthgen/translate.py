@@ -25,21 +25,20 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
 from synthgen import checkpoint as ckpt
 from synthgen.data.folders import _images_under
 from synthgen.data.pairs import Pair, discover_paired
 from synthgen.errors import SynthgenError
-from synthgen.imaging import to_channels, to_model, to_uint8, write_atomic
+from synthgen.imaging import UnreadableImage, open_image, opened, remove_stale_temporaries, to_channels, to_model, to_uint8, write_atomic
 from synthgen.models.registry import build_translator
 from synthgen.precision import resolve_device, resolve_precision
 from synthgen.recipe import TRANSLATION_METHODS, validate
 
 TILE_ABOVE = 1024  # images with a side longer than this are translated in tiles (memory stays bounded)
 TILE, OVERLAP = 512, 64  # tile side (rounded up to the stride) and the overlap blended between tiles
-UNREADABLE = (OSError, ValueError, SyntaxError)  # PIL's ways of saying "not an image"
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 SAVE_AS = {".png": ("PNG", {}), ".jpg": ("JPEG", {"quality": 95}), ".jpeg": ("JPEG", {"quality": 95}),
            ".bmp": ("BMP", {}), ".webp": ("WEBP", {"quality": 95}), ".tif": ("TIFF", {}), ".tiff": ("TIFF", {})}
@@ -71,10 +70,7 @@ class Translator:
         source, target = ("A", "B") if self.direction == "AtoB" else ("B", "A")
         domains = checkpoint.state["domains"]
         self.in_channels, self.out_channels = domains[source]["channels"], domains[target]["channels"]
-        self.sha256 = checkpoint.sha256(weights)
-        expected = checkpoint.state.get("weights_sha256", {}).get(weights)
-        if expected and expected != self.sha256:
-            raise SynthgenError(f"{checkpoint.path / weights}.safetensors: sha256 {self.sha256[:16]} differs from the {expected[:16]} recorded at training (damaged or replaced)")
+        self.sha256 = checkpoint.verified_sha256(weights)
         if precision not in ("auto", "fp32", "bf16", "fp16"):
             raise SynthgenError(f"--precision {precision}: expected auto, fp32, bf16 or fp16")
         self.device = resolve_device(device)
@@ -161,9 +157,7 @@ class Original:
 
 def read_for_model(path: Path, channels: int) -> tuple[torch.Tensor, Original]:
     """A file as uint8 [channels, H, W] (alpha composited like in training) plus what its output must keep."""
-    with Image.open(path) as image:
-        image.load()
-        image = ImageOps.exif_transpose(image)
+    image = open_image(path)
     mode = image.mode
     if mode == "P" and "transparency" in image.info:
         image, mode = image.convert("RGBA"), "RGBA"  # transparent palette images come back as RGBA
@@ -246,7 +240,7 @@ def list_images(src: Path, out: Path) -> list[Path]:
 
 def _header_size(path: Path) -> tuple[int, int]:
     """(height, width) as displayed, from the header alone (EXIF rotations 5-8 swap the sides)."""
-    with Image.open(path) as image:
+    with opened(path) as image:
         width, height = image.size
         if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
             width, height = height, width
@@ -264,6 +258,8 @@ def translate_folder(
     """Translate every image under src into out (same relative paths and names); see the module docstring."""
     src, out = Path(src), Path(out)
     files = list_images(src, out)
+    if out.is_dir():
+        remove_stale_temporaries(out)  # half-written files of a killed run
     root = src if src.is_dir() else src.parent
     result = TranslateResult(out)
     groups: dict[tuple[int, int], list[Path]] = defaultdict(list)
@@ -275,8 +271,8 @@ def translate_folder(
             continue
         try:
             groups[translator.padded_size(*_header_size(path))].append(path)
-        except UNREADABLE as exc:
-            result.unreadable.append(f"{path}: {exc}")
+        except UnreadableImage as exc:
+            result.unreadable.append(str(exc))
             _tell(on_image, relative)
     for size, members in groups.items():
         step = 1 if size == (-1, -1) else batch_size  # tiled images go one at a time
@@ -290,8 +286,8 @@ def _translate_batch(translator: Translator, paths: list[Path], root: Path, out:
     for path in paths:
         try:
             image, original = read_for_model(path, translator.in_channels)
-        except UNREADABLE as exc:
-            result.unreadable.append(f"{path}: {exc}")
+        except UnreadableImage as exc:
+            result.unreadable.append(str(exc))
             _tell(on_image, path.relative_to(root).as_posix())
             continue
         images.append(image), originals.append(original), kept.append(path)
@@ -358,16 +354,12 @@ def image_scores(output: torch.Tensor, target: torch.Tensor) -> Scores:
 
 def _read_pair(pair: Pair, direction: str, in_channels: int, out_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input, ground truth) as uint8 tensors at their own size."""
-    with Image.open(pair.a) as image:
-        image.load()
-        a = ImageOps.exif_transpose(image)
+    a = open_image(pair.a)
     if pair.b is None:
         w, h = a.size
         a, b = a.crop((0, 0, w // 2, h)), a.crop((w // 2, 0, 2 * (w // 2), h))
     else:
-        with Image.open(pair.b) as image:
-            image.load()
-            b = ImageOps.exif_transpose(image)
+        b = open_image(pair.b)
     x, y = (a, b) if direction == "AtoB" else (b, a)
     if x.size != y.size:
         raise SynthgenError(f"{pair.a}: input {x.size[0]}x{x.size[1]} and target {y.size[0]}x{y.size[1]} differ in size")

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
 from synthgen.data.folders import _images_under
 from synthgen.errors import SynthgenError
-from synthgen.imaging import encode, flatten_alpha, to_8bit, write_atomic
+from synthgen.imaging import encode, flatten_alpha, open_image, to_8bit, write_atomic
 
 LOW, HIGH = 50, 150  # Canny hysteresis thresholds for 8-bit images (OpenCV's tutorial values)
 
@@ -42,9 +42,7 @@ def make_edge_pairs(src: str | Path, out: str | Path, holdout: int = 0, limit: i
     splits = {"test": files[:holdout], "train": files[holdout:]}
     for split, members in splits.items():
         for path in members:
-            with Image.open(path) as image:
-                image = ImageOps.exif_transpose(image)
-                photo = flatten_alpha(to_8bit(image))
+            photo = flatten_alpha(to_8bit(open_image(path)))
             name = path.relative_to(src).with_suffix(".png")
             for side, picture in (("A", canny_edges(photo)), ("B", photo)):
                 write_atomic(out / split / side / name, encode(pil_to_tensor(picture), "png"))

@@ -6,9 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from synthgen.data.folders import discover_labelled
+from synthgen.imaging import UnreadableImage, opened
 
 
 @dataclass
@@ -32,11 +31,11 @@ def inspect_folder(root: str | Path) -> FolderReport:
     report = FolderReport(found.root, found.class_names, [0] * len(found.class_names))
     for path, label in zip(found.files, found.labels):
         try:
-            with Image.open(path) as image:
+            with opened(path) as image:
                 size, mode = image.size, image.mode
                 image.verify()  # checks the file's integrity without a full decode
-        except Exception as exc:  # noqa: BLE001 - any failure means "unreadable", reported per file
-            report.unreadable.append(f"{path.relative_to(found.root)}: {exc}")
+        except UnreadableImage as exc:
+            report.unreadable.append(str(exc))
             continue
         report.counts[label] += 1
         report.sizes[size] += 1

@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from synthgen.data.folders import discover_labelled
 from synthgen.errors import SynthgenError
-from synthgen.imaging import load_image
+from synthgen.imaging import UnreadableImage, load_image, opened
 
 CACHE_VERSION = 1
+DAMAGED_CACHE = (OSError, ValueError, KeyError, SafetensorError)
 
 
 @dataclass
@@ -67,9 +68,9 @@ def image_headers(files: list[Path], limit: int = 256) -> list[tuple[int, int, b
     headers = []
     for path in files[:: max(1, len(files) // limit)]:
         try:
-            with Image.open(path) as image:
+            with opened(path) as image:
                 headers.append((*image.size, image.mode in GRAYSCALE_MODES))
-        except (OSError, ValueError, SyntaxError):
+        except UnreadableImage:
             continue
     return headers
 
@@ -112,20 +113,30 @@ def load_labelled(root: str | Path, image_size: int | str, channels: int | str, 
     tensors_path = cache_dir() / f"{key}.safetensors"
     meta_path = cache_dir() / f"{key}.json"
     if tensors_path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        tensors = load_file(tensors_path)
-        return LabelledImages(tensors["images"], tensors["labels"], meta["class_names"], meta["unreadable"])
+        try:
+            meta = json.loads(meta_path.read_text())
+            tensors = load_file(tensors_path)
+            return LabelledImages(tensors["images"], tensors["labels"], meta["class_names"], meta["unreadable"])
+        except DAMAGED_CACHE:
+            pass  # a damaged cache entry (disk trouble, edited by hand) is decoded again
     data = decode_all(found.files, found.labels, found.class_names, image_size, channels, resize, progress)
     write_cache(tensors_path, meta_path, data)
     return data
+
+
+def refuse_unreadable(root: str | Path, unreadable: list[str], strict: bool) -> None:
+    """data.strict: a dataset with any unreadable file is refused (by default they are skipped and listed in run.json)."""
+    if strict and unreadable:
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        raise SynthgenError(f"data.root {root}: {len(unreadable)} unreadable file(s), refused because data.strict is true: {unreadable[0]}{more}")
 
 
 def decode_all(files, labels, class_names, image_size, channels, resize, progress=None) -> LabelledImages:
     def decode(path: Path):
         try:
             return load_image(path, channels, image_size, resize)
-        except (OSError, ValueError, SyntaxError) as exc:  # PIL's ways of saying "not an image"
-            return f"{path}: {exc}"
+        except UnreadableImage as exc:
+            return str(exc)
 
     images, kept, unreadable = [], [], []
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:

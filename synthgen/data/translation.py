@@ -19,19 +19,17 @@ from pathlib import Path
 import albumentations as A
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from safetensors.torch import load_file, save_file
 from torchvision.transforms.functional import pil_to_tensor
 
-from synthgen.data.loading import all_grayscale, cache_dir, image_headers, median_short_side, round_down_to
+from synthgen.data.loading import DAMAGED_CACHE, all_grayscale, cache_dir, image_headers, median_short_side, round_down_to
 from synthgen.data.pairs import Pair, discover_paired, discover_unpaired
 from synthgen.errors import SynthgenError
-from synthgen.imaging import fit, load_image, to_channels, to_model
+from synthgen.imaging import UnreadableImage, fit, load_image, open_image, to_channels, to_model
 
 CACHE_VERSION = 1
 AUTO_SIZES = (32, 64, 128, 256)  # `auto`: the images' median short side rounded down to one of these
 GRID_IMAGES = 6  # rows in a training grid
-UNREADABLE = (OSError, ValueError, SyntaxError)  # PIL's ways of saying "not an image"
 
 
 @dataclass
@@ -85,11 +83,9 @@ def resolve_channels(files: list[Path], channels: int | str) -> int:
 def _decode_pair(pair: Pair, channels: tuple[int, int], size: int, policy: str) -> tuple[torch.Tensor, torch.Tensor]:
     if pair.b is not None:
         return load_image(pair.a, channels[0], size, policy), load_image(pair.b, channels[1], size, policy)
-    with Image.open(pair.a) as image:  # side by side: A left, B right
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        w, h = image.size
-        halves = image.crop((0, 0, w // 2, h)), image.crop((w // 2, 0, 2 * (w // 2), h))
+    image = open_image(pair.a)  # side by side: A left, B right
+    w, h = image.size
+    halves = image.crop((0, 0, w // 2, h)), image.crop((w // 2, 0, 2 * (w // 2), h))
     return tuple(pil_to_tensor(fit(to_channels(half, c), size, policy)) for half, c in zip(halves, channels))
 
 
@@ -98,8 +94,8 @@ def _decode_each(paths: list[Path], channels: int, size: int, policy: str, unrea
     for path in paths:
         try:
             images.append(load_image(path, channels, size, policy))
-        except UNREADABLE as exc:
-            unreadable.append(f"{path}: {exc}")
+        except UnreadableImage as exc:
+            unreadable.append(str(exc))
     return torch.stack(images) if images else torch.zeros(0, channels, size, size, dtype=torch.uint8)
 
 
@@ -115,7 +111,10 @@ def _cached(key: str, build) -> tuple[dict[str, torch.Tensor], list[str]]:
     """build() -> (tensors, unreadable), from the cache when it holds `key` (best effort, like loading.py)."""
     tensors_path, meta_path = cache_dir() / f"{key}.safetensors", cache_dir() / f"{key}.json"
     if tensors_path.exists() and meta_path.exists():
-        return load_file(tensors_path), json.loads(meta_path.read_text())["unreadable"]
+        try:
+            return load_file(tensors_path), json.loads(meta_path.read_text())["unreadable"]
+        except DAMAGED_CACHE:
+            pass  # a damaged cache entry is decoded again
     tensors, unreadable = build()
     try:
         tensors_path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,8 +148,8 @@ def load_paired(cfg) -> TranslationImages:
         for pair in found.pairs:
             try:
                 x, y = _decode_pair(pair, channels, load, cfg.resize)
-            except UNREADABLE as exc:
-                unreadable.append(f"{pair.a if pair.b is None else pair.name}: {exc}")
+            except UnreadableImage as exc:
+                unreadable.append(str(exc))  # names the file of the pair that failed
                 continue
             a.append(x), b.append(y)
         if not a:

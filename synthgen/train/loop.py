@@ -17,6 +17,7 @@ import torch
 
 from synthgen import checkpoint as ckpt
 from synthgen import distributed
+from synthgen.data.loading import refuse_unreadable
 from synthgen.errors import SynthgenError
 from synthgen.imaging import save_grid, to_uint8, write_atomic
 from synthgen.precision import resolve_device, resolve_precision
@@ -72,6 +73,7 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
     # The method knows its data layout; `auto` data keys come back as what was chosen,
     # so the run and its checkpoints are self-describing.
     data, recipe = METHODS[recipe.method].load_data(recipe)
+    refuse_unreadable(recipe.data.root, data.describe()["unreadable"], recipe.data.strict)
     method = METHODS[recipe.method](recipe, data, precision)
     distributed.seed_this_rank(recipe.seed)  # ... and different noise
     start = _restore(method, previous, device) if resume else 0
@@ -146,6 +148,7 @@ def _decay_learning_rates(method, recipe: Recipe, step: int) -> None:
 
 def _restore(method, checkpoint: ckpt.Checkpoint, device: torch.device) -> int:
     for name, network in method.networks.items():
+        checkpoint.verified_sha256(name)
         ckpt.restore_network(network, checkpoint.weights(name), checkpoint.path / f"{name}.safetensors")
     rank = distributed.rank() if distributed.is_distributed() else None
     ckpt.restore_training_state(checkpoint, method.optimizers, rank, device)
