@@ -136,6 +136,11 @@ class TrainConfig(Section):
     lr_decay: Literal["none", "linear"] = Field(
         "none", description="linear: learning rates constant for the first half of steps, then linearly to 0 (CycleGAN)."
     )
+    on_nonfinite: Literal["rollback", "stop"] = Field(
+        "rollback", description="A NaN/inf loss or weight (never saved): roll back to the last checkpoint with lower learning rates, or stop."
+    )
+    nonfinite_retries: int = Field(3, ge=0, description="Rollbacks allowed per run before training stops (train.on_nonfinite: rollback).")
+    nonfinite_lr_factor: float = Field(0.5, gt=0, lt=1, description="Every learning rate is multiplied by this at each rollback.")
     pool_size: int = Field(50, ge=0, description="cyclegan: D also sees fakes from a history of this many (Shrivastava 2017); 0 = off.")
 
 

@@ -22,6 +22,7 @@ from synthgen.errors import SynthgenError
 from synthgen.imaging import save_grid, to_uint8, write_atomic
 from synthgen.precision import resolve_device, resolve_precision
 from synthgen.recipe import Recipe, recipe_to_yaml
+from synthgen.train.nonfinite import ROLLBACKS, NonFiniteGuard
 
 
 class TrainingInterrupted(Exception):
@@ -76,12 +77,15 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
     refuse_unreadable(recipe.data.root, data.describe()["unreadable"], recipe.data.strict)
     method = METHODS[recipe.method](recipe, data, precision)
     distributed.seed_this_rank(recipe.seed)  # ... and different noise
+    if resume:
+        _refuse_other_recipe(previous, recipe, data.describe()["class_names"])
     start = _restore(method, previous, device) if resume else 0
 
     main = distributed.is_main()
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(run_dir / "recipe.yaml", recipe_to_yaml(recipe).encode())
+        _forget_log_after(run_dir / "log.jsonl", start)  # lines of steps a killed run did past its last checkpoint
     state = {
         "name": recipe.name,
         "recipe": recipe.model_dump(mode="json"),
@@ -92,6 +96,7 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
     }
     if resume and "best" in previous.state:  # the best checkpoint so far survives a resume
         state["best"] = previous.state["best"]
+    state[ROLLBACKS] = previous.state.get(ROLLBACKS, 0) if resume else 0
     if main:
         _write_run_json(run_dir, state, start)
     evaluator = _evaluator(recipe, method, data, run_dir, device, progress) if main else None
@@ -103,12 +108,19 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
     last_path = last.path if last else None
     timer = _Throughput(method.images_per_step)
     sums: dict[str, float] = {}
+    guard = NonFiniteGuard(recipe, method, run_dir, device, state, lambda m, c: _restore(m, c, device))
     with _deferred_interrupt() as interrupted:
         step = start
-        for step in range(start + 1, total + 1):
+        while step < total:
+            step += 1
             _decay_learning_rates(method, recipe, step - 1)
-            for key, value in method.train_step(step - 1).items():
-                sums[key] = sums.get(key, 0.0) + float(value)
+            losses = {key: float(value) for key, value in method.train_step(step - 1).items()}
+            if (back := guard.check(step, losses)) is not None:  # NaN/inf: rolled back, lower learning rates
+                step, sums = back, {}
+                timer.since_log()
+                continue
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + value
             timer.tick()
             stop = distributed.any_rank(interrupted(), device)  # every process stops at the same step
             if step % recipe.train.log_every == 0 or step == total:
@@ -121,6 +133,9 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
             if main and (step % recipe.train.sample_every == 0 or step == total):
                 _save_grid(method, run_dir, step)
             if step % recipe.train.checkpoint_every == 0 or step == total or stop:
+                if (back := guard.check_weights(step)) is not None:  # a NaN weight is never saved
+                    step, sums = back, {}
+                    continue
                 if main:
                     method.prepare_for_sampling()  # once, for both the evaluation and the checkpoint
                 if evaluator and not stop:
@@ -153,6 +168,51 @@ def _restore(method, checkpoint: ckpt.Checkpoint, device: torch.device) -> int:
     rank = distributed.rank() if distributed.is_distributed() else None
     ckpt.restore_training_state(checkpoint, method.optimizers, rank, device)
     return checkpoint.step
+
+
+# Keys that say how to run, not what is trained: they may change on --resume.
+RESUMABLE_CHANGES = {
+    "name", "description", "data.root", "data.strict", "train.steps", "train.log_every", "train.sample_every",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.out_dir", "train.device", "train.precision",
+    "train.on_nonfinite", "train.nonfinite_retries", "train.nonfinite_lr_factor",
+}
+
+
+def _refuse_other_recipe(previous: ckpt.Checkpoint, recipe: Recipe, class_names: list[str]) -> None:
+    """--resume continues the same training: refuse a recipe (or data) that trains something else."""
+    before, now = _flatten(previous.recipe), _flatten(recipe.model_dump(mode="json"))
+    changed = [k for k in sorted(before.keys() & now.keys()) if before[k] != now[k] and k not in RESUMABLE_CHANGES and not k.startswith("gate.")]
+    where = previous.path / ckpt.STATE_FILE
+    if changed:
+        listed = "; ".join(f"{k}: {before[k]!r} in the run, {now[k]!r} now" for k in changed[:4]) + ("; ..." if len(changed) > 4 else "")
+        raise SynthgenError(f"--resume: the recipe differs from the run's ({where}) in {len(changed)} key(s): {listed}. Start a new run with --set name=...")
+    if previous.class_names != class_names:
+        raise SynthgenError(f"--resume: data.root has classes {class_names}, the run ({where}) was trained on {previous.class_names}")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _forget_log_after(log: Path, step: int) -> None:
+    """Keep the log lines up to `step` (where training continues); drop later ones and any truncated line."""
+    if not log.is_file():
+        return
+    kept = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= step:
+            kept.append(line + "\n")
+    write_atomic(log, "".join(kept).encode())
 
 
 def _evaluator(recipe: Recipe, method, data, run_dir: Path, device, progress):
