@@ -1,7 +1,9 @@
 """The `synthgen` command: thin typed commands that call the library and print with rich.
 
-Exit codes: 0 success, 1 unexpected failure, 2 bad input (one line, no
-traceback), 3 a gate rejected a class, 130 interrupted (a checkpoint was saved).
+Exit codes: 0 success, 1 a write failed (disk full, read-only folder) or an
+unexpected failure, 2 bad input (one line, no traceback), 3 a gate rejected a
+class, 130 interrupted (a checkpoint was saved). Errors are one line;
+`synthgen --debug COMMAND` shows the traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ data_app.add_typer(import_app, name="import")
 
 out = Console()
 err = Console(stderr=True)
+settings = {"debug": False}
+
+
+@app.callback()
+def _global_options(debug: bool = typer.Option(False, "--debug", help="Show the Python traceback of an error (for bug reports).")):
+    settings["debug"] = debug
 
 
 # --- training ----------------------------------------------------------------------
@@ -312,6 +320,7 @@ def translate(
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images of one padded size translated together."),
     precision: str = typer.Option("auto", "--precision", help="auto (fp32 on CPU, bf16/fp16 on CUDA), fp32, bf16 or fp16."),
     gate: Optional[Path] = typer.Option(None, "--gate", help="Real images of the target domain: report FID/KID of DEST against them (domain features)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at an unreadable input file (by default it is listed and skipped)."),
 ):
     """Translate every image under SRC into DEST with a trained pix2pix or CycleGAN run (continues an existing DEST)."""
     from synthgen.translate import Translator, list_images, translate_folder
@@ -320,7 +329,7 @@ def translate(
     total = len(list_images(src, dest))
     with Progress(TextColumn("[bold]translate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err) as bar:
         task = bar.add_task("translate", total=total)
-        result = translate_folder(translator, src, dest, overwrite, batch_size, on_image=lambda _: bar.advance(task))
+        result = translate_folder(translator, src, dest, overwrite, batch_size, on_image=lambda _: bar.advance(task), strict=strict)
     for line in result.unreadable:
         err.print(f"[red]unreadable, skipped:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     table = Table("images", "translated", "kept (already there)", "unreadable")
@@ -357,7 +366,10 @@ def translate_eval(
 
 
 @data_app.command("inspect")
-def data_inspect(folder: Path = typer.Argument(..., help="A labelled folder (class subfolders) or a folder of images.")):
+def data_inspect(
+    folder: Path = typer.Argument(..., help="A labelled folder (class subfolders) or a folder of images."),
+    strict: bool = typer.Option(False, "--strict", help="Exit with status 2 when any file is unreadable."),
+):
     """Classes, counts, imbalance, sizes, modes and unreadable files of a folder."""
     from synthgen.data.inspect import inspect_folder
 
@@ -371,7 +383,9 @@ def data_inspect(folder: Path = typer.Argument(..., help="A labelled folder (cla
     out.print("modes: " + ", ".join(f"{m} ({k})" for m, k in report_.modes.most_common()))
     out.print(f"unreadable: {len(report_.unreadable)}")
     for line in report_.unreadable:
-        out.print(f"  {line}", style="red")
+        out.print(f"  {escape(line)}", style="red", highlight=False)
+    if strict and report_.unreadable:
+        raise SynthgenError(f"{folder}: {len(report_.unreadable)} unreadable file(s) (--strict)")
 
 
 @data_app.command("edges")
@@ -411,8 +425,8 @@ def main() -> None:
     try:
         app()
     except SynthgenError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(EXIT_BAD_INPUT)
+        _print_error(str(exc))
+        sys.exit(exc.exit_code)
     except TrainingInterrupted as exc:
         from synthgen.distributed import is_main
 
@@ -422,3 +436,15 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - a bug or the environment: still one line unless --debug
+        _print_error(f"{type(exc).__name__}: {exc} (unexpected; `synthgen --debug ...` shows the traceback)")
+        sys.exit(1)
+
+
+def _print_error(message: str) -> None:
+    if settings["debug"]:
+        import traceback
+
+        traceback.print_exc()
+    one_line = " ".join(message.split("\n"))
+    err.print(f"[red]error:[/red] {escape(one_line)}", highlight=False, soft_wrap=True)

@@ -254,8 +254,12 @@ def translate_folder(
     overwrite: bool = False,
     batch_size: int = 8,
     on_image: Callable[[str], None] | None = None,
+    strict: bool = False,
 ) -> TranslateResult:
-    """Translate every image under src into out (same relative paths and names); see the module docstring."""
+    """Translate every image under src into out (same relative paths and names); see the module docstring.
+
+    `strict`: an unreadable file stops the run (UnreadableImage) instead of being listed and skipped.
+    """
     src, out = Path(src), Path(out)
     files = list_images(src, out)
     if out.is_dir():
@@ -272,21 +276,25 @@ def translate_folder(
         try:
             groups[translator.padded_size(*_header_size(path))].append(path)
         except UnreadableImage as exc:
+            if strict:
+                raise
             result.unreadable.append(str(exc))
             _tell(on_image, relative)
     for size, members in groups.items():
         step = 1 if size == (-1, -1) else batch_size  # tiled images go one at a time
         for i in range(0, len(members), step):
-            _translate_batch(translator, members[i : i + step], root, out, result, on_image)
+            _translate_batch(translator, members[i : i + step], root, out, result, on_image, strict)
     return result
 
 
-def _translate_batch(translator: Translator, paths: list[Path], root: Path, out: Path, result: TranslateResult, on_image) -> None:
+def _translate_batch(translator: Translator, paths: list[Path], root: Path, out: Path, result: TranslateResult, on_image, strict: bool) -> None:
     images, originals, kept = [], [], []
     for path in paths:
         try:
             image, original = read_for_model(path, translator.in_channels)
         except UnreadableImage as exc:
+            if strict:
+                raise
             result.unreadable.append(str(exc))
             _tell(on_image, path.relative_to(root).as_posix())
             continue
