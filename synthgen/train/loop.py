@@ -19,7 +19,7 @@ from synthgen import checkpoint as ckpt
 from synthgen import distributed
 from synthgen.data.loading import refuse_unreadable
 from synthgen.errors import SynthgenError
-from synthgen.imaging import save_grid, to_uint8, write_atomic
+from synthgen.imaging import remove_stale_temporaries, save_grid, to_uint8, write_atomic
 from synthgen.precision import resolve_device, resolve_precision
 from synthgen.recipe import Recipe, recipe_to_yaml
 from synthgen.train.nonfinite import ROLLBACKS, NonFiniteGuard
@@ -84,6 +84,7 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
     main = distributed.is_main()
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir)  # half-written grids or logs of a killed run
         write_atomic(run_dir / "recipe.yaml", recipe_to_yaml(recipe).encode())
         _forget_log_after(run_dir / "log.jsonl", start)  # lines of steps a killed run did past its last checkpoint
     state = {
