@@ -24,7 +24,6 @@ import pytest
 from safetensors.torch import load_file
 
 from synthgen import checkpoint as ckpt
-from synthgen import checkpoint as checkpoint_module
 from synthgen.train import loop as loop_module
 from synthgen.recipe import recipe_to_yaml
 from synthgen.train.loop import run_dir_of, train
@@ -149,8 +148,8 @@ def _grid_temp_left(original, src, dst):
 
 INJECTIONS = {
     # where the child kills itself: (object, attribute, from which call on, what it does instead)
-    "weights file half written": (checkpoint_module, "save_file", 5, _half_written_then_killed),  # 2nd checkpoint's G
-    "state.json half written": (checkpoint_module, "_write_json", 3, _json_half_written_then_killed),
+    "weights file half written": (ckpt, "save_file", 5, _half_written_then_killed),  # 2nd checkpoint's G
+    "state.json half written": (ckpt, "_write_json", 3, _json_half_written_then_killed),
     "first checkpoint complete, not yet renamed": (os, "replace", 1, _checkpoint_rename_killed(1)),
     "checkpoint complete, not yet renamed": (os, "replace", 1, _checkpoint_rename_killed(2)),
     "old checkpoint half deleted": (shutil, "rmtree", 1, _delete_killed_half_way),
