@@ -225,7 +225,13 @@ def _index_of(row: dict) -> int:
 
 # PNG/JPEG/WebP encoding (zlib, libjpeg) and the write + fsync release the GIL,
 # so a few threads encode and write a batch in parallel with each other.
-_WRITERS = ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2), thread_name_prefix="synthgen-write")
+def _writer_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2), thread_name_prefix="synthgen-write")
+
+
+_WRITERS = _writer_pool()
+# A forked process has none of its parent's threads: the inherited pool would wait for them forever.
+os.register_at_fork(after_in_child=lambda: globals().update(_WRITERS=_writer_pool()))
 
 
 def _write_one(path: Path, image: torch.Tensor, fmt: str) -> None:

@@ -7,6 +7,7 @@ import io
 import os
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -157,16 +158,21 @@ def kill_self() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def wait(pid: int) -> int:
-    """Wait for a child: its exit status, or -signal when it was killed."""
-    _, status = os.waitpid(pid, 0)
-    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+def wait(pid: int, timeout: float = 120) -> int:
+    """Wait for a child: its exit status, or -signal when it was killed. A child that hangs is killed and fails the test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the child {pid} hung for {timeout} s")
 
 
 def kill_after(pid: int, seconds: float) -> bool:
     """SIGKILL the child after `seconds` unless it finished first; True when it was killed while running."""
-    import time
-
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
