@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 
 from synthgen.errors import SynthgenError, WriteFailed
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}  # gif: the first frame
 SAVE_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
 
 # Transparent pixels are composited onto this colour: a product photo on a

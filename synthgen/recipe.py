@@ -229,7 +229,9 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read a recipe file, apply `key=value` overrides, validate the result."""
     path = find_recipe(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SynthgenError(f"{path}: unreadable recipe ({exc}); expected a UTF-8 YAML file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -41,7 +41,7 @@ TILE_ABOVE = 1024  # images with a side longer than this are translated in tiles
 TILE, OVERLAP = 512, 64  # tile side (rounded up to the stride) and the overlap blended between tiles
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 SAVE_AS = {".png": ("PNG", {}), ".jpg": ("JPEG", {"quality": 95}), ".jpeg": ("JPEG", {"quality": 95}),
-           ".bmp": ("BMP", {}), ".webp": ("WEBP", {"quality": 95}), ".tif": ("TIFF", {}), ".tiff": ("TIFF", {})}
+           ".bmp": ("BMP", {}), ".webp": ("WEBP", {"quality": 95}), ".tif": ("TIFF", {}), ".tiff": ("TIFF", {}), ".gif": ("GIF", {})}
 
 
 # --- the trained translator ---------------------------------------------------------
