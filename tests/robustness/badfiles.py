@@ -46,7 +46,7 @@ def make(folder: Path) -> dict[str, bool]:
         "png-named.jpg": (png, True),  # wrong extension: read by content
         "tiny-1x1.png": (_png_bytes(Image.new("L", (1, 1), 200)), True),
         "huge-3000x2000.png": (_png_bytes(Image.fromarray(gradient(3000, 2000))), True),
-        "sixteen-bit.png": (_png_bytes(Image.fromarray((gradient(30, 20).astype(np.uint16) * 257), "I;16")), True),
+        "sixteen-bit.png": (_png_bytes(Image.fromarray(gradient(30, 20).astype(np.uint16) * 257)), True),  # mode I;16
     }
     buffer = io.BytesIO()
     Image.fromarray(np.dstack([gradient(30, 20)] * 3)).convert("CMYK").save(buffer, format="JPEG")
