@@ -214,6 +214,9 @@ def test_bad_recipe_files(tmp_path, what):
     data, expect = RECIPE_FILES[what]
     (tmp_path / "r.yaml").write_bytes(data)
     refused(f"recipe file: {what}", "train", tmp_path / "r.yaml", expect=expect)
+
+
+def test_a_folder_as_recipe(tmp_path):
     refused("recipe file: a folder", "train", tmp_path, expect="no such recipe file")
 
 
