@@ -70,6 +70,8 @@ def load_log(path: Path) -> RunLog:
         step = _number(entry.get("step")) if isinstance(entry, dict) else None
         if step is None:
             continue
+        if "event" in entry:  # e.g. a NaN rollback (train/nonfinite.py): not a series to plot
+            continue
         metrics = entry.get("metrics")
         if isinstance(metrics, dict):
             _store(log.metrics, metrics, int(step))
