@@ -39,7 +39,8 @@ class UnreadableImage(SynthgenError, OSError):
     """
 
     def __init__(self, path: Path, exc: BaseException):
-        super().__init__(f"{path}: {_why_unreadable(path, exc)}")
+        self.path, self.reason = path, _why_unreadable(path, exc)
+        super().__init__(f"{path}: {self.reason}")
 
 
 def _why_unreadable(path: Path, exc: BaseException) -> str:

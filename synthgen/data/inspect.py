@@ -35,7 +35,7 @@ def inspect_folder(root: str | Path) -> FolderReport:
                 size, mode = image.size, image.mode
                 image.verify()  # checks the file's integrity without a full decode
         except UnreadableImage as exc:
-            report.unreadable.append(str(exc))
+            report.unreadable.append(f"{path.relative_to(found.root)}: {exc.reason}")
             continue
         report.counts[label] += 1
         report.sizes[size] += 1

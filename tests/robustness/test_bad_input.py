@@ -127,6 +127,22 @@ def test_folders_that_hold_no_dataset(tmp_path):
         (tmp_path / "r.yaml").write_text(recipe_to_yaml(recipe))
         refused(f"folder: {folder} (train)", "train", tmp_path / "r.yaml", expect="no images found")
     refused("folder: does not exist", "data", "inspect", tmp_path / "nowhere", expect="is not a folder")
+    refused("folder: eval of folders that do not exist", "eval", "--real", tmp_path / "nowhere", "--fake", tmp_path / "empty", expect="is not a folder")
+
+
+def test_a_damaged_data_cache_is_decoded_again(two_classes, tmp_path):
+    from synthgen.data.loading import cache_dir, load_labelled
+
+    root = tmp_path / "data"
+    shutil.copytree(two_classes / "Bag", root / "Bag", ignore=lambda d, names: sorted(names)[8:])
+    before = set(cache_dir().glob("*.safetensors"))
+    first = load_labelled(root, 28, 1, "crop")
+    (entry,) = set(cache_dir().glob("*.safetensors")) - before
+    fault = tally.fault("data cache: damaged entry")
+    entry.write_bytes(entry.read_bytes()[:100])
+    again = load_labelled(root, 28, 1, "crop")
+    assert again.images.equal(first.images) and again.labels.equal(first.labels)
+    fault.survived()
 
 
 def test_class_names_with_spaces_unicode_and_dots_round_trip(two_classes, tmp_path):
