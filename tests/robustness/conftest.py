@@ -108,7 +108,7 @@ def cli(*args: str) -> tuple[int, str]:
         sys.argv = argv
         cli_module.settings["debug"] = False
     output = buffer.getvalue()
-    if "Traceback" in output:
+    if "Traceback" in output and "--debug" not in args:
         tally.tracebacks[0] += 1
     return code, output
 

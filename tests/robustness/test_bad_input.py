@@ -21,7 +21,7 @@ from synthgen.imaging import UnreadableImage, load_image, open_image
 from synthgen.recipe import Recipe, describe_keys, load_recipe, recipe_to_yaml
 from synthgen.train.loop import train
 from tests.robustness import badfiles, tally
-from tests.robustness.conftest import cli, refused, small_recipe
+from tests.robustness.conftest import cli, error_line, refused, small_recipe
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +230,21 @@ def test_bad_recipe_files(tmp_path, what):
     data, expect = RECIPE_FILES[what]
     (tmp_path / "r.yaml").write_bytes(data)
     refused(f"recipe file: {what}", "train", tmp_path / "r.yaml", expect=expect)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    code, output = cli("--debug", "train", tmp_path / "missing.yaml")
+    assert code == 2 and "Traceback" in output and "synthgen.errors.SynthgenError" in output
+    code, output = cli("train", tmp_path / "missing.yaml")
+    assert code == 2 and "Traceback" not in output and output.count("\n") == 1
+
+
+def test_an_unexpected_error_is_one_line_and_exit_1(tmp_path, monkeypatch):
+    from synthgen.data import inspect
+
+    monkeypatch.setattr(inspect, "inspect_folder", lambda folder: 1 / 0)
+    code, output = cli("data", "inspect", tmp_path)
+    assert code == 1 and "ZeroDivisionError: division by zero (unexpected; `synthgen --debug ...` shows the traceback)" in error_line(output)
 
 
 def test_a_folder_as_recipe(tmp_path):
