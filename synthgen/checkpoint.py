@@ -30,6 +30,7 @@ STATE_FILE = "state.json"
 OPTIM_FILE = "optim.safetensors"
 CHECKPOINTS = "checkpoints"
 LEGACY_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle"}
+MOVE_AWAY = "move that checkpoint folder out of checkpoints/ to use an earlier one"
 
 
 @dataclass
@@ -197,14 +198,13 @@ def _remove_leftovers(root: Path) -> None:
 
 
 def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
-    """The newest complete checkpoint of a run, or None."""
-    for path in sorted((Path(run_dir) / CHECKPOINTS).glob("step-*"), reverse=True):
-        if (path / STATE_FILE).is_file():
-            try:
-                return read_checkpoint(path)
-            except SynthgenError:
-                continue
-    return None
+    """The newest checkpoint of a run, or None.
+
+    A damaged one is an error naming it, never silently passed over for an
+    older one: checkpoints appear only when complete, so damage came later.
+    """
+    complete = [p for p in sorted((Path(run_dir) / CHECKPOINTS).glob("step-*")) if (p / STATE_FILE).is_file()]
+    return read_checkpoint(complete[-1]) if complete else None
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
@@ -213,11 +213,11 @@ def read_checkpoint(path: Path) -> Checkpoint:
     try:
         state = json.loads(state_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
-        raise SynthgenError(f"{state_file}: unreadable checkpoint state ({exc})") from None
+        raise SynthgenError(f"{state_file}: unreadable checkpoint state ({exc}); {MOVE_AWAY}") from None
     expected = {"step": int, "class_names": list, "recipe": dict, "weights_sha256": dict}
     for key, kind in expected.items():
         if not isinstance(state, dict) or not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
-            raise SynthgenError(f"{state_file}: '{key}' missing or not a {kind.__name__} (not a synthgen checkpoint, or edited)")
+            raise SynthgenError(f"{state_file}: '{key}' missing or not a {kind.__name__} (not a synthgen checkpoint, or edited); {MOVE_AWAY}")
     for name in state["class_names"]:
         check_folder_name(name, f"{state_file}: class name")
     return Checkpoint(Path(path), state)
@@ -225,7 +225,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
 
 def check_folder_name(name: object, what: str) -> None:
     """Class names become output folders (OUT/<class>/): refuse anything that is not one plain folder name."""
-    if not isinstance(name, str) or name in ("", ".", "..") or name.startswith(".") or any(c in name for c in "/\\\0"):
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
         raise SynthgenError(f"{what} {name!r} is not a plain folder name (it could write outside the output folder); refusing it")
 
 
