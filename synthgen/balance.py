@@ -15,10 +15,7 @@ a crash writes only what is missing; manifest.csv is rebuilt from the parts.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,7 +23,7 @@ from typing import Callable
 from synthgen import augment as aug
 from synthgen.data.folders import discover_labelled
 from synthgen.errors import SynthgenError
-from synthgen.imaging import write_atomic
+from synthgen.imaging import copy_atomic, write_atomic
 from synthgen.manifest import read_rows, write_rows
 
 MANIFEST = "manifest.csv"
@@ -122,9 +119,9 @@ def balance_dataset(
     found = discover_labelled(data)
     counts = {name: found.labels.count(i) for i, name in enumerate(found.class_names)}
     plan = plan_balance(counts, to, mix)
-    _check_settings(out, data, to, mix, seed)
     if any(plan.synthetic.values()):
         _check_generator(generator, plan, data)
+    _check_settings(out, data, to, mix, seed)
     result = BalanceResult(out, plan)
 
     result.linked = _copy_real(found, out, link, on_image)
@@ -191,21 +188,8 @@ def _copy_real(found, out: Path, link: bool, on_image) -> bool:
     linked = link
     for path, label in zip(found.files, found.labels):
         target = out / _real_file(found, path, label)
-        if target.exists() and target.stat().st_size == path.stat().st_size:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        if linked:
-            try:
-                os.link(path, tmp)
-            except OSError as error:
-                if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                    raise
-                linked = False  # another file system, or links not allowed: copy instead
-        if not linked:
-            shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
+        if not (target.exists() and target.stat().st_size == path.stat().st_size):
+            linked = copy_atomic(path, target, linked)  # after one refused link, copy the rest straight away
     if on_image:
         on_image(len(found.files))
     return linked

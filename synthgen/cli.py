@@ -468,6 +468,21 @@ def data_inspect(folder: Path = typer.Argument(..., help="A labelled folder (cla
         out.print(f"  {line}", style="red")
 
 
+@data_app.command("split")
+def data_split(
+    data: Path = typer.Argument(..., help="A labelled folder (class subfolders); never modified."),
+    dest: Path = typer.Argument(..., help="Output: DEST/train/<class>/ and DEST/test/<class>/."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of every class held out in DEST/test/."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same split."),
+    link: bool = typer.Option(False, "--link", help="Hard-link instead of copying."),
+):
+    """A stratified train/test split, e.g. to measure whether synthetic data helps (eval --utility)."""
+    from synthgen.data.split import split_dataset
+
+    for split, per_class in split_dataset(data, dest, test_fraction, seed, link).items():
+        out.print(f"{dest / split}: {sum(per_class.values())} images in {sum(n > 0 for n in per_class.values())} classes")
+
+
 @data_app.command("edges")
 def data_edges(
     src: Path = typer.Argument(..., help="A folder of images (searched recursively)."),

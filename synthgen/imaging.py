@@ -5,8 +5,10 @@ On disk images are uint8; in the models they are float in [-1, 1].
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +125,28 @@ def write_atomic(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def copy_atomic(src: Path, dst: Path, link: bool = False) -> bool:
+    """Copy (or hard-link) src to dst through a temporary name; returns whether it linked.
+
+    A link that the file system refuses (another device, no links allowed) falls back to a copy.
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    linked = False
+    if link:
+        try:
+            os.link(src, tmp)
+            linked = True
+        except OSError as error:
+            if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+    if not linked:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    return linked
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
