@@ -5,8 +5,10 @@ On disk images are uint8; in the models they are float in [-1, 1].
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,20 +61,25 @@ def _why_unreadable(path: Path, exc: BaseException) -> str:
 
 
 @contextmanager
-def opened(path: Path):
-    """`Image.open(path)`, with any failure to read or process the file raised as UnreadableImage.
+def reading(path: Path):
+    """Any failure inside the block (reading or converting `path`) raised as UnreadableImage.
 
     Pillow signals a damaged file with many exception types (OSError,
     SyntaxError, ValueError, EOFError, struct.error, ...); callers catch one.
-    An animated image opens at its first frame.
     """
     try:
-        with Image.open(path) as image:
-            yield image
+        yield
     except UnreadableImage:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever a malformed file makes Pillow raise
         raise UnreadableImage(Path(path), exc) from None
+
+
+@contextmanager
+def opened(path: Path):
+    """`Image.open(path)` (header only until loaded; an animation at its first frame), failures as UnreadableImage."""
+    with reading(path), Image.open(path) as image:
+        yield image
 
 
 def open_image(path: Path) -> Image.Image:
@@ -124,7 +131,7 @@ def fit(image: Image.Image, size: int, policy: str) -> Image.Image:
 
 def load_image(path: Path, channels: int, size: int, policy: str) -> torch.Tensor:
     """Decode one file into a uint8 tensor [C, size, size]. Raises UnreadableImage."""
-    with opened(path):  # conversion failures of an odd file count as unreadable too
+    with reading(path):  # conversion failures of an odd file count as unreadable too
         image = fit(to_channels(open_image(path), channels), size, policy)
     array = np.asarray(image, dtype=np.uint8)
     if array.ndim == 2:
@@ -132,6 +139,15 @@ def load_image(path: Path, channels: int, size: int, policy: str) -> torch.Tenso
     else:
         array = array.transpose(2, 0, 1)
     return torch.from_numpy(array.copy())
+
+
+def load_native(path: Path) -> np.ndarray:
+    """Decode one file into uint8 [H, W, C] at its own size: C = 1 for grey images, else 3 (alpha flattened)."""
+    with reading(path):
+        image = flatten_alpha(to_8bit(open_image(path)))
+    grey = image.mode == "L"
+    array = np.asarray(image if grey else image.convert("RGB"), dtype=np.uint8)
+    return array[:, :, None] if grey else array
 
 
 def to_model(images: torch.Tensor) -> torch.Tensor:
@@ -146,8 +162,13 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 def encode(image: torch.Tensor, fmt: str) -> bytes:
     """uint8 [C, H, W] -> file bytes in png, jpg or webp."""
-    array = image.permute(1, 2, 0).numpy()
-    pil = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    return encode_array(image.permute(1, 2, 0).numpy(), fmt)
+
+
+def encode_array(array: np.ndarray, fmt: str) -> bytes:
+    """uint8 [H, W, C] (or [H, W]) -> file bytes in png, jpg or webp."""
+    array = np.ascontiguousarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
+    pil = Image.fromarray(array)
     buffer = io.BytesIO()
     options = {"quality": 95} if fmt in ("jpg", "webp") else {}
     pil.save(buffer, format=SAVE_FORMATS[fmt], **options)
@@ -191,6 +212,32 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def copy_atomic(src: Path, dst: Path, link: bool = False) -> bool:
+    """Copy (or hard-link) src to dst through a temporary name; returns whether it linked.
+
+    A link that the file system refuses (another device, no links allowed) falls back to a copy.
+    """
+    tmp = dst.with_name(f"{TEMP_PREFIX}{dst.name}.tmp-{os.getpid()}")
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
+        linked = False
+        if link:
+            try:
+                os.link(src, tmp)
+                linked = True
+            except OSError as error:
+                if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+        if not linked:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:  # disk full, read-only folder: as write_atomic
+        tmp.unlink(missing_ok=True)
+        raise WriteFailed(dst, exc) from None
+    return linked
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:

@@ -15,9 +15,7 @@ whole, so a verdict never depends on what was already on disk.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +26,10 @@ from typing import Callable, Protocol
 import torch
 
 from synthgen import checkpoint as ckpt
-from synthgen.data.folders import discover_labelled
+from synthgen.data.folders import class_counts, discover_labelled, target_count
 from synthgen.errors import SynthgenError
 from synthgen.imaging import SAVE_FORMATS, encode, remove_stale_temporaries, to_uint8, write_atomic
+from synthgen.manifest import read_rows, write_rows
 from synthgen.metrics.gate import Verdict
 from synthgen.models.conditioning import build_models
 from synthgen.recipe import validate
@@ -135,10 +134,10 @@ def plan_balanced(generator: TrainedGenerator, n: int) -> dict[str, int]:
     return {name: n for name in generator.class_names}
 
 
-def plan_fill_to(generator: TrainedGenerator, data_dir: Path, n: int) -> dict[str, int]:
-    """Top every class of an existing dataset up to n images, counting its real images."""
-    found = discover_labelled(data_dir)
-    real = {name: found.labels.count(i) for i, name in enumerate(found.class_names)}
+def plan_fill_to(generator: TrainedGenerator, data_dir: Path, n: int | str) -> dict[str, int]:
+    """Top every class of an existing dataset up to n images (`max`: the largest class), counting its real images."""
+    real = class_counts(discover_labelled(data_dir))
+    n = target_count(n, real, "--fill-to")
     missing = [name for name in real if name not in generator.class_names]
     if missing:
         raise SynthgenError(f"--data {data_dir}: classes {missing} are not known to the model (known: {', '.join(generator.class_names)})")
@@ -169,14 +168,19 @@ def sample_dataset(
     check: BatchCheck = accept_all,
     retries: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    subfolder: str = "",
+    manifest: str = MANIFEST,
 ) -> SampleResult:
-    """Write plan[c] images of each class c under out/<c>/, continuing what is already there."""
+    """Write plan[c] images of each class c under out/<c>/[subfolder/], continuing what is already there.
+
+    `subfolder` and `manifest` let `balance` keep its synthetic part beside the real and augmented ones.
+    """
     if fmt not in SAVE_FORMATS:
         raise SynthgenError(f"--format {fmt}: expected one of {', '.join(SAVE_FORMATS)}")
     out = Path(out)
     if out.is_dir():
         remove_stale_temporaries(out)  # half-written files of a killed run
-    rows = read_manifest(out)
+    rows = read_manifest(out, manifest)
     result = SampleResult(out)
     for name, wanted in plan.items():
         present = {_index_of(row) for row in rows if row["class"] == name}
@@ -188,9 +192,10 @@ def sample_dataset(
                 break
             batch, seeds, attempt, verdict = accepted
             keep = [i - start for i in indices]
-            new_rows = _write_images(out, name, batch[keep], indices, [seeds[k] for k in keep], fmt, generator, truncation, attempt, verdict)
+            relatives = [image_path(name, index, fmt, subfolder) for index in indices]
+            new_rows = _write_images(out, relatives, name, batch[keep], [seeds[k] for k in keep], fmt, generator, truncation, attempt, verdict)
             rows += new_rows
-            write_manifest(out, rows)
+            write_manifest(out, rows, manifest)
             result.written[name] += len(new_rows)
             if on_batch:
                 on_batch(len(new_rows))
@@ -219,6 +224,12 @@ def _aligned_batches(indices: list[int], batch_size: int) -> list[tuple[int, lis
     return sorted(groups.items())
 
 
+def image_path(name: str, index: int, fmt: str, subfolder: str = "") -> str:
+    """Where image `index` of class `name` goes, relative to the output folder."""
+    folder = f"{name}/{subfolder}/" if subfolder else f"{name}/"
+    return f"{folder}{name}_{index:06d}.{fmt}"
+
+
 def _index_of(row: dict) -> int:
     return int(Path(row["file"]).stem.rsplit("_", 1)[-1])
 
@@ -238,10 +249,9 @@ def _write_one(path: Path, image: torch.Tensor, fmt: str) -> None:
     write_atomic(path, encode(image, fmt))
 
 
-def _write_images(out, name, images, indices, seeds, fmt, generator, truncation, attempt, verdict) -> list[dict]:
+def _write_images(out, relatives, name, images, seeds, fmt, generator, truncation, attempt, verdict) -> list[dict]:
     """Encode and write a batch on the writer threads; returns once every file is on disk."""
-    relatives = [f"{name}/{name}_{index:06d}.{fmt}" for index in indices]
-    (out / name).mkdir(parents=True, exist_ok=True)
+    (out / relatives[0]).parent.mkdir(parents=True, exist_ok=True)
     list(_WRITERS.map(_write_one, [out / r for r in relatives], images, [fmt] * len(relatives)))  # re-raises a failed write
     return [
         {
@@ -276,33 +286,17 @@ def write_gate_report(out: Path, result: SampleResult, generator: TrainedGenerat
     return out / GATE_REPORT
 
 
-def read_manifest(out: Path) -> list[dict]:
-    path = out / MANIFEST
-    if not path.exists():
-        return []
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, ValueError, csv.Error) as exc:
-        raise SynthgenError(f"{path}: unreadable manifest ({exc}); move it away to start this folder afresh") from None
-    return [row for row in rows if _counts(out, row)]
+def read_manifest(out: Path, name: str = MANIFEST) -> list[dict]:
+    return [row for row in read_rows(out, name) if _has_index(row)]
 
 
-def _counts(out: Path, row: dict) -> bool:
-    """A row counts when it is well-formed and its file is there (a file deleted by hand is regenerated)."""
-    file = row.get("file")
-    if not all(isinstance(row.get(column), str) for column in MANIFEST_COLUMNS) or Path(file).is_absolute() or ".." in Path(file).parts:
-        return False
+def _has_index(row: dict) -> bool:
     try:
         _index_of(row)
-    except ValueError:
+    except ValueError:  # a row edited by hand: it does not count, its image is written again
         return False
-    return (out / file).is_file()
+    return True
 
 
-def write_manifest(out: Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(sorted(rows, key=lambda row: (row["class"], _index_of(row))))  # canonical order
-    write_atomic(out / MANIFEST, buffer.getvalue().encode())
+def write_manifest(out: Path, rows: list[dict], name: str = MANIFEST) -> None:
+    write_rows(out, name, rows, MANIFEST_COLUMNS, order=lambda row: (row["class"], _index_of(row)))
