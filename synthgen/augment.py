@@ -31,7 +31,7 @@ import yaml
 from synthgen.data.folders import discover_labelled, target_count
 from synthgen.data.pairs import discover_paired
 from synthgen.errors import SynthgenError
-from synthgen.imaging import SAVE_FORMATS, UnreadableImage, encode_array, load_native, write_atomic
+from synthgen.imaging import SAVE_FORMATS, UnreadableImage, encode_array, load_native, remove_stale_temporaries, write_atomic
 from synthgen.manifest import read_rows, write_rows
 
 MANIFEST = "manifest.csv"
@@ -220,6 +220,8 @@ def augment(
     if fmt not in SAVE_FORMATS:
         raise SynthgenError(f"--format {fmt}: expected one of {', '.join(SAVE_FORMATS)}")
     out = Path(out)
+    if out.is_dir():
+        remove_stale_temporaries(out)  # half-written files of a killed run
     _check_pipeline_matches(out / pipeline_file, pipeline)
     rows = read_rows(out, manifest)
     done = {row["file"] for row in rows if not row["partner"] or (out / row["partner"]).exists()}

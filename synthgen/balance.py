@@ -23,7 +23,7 @@ from typing import Callable
 from synthgen import augment as aug
 from synthgen.data.folders import class_counts, discover_labelled, target_count
 from synthgen.errors import SynthgenError
-from synthgen.imaging import copy_atomic, write_atomic
+from synthgen.imaging import copy_atomic, remove_stale_temporaries, write_atomic
 from synthgen.manifest import read_rows, write_rows
 
 MANIFEST = "manifest.csv"
@@ -113,6 +113,8 @@ def balance_dataset(
     plan = plan_balance(counts, to, mix)
     if any(plan.synthetic.values()):
         _check_generator(generator, plan, data)
+    if out.is_dir():
+        remove_stale_temporaries(out)  # half-written files of a killed run
     _check_settings(out, data, to, mix, seed)
     result = BalanceResult(out, plan)
 
