@@ -112,3 +112,24 @@ def test_balance_killed_at_a_random_moment_then_rerun(skewed, generator, balance
     assert_complete(out, balance_reference)
     if fault:
         fault.survived()
+
+
+def test_augment_disk_full_stops_cleanly_then_completes(skewed, augment_reference, tmp_path, monkeypatch):
+    import errno
+
+    from synthgen import imaging
+    from synthgen.errors import WriteFailed
+    from tests.robustness.test_kill_outputs import failing_open
+
+    out = tmp_path / "out"
+    fault = tally.fault("augment: write fails (ENOSPC)")
+    monkeypatch.setattr(imaging, "open", failing_open(after=90, code=errno.ENOSPC), raising=False)
+    with pytest.raises(WriteFailed, match="No space left on device"):
+        run_augment(skewed, out)
+    monkeypatch.undo()
+    assert_whole_images(out)
+    assert set(manifest_files(out)) <= set(image_files(out))
+    assert all(augment_reference[k] == v for k, v in files_of(out).items() if k.endswith(".png"))
+    run_augment(skewed, out)
+    assert_complete(out, augment_reference)
+    fault.survived()
