@@ -171,6 +171,13 @@ def wait(pid: int, timeout: float = 120) -> int:
     raise AssertionError(f"the child {pid} hung for {timeout} s")
 
 
+def timed(work) -> tuple[object, float]:
+    """(work(), seconds it took): how long an uninterrupted run takes, to draw kill times inside it."""
+    start = time.monotonic()
+    result = work()
+    return result, time.monotonic() - start
+
+
 def kill_after(pid: int, seconds: float) -> bool:
     """SIGKILL the child after `seconds` unless it finished first; True when it was killed while running."""
     deadline = time.monotonic() + seconds

@@ -20,7 +20,7 @@ from synthgen import augment as aug
 from synthgen.balance import balance_dataset
 from synthgen.sample import TrainedGenerator
 from tests.robustness import tally
-from tests.robustness.conftest import fork, kill_after, kill_self, wait
+from tests.robustness.conftest import fork, kill_after, kill_self, timed, wait
 from tests.robustness.test_kill_outputs import assert_whole_images, files_of
 
 
@@ -31,6 +31,9 @@ def skewed(two_classes, tmp_path_factory) -> Path:
     for name, keep in (("Bag", 30), ("Sneaker", 8)):
         shutil.copytree(two_classes / name, root / name, ignore=lambda d, names, keep=keep: sorted(names)[keep:])
     return root
+
+
+timing: dict[str, float] = {}  # seconds of an uninterrupted run: kills are drawn inside it
 
 
 def manifest_files(out: Path, name: str = "manifest.csv") -> list[str]:
@@ -49,7 +52,7 @@ def run_augment(skewed: Path, out: Path):
 @pytest.fixture(scope="module")
 def augment_reference(skewed, tmp_path_factory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("augment-reference")
-    run_augment(skewed, out)
+    _, timing["augment"] = timed(lambda: run_augment(skewed, out))
     return files_of(out)
 
 
@@ -64,7 +67,7 @@ def assert_complete(out: Path, reference: dict[str, bytes]) -> None:
 @pytest.mark.parametrize("seed", range(4))
 def test_augment_killed_at_a_random_moment_then_rerun(skewed, augment_reference, tmp_path, seed):
     out = tmp_path / "out"
-    killed = kill_after(fork(lambda: run_augment(skewed, out)), random.Random(seed).uniform(0.02, 0.4))
+    killed = kill_after(fork(lambda: run_augment(skewed, out)), random.Random(seed).uniform(0.05, 0.9) * timing["augment"])
     fault = tally.fault("augment: SIGKILL at a random moment") if killed else None
     run_augment(skewed, out)
     assert_complete(out, augment_reference)
@@ -99,14 +102,14 @@ def generator(cgan_run) -> TrainedGenerator:
 @pytest.fixture(scope="module")
 def balance_reference(skewed, generator, tmp_path_factory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("balance-reference")
-    run_balance(skewed, out, generator)
+    _, timing["balance"] = timed(lambda: run_balance(skewed, out, generator))
     return files_of(out)
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_balance_killed_at_a_random_moment_then_rerun(skewed, generator, balance_reference, tmp_path, seed):
     out = tmp_path / "out"
-    killed = kill_after(fork(lambda: run_balance(skewed, out, generator)), random.Random(seed).uniform(0.02, 0.4))
+    killed = kill_after(fork(lambda: run_balance(skewed, out, generator)), random.Random(seed).uniform(0.05, 0.9) * timing["balance"])
     fault = tally.fault("balance: SIGKILL at a random moment") if killed else None
     run_balance(skewed, out, generator)
     assert_complete(out, balance_reference)

@@ -24,9 +24,10 @@ from synthgen.errors import WriteFailed
 from synthgen.sample import MANIFEST, TrainedGenerator, sample_dataset
 from synthgen.translate import Translator, translate_folder
 from tests.robustness import tally
-from tests.robustness.conftest import cli, error_line, fork, kill_after, kill_self, wait
+from tests.robustness.conftest import cli, error_line, fork, kill_after, kill_self, timed, wait
 
 PLAN = {"Bag": 150, "Sneaker": 150}
+timing: dict[str, float] = {}  # seconds of an uninterrupted run: kills are drawn inside it
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -62,7 +63,7 @@ def generator(cgan_run) -> TrainedGenerator:
 @pytest.fixture(scope="module")
 def sample_reference(generator, tmp_path_factory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("sample-reference")
-    sample_dataset(generator, PLAN, out, seed=3, batch_size=16)
+    _, timing["sample"] = timed(lambda: sample_dataset(generator, PLAN, out, seed=3, batch_size=16))
     return {k: v for k, v in files_of(out).items() if k.endswith(".png")}
 
 
@@ -70,7 +71,7 @@ def sample_reference(generator, tmp_path_factory) -> dict[str, bytes]:
 def test_sample_killed_at_a_random_moment_then_rerun(generator, sample_reference, tmp_path, seed):
     out = tmp_path / "out"
     pid = fork(lambda: sample_dataset(generator, PLAN, out, seed=3, batch_size=16))
-    killed = kill_after(pid, random.Random(seed).uniform(0.02, 0.3))
+    killed = kill_after(pid, random.Random(seed).uniform(0.05, 0.9) * timing["sample"])
     fault = tally.fault("sample: SIGKILL at a random moment") if killed else None
     if out.exists():
         for path in out.rglob("*.png"):
@@ -113,7 +114,7 @@ def test_sample_killed_through_the_command_line_in_process_rerun(cgan_run, sampl
     """`synthgen sample` re-run over a folder a killed run left: completes it, exit 0, one manifest."""
     out = tmp_path / "out"
     pid = fork(lambda: sample_dataset(TrainedGenerator(cgan_run, "cpu", "latest"), PLAN, out, seed=3, batch_size=16))
-    killed = kill_after(pid, 0.3)
+    killed = kill_after(pid, 0.5 * timing["sample"])
     fault = tally.fault("sample: SIGKILL, re-run with the CLI") if killed else None
     code, output = cli("sample", "--weights", cgan_run, "--checkpoint", "latest", "--balanced", "-n", "150", "--seed", "3",
                        "--batch-size", "16", "--no-gate", "--out", out)
@@ -148,14 +149,14 @@ def translator(pix2pix_run) -> Translator:
 @pytest.fixture(scope="module")
 def translate_reference(translator, inputs, tmp_path_factory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("translate-reference")
-    translate_folder(translator, inputs, out, batch_size=4)
+    _, timing["translate"] = timed(lambda: translate_folder(translator, inputs, out, batch_size=4))
     return files_of(out)
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_translate_killed_at_a_random_moment_then_rerun(translator, inputs, translate_reference, tmp_path, seed):
     out = tmp_path / "out"
-    killed = kill_after(fork(lambda: translate_folder(translator, inputs, out, batch_size=4)), random.Random(seed).uniform(0.02, 0.25))
+    killed = kill_after(fork(lambda: translate_folder(translator, inputs, out, batch_size=4)), random.Random(seed).uniform(0.05, 0.9) * timing["translate"])
     fault = tally.fault("translate: SIGKILL at a random moment") if killed else None
     if out.exists():
         for path in out.rglob("*.png"):
