@@ -120,6 +120,9 @@ def score(predicted: torch.Tensor, target: torch.Tensor, num_classes: int) -> Sc
 
 def load_sources(folders: dict[str, Path]) -> tuple[dict[str, LabelledImages], list[str]]:
     """Every given folder at the train folder's size and channels, labels mapped onto the train classes by name."""
+    for role, folder in folders.items():
+        if not folder.is_dir():
+            raise SynthgenError(f"--{role} {folder}: not a folder (expected one subfolder of images per class)")
     train = load_labelled(folders["train"], "auto", "auto", "crop")
     _, channels, size, _ = train.images.shape
     class_names = list(train.class_names)
@@ -244,7 +247,7 @@ class UtilityReport:
                 "recall": {name: case.recall_mean(c) for c, name in enumerate(self.class_names)},
                 "runs": case.runs,
             }
-        return {
+        return _nan_to_none({
             "classes": self.class_names,
             "train_counts": dict(zip(self.class_names, self.train_counts)),
             "test_counts": dict(zip(self.class_names, self.test_counts)),
@@ -253,7 +256,18 @@ class UtilityReport:
             "folders": self.folders,
             "cases": cases,
             "skipped": self.skipped,
-        }
+        })
+
+
+def _nan_to_none(value):
+    """JSON has no NaN: an undefined figure (no minority class, a class absent from the test set) is null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
 
 
 def evaluate_utility(
