@@ -29,10 +29,9 @@ from synthgen.recipe import load_recipe  # noqa: E402
 CLASSES, PER_CLASS, ROUNDS = 5, 128, 3
 
 
-def sequential_write(out, name, images, indices, seeds, fmt, generator, truncation, attempt, verdict) -> list[dict]:
+def sequential_write(out, relatives, name, images, seeds, fmt, generator, truncation, attempt, verdict) -> list[dict]:
     rows = []
-    for image, index, seed in zip(images, indices, seeds):
-        relative = f"{name}/{name}_{index:06d}.{fmt}"
+    for image, relative, seed in zip(images, relatives, seeds):
         write_atomic(out / relative, encode(image, fmt))
         rows.append({"file": relative, "class": name, "seed": str(seed), "checkpoint_sha256": generator.checkpoint_sha256,
                      "truncation": "" if truncation is None else str(truncation),

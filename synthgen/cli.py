@@ -376,8 +376,7 @@ def translate(
     with Progress(TextColumn("[bold]translate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err) as bar:
         task = bar.add_task("translate", total=total)
         result = translate_folder(translator, src, dest, overwrite, batch_size, on_image=lambda _: bar.advance(task))
-    for line in result.unreadable:
-        err.print(f"[red]unreadable, skipped:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    _print_unreadable(result.unreadable)
     table = Table("images", "translated", "kept (already there)", "unreadable")
     table.add_row(str(result.total), str(len(result.translated)), str(len(result.existing)), str(len(result.unreadable)))
     out.print(table)
@@ -408,6 +407,101 @@ def translate_eval(
     out.print(f"{result.pairs} pairs in {pairs}")
 
 
+# --- augmentation and balancing ------------------------------------------------------
+
+
+@app.command()
+def augment(
+    src: Path = typer.Argument(..., help="A labelled folder (class subfolders), or with --paired: A/ + B/ or side-by-side AB images."),
+    dest: Path = typer.Argument(..., help="Output: only the augmented images, DEST/<class>/<name>_augNNN.png, plus manifest.csv."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="light, medium (default) or heavy."),
+    pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="An albumentations pipeline in its own YAML serialization (A.to_dict); see recipes/augment.yaml."),
+    copies: Optional[int] = typer.Option(None, "--copies", min=1, help="Augmented copies of every image."),
+    per_class: Optional[int] = typer.Option(None, "--per-class", min=1, help="Fill every class up to N images, counting its real ones."),
+    paired: bool = typer.Option(False, "--paired", help="SRC holds pairs: both sides get the same transform."),
+    no_flip: bool = typer.Option(False, "--no-flip", help="Policies without horizontal flips (text, digits, anything with a handedness)."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
+    fmt: str = typer.Option("png", "--format", help="png, jpg or webp."),
+    save_pipeline: Optional[Path] = typer.Option(None, "--save-pipeline", help="Also write the pipeline used as YAML here, to edit and pass to --pipeline."),
+):
+    """Classic augmentation with albumentations: deterministic, resumable, with a manifest of every transform."""
+    from synthgen import augment as aug
+    from synthgen.imaging import write_atomic
+
+    if policy is not None and pipeline is not None:
+        raise SynthgenError("choose one of --policy NAME or --pipeline FILE")
+    chosen = aug.load_pipeline(pipeline) if pipeline is not None else aug.policy(policy or "medium", flip=not no_flip)
+    if save_pipeline is not None:
+        write_atomic(save_pipeline, aug.pipeline_yaml(chosen).encode())
+    with Progress(TextColumn("[bold]augment"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
+        task = bar.add_task("augment", total=None)
+        result = aug.augment_folder(src, dest, chosen, copies, per_class, seed, paired, fmt, on_image=lambda k: bar.advance(task, k))
+    _print_unreadable(result.unreadable)
+    table = Table("class" if not paired else "pairs", "planned", "existing", "written")
+    for name in result.planned:
+        table.add_row(escape(name or "(pairs)"), str(result.planned[name]), str(result.existing[name]), str(result.written[name]))
+    out.print(table)
+    out.print(f"{dest}: manifest {dest / aug.MANIFEST}, pipeline {dest / aug.PIPELINE_FILE}")
+
+
+@app.command()
+def balance(
+    data: Path = typer.Argument(..., help="A labelled folder (class subfolders); never modified."),
+    dest: Path = typer.Argument(..., help="Output: DEST/<class>/{real,synthetic,augmented}/ plus manifest.csv and gate_report.json."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="A trained cgan run for the synthetic part."),
+    to: str = typer.Option("max", "--to", help="Images per class: max (the largest class) or a number. Real images are never dropped."),
+    mix: Optional[str] = typer.Option(None, "--mix", help="How to fill the gap, e.g. synthetic=0.5,augment=0.5 (default: synthetic=1 with --weights, else augment=1)."),
+    link: bool = typer.Option(False, "--link", help="Hard-link the real images instead of copying them (falls back to copying across file systems)."),
+    policy: str = typer.Option("medium", "--policy", help="Augmentation policy: light, medium or heavy."),
+    pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="An albumentations pipeline YAML instead of --policy."),
+    no_flip: bool = typer.Option(False, "--no-flip", help="Augment without horizontal flips."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, latest or a step number."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
+    batch_size: int = typer.Option(64, "--batch-size", min=2, help="Synthetic images generated and gated per batch."),
+    no_gate: bool = typer.Option(False, "--no-gate", help="Write synthetic batches unchecked."),
+    set_: list[str] = typer.Option([], "--set", help="Override a gate threshold, e.g. --set gate.kid_margin=1.0."),
+):
+    """Balance a labelled dataset: real images plus gated synthetic and/or augmented ones up to a per-class target."""
+    from synthgen import augment as aug
+    from synthgen import balance as bal
+    from synthgen import sample as sampling
+
+    parsed_mix = bal.parse_mix(mix) if mix else None
+    generator = sampling.TrainedGenerator(weights, checkpoint=checkpoint) if weights is not None else None
+    chosen = aug.load_pipeline(pipeline) if pipeline is not None else aug.policy(policy, flip=not no_flip)
+    gate = None
+    if generator is not None and not no_gate and generator.recipe.gate.enabled and (parsed_mix or {"synthetic": 1})["synthetic"] > 0:
+        generator.override_gate(set_)
+        with err.status("gate: calibrating on the real images (the first time also trains the domain classifier)"):
+            gate = generator.gate(batch_size, data)
+    with Progress(TextColumn("[bold]balance"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err) as bar:
+        task = bar.add_task("balance", total=None)
+        result = bal.balance_dataset(
+            data, dest, to, parsed_mix, generator, check=gate, retries=generator.recipe.gate.retries if gate else 0,
+            pipeline=chosen, link=link, seed=seed, batch_size=batch_size, on_image=lambda k: bar.advance(task, k),
+        )
+    if result.sample_result is not None:
+        sampling.write_gate_report(dest, result.sample_result, generator, gate)
+    _print_unreadable(result.unreadable)
+    plan = result.plan
+    table = Table("class", "real", "synthetic", "augmented", "target", "now", "gate")
+    for name in plan.real:
+        status = f"[red]refused: {escape(result.rejected[name])}" if name in result.rejected else ("passed" if gate and plan.synthetic[name] else "")
+        table.add_row(escape(name), str(plan.real[name]), str(plan.synthetic[name]), str(plan.augmented[name]), str(plan.target[name]), str(result.final[name]), status)
+    out.print(table)
+    how = "hard-linked" if result.linked else "copied"
+    out.print(f"{dest}: real images {how}; manifest {dest / bal.MANIFEST}" + (f", gate report {dest / sampling.GATE_REPORT}" if gate else ""))
+    if result.rejected:
+        err.print(f"the gate refused synthetic images for {', '.join(result.rejected)}: those classes are short of the target; "
+                  "see gate_report.json, or fill them with --mix augment=1 into a new folder")
+        raise typer.Exit(EXIT_REJECTED)
+
+
+def _print_unreadable(lines: list[str]) -> None:
+    for line in lines:
+        err.print(f"[red]unreadable, skipped:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+
+
 # --- data --------------------------------------------------------------------------
 
 
@@ -427,6 +521,21 @@ def data_inspect(folder: Path = typer.Argument(..., help="A labelled folder (cla
     out.print(f"unreadable: {len(report_.unreadable)}")
     for line in report_.unreadable:
         out.print(f"  {line}", style="red")
+
+
+@data_app.command("split")
+def data_split(
+    data: Path = typer.Argument(..., help="A labelled folder (class subfolders); never modified."),
+    dest: Path = typer.Argument(..., help="Output: DEST/train/<class>/ and DEST/test/<class>/."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of every class held out in DEST/test/."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same split."),
+    link: bool = typer.Option(False, "--link", help="Hard-link instead of copying."),
+):
+    """A stratified train/test split, e.g. to measure whether synthetic data helps (eval --utility)."""
+    from synthgen.data.split import split_dataset
+
+    for split, per_class in split_dataset(data, dest, test_fraction, seed, link).items():
+        out.print(f"{dest / split}: {sum(per_class.values())} images in {sum(n > 0 for n in per_class.values())} classes")
 
 
 @data_app.command("edges")

@@ -5,8 +5,10 @@ On disk images are uint8; in the models they are float in [-1, 1].
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +81,16 @@ def load_image(path: Path, channels: int, size: int, policy: str) -> torch.Tenso
     return torch.from_numpy(array.copy())
 
 
+def load_native(path: Path) -> np.ndarray:
+    """Decode one file into uint8 [H, W, C] at its own size: C = 1 for grey images, else 3 (alpha flattened)."""
+    with Image.open(path) as image:
+        image.load()
+        image = flatten_alpha(to_8bit(ImageOps.exif_transpose(image)))
+    grey = image.mode == "L"
+    array = np.asarray(image if grey else image.convert("RGB"), dtype=np.uint8)
+    return array[:, :, None] if grey else array
+
+
 def to_model(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1]."""
     return images.float().div_(127.5).sub_(1.0)
@@ -91,8 +103,13 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 def encode(image: torch.Tensor, fmt: str) -> bytes:
     """uint8 [C, H, W] -> file bytes in png, jpg or webp."""
-    array = image.permute(1, 2, 0).numpy()
-    pil = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    return encode_array(image.permute(1, 2, 0).numpy(), fmt)
+
+
+def encode_array(array: np.ndarray, fmt: str) -> bytes:
+    """uint8 [H, W, C] (or [H, W]) -> file bytes in png, jpg or webp."""
+    array = np.ascontiguousarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
+    pil = Image.fromarray(array)
     buffer = io.BytesIO()
     options = {"quality": 95} if fmt in ("jpg", "webp") else {}
     pil.save(buffer, format=SAVE_FORMATS[fmt], **options)
@@ -108,6 +125,28 @@ def write_atomic(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def copy_atomic(src: Path, dst: Path, link: bool = False) -> bool:
+    """Copy (or hard-link) src to dst through a temporary name; returns whether it linked.
+
+    A link that the file system refuses (another device, no links allowed) falls back to a copy.
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    linked = False
+    if link:
+        try:
+            os.link(src, tmp)
+            linked = True
+        except OSError as error:
+            if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+    if not linked:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    return linked
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:

@@ -15,9 +15,7 @@ whole, so a verdict never depends on what was already on disk.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +29,7 @@ from synthgen import checkpoint as ckpt
 from synthgen.data.folders import discover_labelled
 from synthgen.errors import SynthgenError
 from synthgen.imaging import SAVE_FORMATS, encode, to_uint8, write_atomic
+from synthgen.manifest import read_rows, write_rows
 from synthgen.metrics.gate import Verdict
 from synthgen.models.conditioning import build_models
 from synthgen.recipe import validate
@@ -169,12 +168,17 @@ def sample_dataset(
     check: BatchCheck = accept_all,
     retries: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    subfolder: str = "",
+    manifest: str = MANIFEST,
 ) -> SampleResult:
-    """Write plan[c] images of each class c under out/<c>/, continuing what is already there."""
+    """Write plan[c] images of each class c under out/<c>/[subfolder/], continuing what is already there.
+
+    `subfolder` and `manifest` let `balance` keep its synthetic part beside the real and augmented ones.
+    """
     if fmt not in SAVE_FORMATS:
         raise SynthgenError(f"--format {fmt}: expected one of {', '.join(SAVE_FORMATS)}")
     out = Path(out)
-    rows = read_manifest(out)
+    rows = read_manifest(out, manifest)
     result = SampleResult(out)
     for name, wanted in plan.items():
         present = {_index_of(row) for row in rows if row["class"] == name}
@@ -186,9 +190,10 @@ def sample_dataset(
                 break
             batch, seeds, attempt, verdict = accepted
             keep = [i - start for i in indices]
-            new_rows = _write_images(out, name, batch[keep], indices, [seeds[k] for k in keep], fmt, generator, truncation, attempt, verdict)
+            relatives = [image_path(name, index, fmt, subfolder) for index in indices]
+            new_rows = _write_images(out, relatives, name, batch[keep], [seeds[k] for k in keep], fmt, generator, truncation, attempt, verdict)
             rows += new_rows
-            write_manifest(out, rows)
+            write_manifest(out, rows, manifest)
             result.written[name] += len(new_rows)
             if on_batch:
                 on_batch(len(new_rows))
@@ -217,6 +222,12 @@ def _aligned_batches(indices: list[int], batch_size: int) -> list[tuple[int, lis
     return sorted(groups.items())
 
 
+def image_path(name: str, index: int, fmt: str, subfolder: str = "") -> str:
+    """Where image `index` of class `name` goes, relative to the output folder."""
+    folder = f"{name}/{subfolder}/" if subfolder else f"{name}/"
+    return f"{folder}{name}_{index:06d}.{fmt}"
+
+
 def _index_of(row: dict) -> int:
     return int(Path(row["file"]).stem.rsplit("_", 1)[-1])
 
@@ -230,10 +241,9 @@ def _write_one(path: Path, image: torch.Tensor, fmt: str) -> None:
     write_atomic(path, encode(image, fmt))
 
 
-def _write_images(out, name, images, indices, seeds, fmt, generator, truncation, attempt, verdict) -> list[dict]:
+def _write_images(out, relatives, name, images, seeds, fmt, generator, truncation, attempt, verdict) -> list[dict]:
     """Encode and write a batch on the writer threads; returns once every file is on disk."""
-    relatives = [f"{name}/{name}_{index:06d}.{fmt}" for index in indices]
-    (out / name).mkdir(parents=True, exist_ok=True)
+    (out / relatives[0]).parent.mkdir(parents=True, exist_ok=True)
     list(_WRITERS.map(_write_one, [out / r for r in relatives], images, [fmt] * len(relatives)))  # re-raises a failed write
     return [
         {
@@ -268,19 +278,9 @@ def write_gate_report(out: Path, result: SampleResult, generator: TrainedGenerat
     return out / GATE_REPORT
 
 
-def read_manifest(out: Path) -> list[dict]:
-    path = out / MANIFEST
-    if not path.exists():
-        return []
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    # A row only counts when its file is there (a file deleted by hand is regenerated).
-    return [row for row in rows if (out / row["file"]).exists()]
+def read_manifest(out: Path, name: str = MANIFEST) -> list[dict]:
+    return read_rows(out, name)
 
 
-def write_manifest(out: Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(sorted(rows, key=lambda row: (row["class"], _index_of(row))))  # canonical order
-    write_atomic(out / MANIFEST, buffer.getvalue().encode())
+def write_manifest(out: Path, rows: list[dict], name: str = MANIFEST) -> None:
+    write_rows(out, name, rows, MANIFEST_COLUMNS, order=lambda row: (row["class"], _index_of(row)))
