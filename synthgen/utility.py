@@ -167,7 +167,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, class_names: li
     net.train()
     for _ in range(config.steps):
         pick = torch.randint(len(labels), (config.batch_size,), generator=gen)
-        x = to_model(images[pick]).to(device).contiguous(memory_format=precision.memory_format)
+        x = to_model(images[pick].to(device)).contiguous(memory_format=precision.memory_format)  # uint8 crosses to the GPU
         with precision.autocast():
             _, logits, _ = net(x)  # the rotation head of the domain network is unused here
             loss = F.cross_entropy(logits.float(), labels[pick].to(device))
