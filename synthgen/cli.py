@@ -282,10 +282,14 @@ def _eval_utility(train_dir, test_dir, synthetic, augmented, cas, seeds, steps, 
         raise SynthgenError("eval --utility needs --train DIR and --test DIR (real images, class subfolders)")
     config = ut.UtilityConfig(steps=steps, seeds=tuple(range(seeds)))
     with err.status("utility: loading the folders") as status:
-        report_ = ut.evaluate_utility(
-            train_dir, test_dir, synthetic, augmented, cas, config,
-            progress=lambda case, seed: status.update(f"utility: case ({case}) {ut.CASES[case].label}, seed {seed}, {steps} steps"),
-        )
+
+        def progress(case: str, seed: int) -> None:
+            line = f"utility: case ({case}) {ut.CASES[case].label}, seed {seed}, {steps} steps"
+            status.update(line)
+            if not err.is_terminal:  # a log file: one plain line per training run
+                err.print(line, highlight=False)
+
+        report_ = ut.evaluate_utility(train_dir, test_dir, synthetic, augmented, cas, config, progress=progress)
     _print_utility(report_)
     if json_out:
         write_atomic(json_out, json.dumps(report_.as_json(), indent=1).encode())
