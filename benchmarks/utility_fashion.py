@@ -94,7 +94,8 @@ def main() -> None:
     if args.fresh:
         shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    timings_file = WORK / "timings.json"  # stage timings survive a run that continues another
+    timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.exists() else {}
 
     def stage(name: str, done: bool, work) -> None:
         if done:
@@ -104,6 +105,7 @@ def main() -> None:
         start = time.perf_counter()
         work()
         timings[name] = round(time.perf_counter() - start, 1)
+        timings_file.write_text(json.dumps(timings))
 
     full, train, run = WORK / "fashion-mnist", WORK / "train", WORK / "weights" / RUN_NAME
     synthetic, cas, augmented = WORK / "synthetic", WORK / "synthetic_all", WORK / "augmented"
