@@ -7,7 +7,7 @@ DEMO := out/demo
 DEMO_T := out/demo-translate
 UTIL := out/utility
 
-.PHONY: setup test demo demo-translate bench bench-utility utility clean-demo
+.PHONY: setup test demo demo-translate bench bench-utility utility clean-demo balance pipeline
 
 setup: $(STAMP)
 
@@ -54,6 +54,39 @@ demo-translate: $(STAMP)
 	@echo
 	@echo "grid:       $$(ls $(DEMO_T)/weights/pix2pix-demo/grids/*.png | tail -n 1)  (input | output | target)"
 	@echo "translated: $(DEMO_T)/translated (edge maps of $(DEMO_T)/pairs/test/A, same names and sizes)"
+
+# A balanced copy of DATA in OUT: real images hard-linked, each class filled up to TO (max: the
+# largest class) with gated synthetic images from WEIGHTS and augmented ones, as MIX says.
+# A class the gate refuses is reported (exit 3 tolerated) and the rest is written.
+#   make balance DATA=my/data WEIGHTS=weights/my-run [OUT=out/balanced] [TO=max] [MIX=synthetic=0.5,augment=0.5]
+OUT ?= out/balanced
+TO ?= max
+MIX ?= synthetic=0.5,augment=0.5
+balance: $(STAMP)
+	@test -n "$(DATA)" -a -n "$(WEIGHTS)" || { echo "usage: make balance DATA=folder WEIGHTS=run [OUT=...] [TO=max|N] [MIX=...]"; exit 2; }
+	$(BIN)/synthgen balance $(DATA) $(OUT) --weights $(WEIGHTS) --to $(TO) --mix $(MIX) --link \
+		|| { test $$? -eq 3 && echo "the gate refused a class (see $(OUT)/gate_report.json); the rest is written"; }
+
+# From a labelled folder to a measured answer: inspect -> stratified split (20% held out for the
+# utility test) -> train RECIPE on the rest -> gated synthetic fill -> augmented fill -> balanced
+# dataset -> utility report (does synthetic or augmented data train a better classifier?).
+#   make pipeline DATA=my/data [RECIPE=recipes/acgan.yaml] [PIPE=out/pipeline] [TRAIN="--set train.steps=5000"]
+RECIPE ?= recipes/acgan.yaml
+PIPE ?= out/pipeline
+TRAIN ?=
+pipeline: $(STAMP)
+	@test -n "$(DATA)" || { echo "usage: make pipeline DATA=folder [RECIPE=...] [PIPE=...] [TRAIN=\"--set key=value ...\"]"; exit 2; }
+	$(BIN)/synthgen data inspect $(DATA)
+	$(BIN)/synthgen data split $(DATA) $(PIPE)/split --test-fraction 0.2 --link
+	$(BIN)/synthgen train $(RECIPE) --set name=pipeline --set data.root=$(PIPE)/split/train --set train.out_dir=$(PIPE)/weights $(TRAIN)
+	$(BIN)/synthgen sample --weights $(PIPE)/weights/pipeline --fill-to max --data $(PIPE)/split/train --out $(PIPE)/synthetic \
+		|| { test $$? -eq 3 && echo "the gate held back a class (see $(PIPE)/synthetic/gate_report.json)"; }
+	$(BIN)/synthgen augment $(PIPE)/split/train $(PIPE)/augmented --per-class max
+	$(BIN)/synthgen balance $(PIPE)/split/train $(PIPE)/balanced --weights $(PIPE)/weights/pipeline --mix $(MIX) --link \
+		|| { test $$? -eq 3 && echo "the gate refused a class (see $(PIPE)/balanced/gate_report.json)"; }
+	$(BIN)/synthgen eval --utility --train $(PIPE)/split/train --test $(PIPE)/split/test \
+		--synthetic $(PIPE)/synthetic --augmented $(PIPE)/augmented --seeds 3 --json $(PIPE)/utility.json
+	@echo "balanced dataset: $(PIPE)/balanced   utility: $(PIPE)/utility.json"
 
 # Every benchmarks/bench_*.py: each prints its table and writes out/bench/<name>.json.
 bench: $(STAMP)

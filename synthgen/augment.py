@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import yaml
 
-from synthgen.data.folders import discover_labelled
+from synthgen.data.folders import discover_labelled, target_count
 from synthgen.data.pairs import discover_paired
 from synthgen.errors import SynthgenError
 from synthgen.imaging import SAVE_FORMATS, encode_array, load_native, write_atomic
@@ -168,10 +168,11 @@ def plan_copies(sources: list[Source], copies: int) -> list[Job]:
     return [Job(source, copy) for source in sources for copy in range(copies)]
 
 
-def plan_per_class(sources: list[Source], per_class: int, seed: int) -> list[Job]:
-    """Enough jobs that every class has `per_class` images, counting its sources."""
+def plan_per_class(sources: list[Source], per_class: int | str, seed: int) -> list[Job]:
+    """Enough jobs that every class has `per_class` images (`max`: as many as the largest class), counting its sources."""
     counts = {group: len([s for s in sources if s.group == group]) for group in {s.group for s in sources}}
-    return plan_counts(sources, {group: max(0, per_class - n) for group, n in counts.items()}, seed)
+    target = target_count(per_class, counts, "--per-class")
+    return plan_counts(sources, {group: max(0, target - n) for group, n in counts.items()}, seed)
 
 
 def plan_counts(sources: list[Source], counts: dict[str, int], seed: int) -> list[Job]:
@@ -254,7 +255,7 @@ def augment_folder(
     out: Path,
     pipeline: A.Compose,
     copies: int | None = None,
-    per_class: int | None = None,
+    per_class: int | str | None = None,
     seed: int = 0,
     paired: bool = False,
     fmt: str = "png",

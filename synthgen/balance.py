@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from synthgen import augment as aug
-from synthgen.data.folders import discover_labelled
+from synthgen.data.folders import class_counts, discover_labelled, target_count
 from synthgen.errors import SynthgenError
 from synthgen.imaging import copy_atomic, write_atomic
 from synthgen.manifest import read_rows, write_rows
@@ -53,15 +53,7 @@ def parse_mix(text: str) -> dict[str, float]:
 
 def class_targets(counts: dict[str, int], to: str | int) -> dict[str, int]:
     """Images per class in the balanced set: the largest class's count (`max`) or N. Real images are never dropped."""
-    if str(to) == "max":
-        target = max(counts.values())
-    else:
-        try:
-            target = int(to)
-        except ValueError:
-            raise SynthgenError(f"--to {to}: expected max or a number of images per class") from None
-        if target < 1:
-            raise SynthgenError(f"--to {to}: expected a positive number of images per class")
+    target = target_count(to, counts)
     return {name: max(target, count) for name, count in counts.items()}
 
 
@@ -117,7 +109,7 @@ def balance_dataset(
     _check_separate(data, out)
     mix = mix or ({"synthetic": 1.0, "augment": 0.0} if generator is not None else {"synthetic": 0.0, "augment": 1.0})
     found = discover_labelled(data)
-    counts = {name: found.labels.count(i) for i, name in enumerate(found.class_names)}
+    counts = class_counts(found)
     plan = plan_balance(counts, to, mix)
     if any(plan.synthetic.values()):
         _check_generator(generator, plan, data)

@@ -215,8 +215,12 @@ def find_recipe(name_or_path: str | Path) -> Path:
     raise SynthgenError(f"{name_or_path}: no such recipe file (bundled recipes: {known})")
 
 
+# recipes/ also holds the example augmentation pipeline (albumentations' format, for `augment --pipeline`).
+NOT_TRAINING_RECIPES = {"augment.yaml"}
+
+
 def bundled_recipes() -> list[Path]:
-    return sorted(BUNDLED_RECIPES.glob("*.yaml"))
+    return sorted(p for p in BUNDLED_RECIPES.glob("*.yaml") if p.name not in NOT_TRAINING_RECIPES)
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:

@@ -26,7 +26,7 @@ from typing import Callable, Protocol
 import torch
 
 from synthgen import checkpoint as ckpt
-from synthgen.data.folders import discover_labelled
+from synthgen.data.folders import class_counts, discover_labelled, target_count
 from synthgen.errors import SynthgenError
 from synthgen.imaging import SAVE_FORMATS, encode, to_uint8, write_atomic
 from synthgen.manifest import read_rows, write_rows
@@ -134,10 +134,10 @@ def plan_balanced(generator: TrainedGenerator, n: int) -> dict[str, int]:
     return {name: n for name in generator.class_names}
 
 
-def plan_fill_to(generator: TrainedGenerator, data_dir: Path, n: int) -> dict[str, int]:
-    """Top every class of an existing dataset up to n images, counting its real images."""
-    found = discover_labelled(data_dir)
-    real = {name: found.labels.count(i) for i, name in enumerate(found.class_names)}
+def plan_fill_to(generator: TrainedGenerator, data_dir: Path, n: int | str) -> dict[str, int]:
+    """Top every class of an existing dataset up to n images (`max`: the largest class), counting its real images."""
+    real = class_counts(discover_labelled(data_dir))
+    n = target_count(n, real, "--fill-to")
     missing = [name for name in real if name not in generator.class_names]
     if missing:
         raise SynthgenError(f"--data {data_dir}: classes {missing} are not known to the model (known: {', '.join(generator.class_names)})")

@@ -94,6 +94,9 @@ def test_augment_per_class_fills_every_class_to_n_via_cli(skewed, tmp_path):
         if row["class"] == "T-shirt-top":
             per_source[row["source"]] = per_source.get(row["source"], 0) + 1
     assert sorted(per_source.values()) == [7, 7, 8]
+    to_max = runner.invoke(app, ["augment", str(skewed), str(tmp_path / "m"), "--per-class", "max", "--policy", "light"])
+    assert to_max.exit_code == 0, to_max.output
+    assert {name: COUNTS[name] + images_per_class(tmp_path / "m").get(name, 0) for name in COUNTS} == {name: 30 for name in COUNTS}
 
 
 def test_pipeline_file_round_trips_and_bad_ones_are_one_line_errors(tmp_path):

@@ -22,7 +22,7 @@ from synthgen.recipe import (
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHGEN = Path(sys.executable).with_name("synthgen")
-BUNDLED = sorted(BUNDLED_RECIPES.glob("*.yaml"))
+BUNDLED = bundled_recipes()
 
 
 def write(tmp_path: Path, text: str, name: str = "r.yaml") -> Path:

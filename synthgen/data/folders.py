@@ -58,3 +58,20 @@ def discover_labelled(root: str | Path) -> LabelledFiles:
         kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise SynthgenError(f"{root}: no images found (looked for {kinds})")
     return LabelledFiles(root, [root.resolve().name or "images"], files, [0] * len(files))
+
+
+def class_counts(found: LabelledFiles) -> dict[str, int]:
+    return {name: found.labels.count(i) for i, name in enumerate(found.class_names)}
+
+
+def target_count(to: str | int, counts: dict[str, int], option: str = "--to") -> int:
+    """Images per class wanted: `max` (as many as the largest class) or a positive number."""
+    if str(to).strip() == "max":
+        return max(counts.values())
+    try:
+        target = int(to)
+    except ValueError:
+        raise SynthgenError(f"{option} {to}: expected max or a number of images per class") from None
+    if target < 1:
+        raise SynthgenError(f"{option} {to}: expected a positive number of images per class")
+    return target

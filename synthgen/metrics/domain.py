@@ -38,6 +38,7 @@ from synthgen.errors import SynthgenError
 from synthgen.imaging import to_model, write_atomic
 
 WEIGHTS_FILE, META_FILE = "domain.safetensors", "domain.json"
+TRAINING = "class-balanced-1"  # saved with the weights: a classifier trained another way is retrained
 ROTATIONS = 4  # quarter turns: 0, 90, 180, 270 degrees
 
 
@@ -156,7 +157,7 @@ class DomainClassifier:
         tmp = folder / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
         save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}, tmp)
         os.replace(tmp, folder / WEIGHTS_FILE)
-        meta = {"spec": asdict(self.spec), "real_accuracy": self.real_accuracy, "data_key": self.data_key}
+        meta = {"spec": asdict(self.spec), "real_accuracy": self.real_accuracy, "data_key": self.data_key, "training": TRAINING}
         write_atomic(folder / META_FILE, json.dumps(meta, indent=1).encode())
 
     @classmethod
@@ -164,6 +165,8 @@ class DomainClassifier:
         """The classifier saved in `folder`, or None when there is none (or it is unreadable: retrain)."""
         try:
             meta = json.loads((folder / META_FILE).read_text())
+            if meta.get("training") != TRAINING:
+                return None  # trained by an older procedure: retrain
             spec = DomainSpec(**meta["spec"])
             net = DomainNet(spec)
             net.load_state_dict(load_file(folder / WEIGHTS_FILE))
@@ -192,6 +195,27 @@ def _held_out_split(labels: torch.Tensor, num_classes: int, gen: torch.Generator
     return torch.cat(train), torch.cat(held)
 
 
+def _class_balanced_draw(train_idx: torch.Tensor, labels: torch.Tensor, gen: torch.Generator):
+    """Batches with every class equally likely, whatever its size.
+
+    The gate judges every class with this classifier, the rare ones most of
+    all; trained on uniform draws from a skewed set it learns to rarely
+    predict a rare class (a 60-image class among 600-image ones was
+    recognised 0% of the time), and the label-fidelity check goes blind.
+    """
+    members = [train_idx[labels[train_idx] == c] for c in labels[train_idx].unique()]
+    sizes = torch.tensor([len(m) for m in members])
+    offsets = torch.cumsum(sizes, 0) - sizes
+    flat = torch.cat(members)
+
+    def draw(batch_size: int) -> torch.Tensor:
+        classes = torch.randint(len(members), (batch_size,), generator=gen)
+        within = (torch.rand(batch_size, generator=gen) * sizes[classes]).long()
+        return flat[offsets[classes] + within]
+
+    return draw
+
+
 def train_domain_classifier(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -212,12 +236,13 @@ def train_domain_classifier(
     optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps, pct_start=0.15)
     train_idx, held_idx = _held_out_split(labels, len(class_names), gen)
+    draw = _class_balanced_draw(train_idx, labels, gen)
     pipeline = augmentation(hflip)
     pipeline.set_random_seed(seed)
     conditional = len(class_names) > 1
     net.train()
     for step in range(steps):
-        pick = train_idx[torch.randint(len(train_idx), (batch_size,), generator=gen)]
+        pick = draw(batch_size)
         x = to_model(_augment_batch(pipeline, images[pick])).to(device)
         turns = torch.randint(ROTATIONS, (batch_size,), generator=gen)
         rotated = torch.stack([torch.rot90(img, int(k), dims=(1, 2)) for img, k in zip(x, turns)])
