@@ -92,7 +92,8 @@ pipeline: $(STAMP)
 bench: $(STAMP)
 	@set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script; echo; done
 
-# Does synthetic data help? (eval --utility) on the embedded demo data, about 8-10 minutes on 2 cores:
+# Does synthetic data help? (eval --utility) on the embedded demo data. Measured: 23 minutes on 2 cores
+# shared with two other test jobs (load ~5; its GAN ran at 50-120 img/s there, ~600 img/s in a less loaded run):
 # the 10,000 demo images split in half per class (500 train / 500 test per class), a short AC-GAN on the
 # train half (recipes/demo.yaml, 1,500 steps), 500 gated synthetic images per class (so real + synthetic
 # doubles every class), one augmented copy of every real image (the same count, for a fair comparison), then
