@@ -111,7 +111,8 @@ utility: $(STAMP)
 		--synthetic $(UTIL)/synthetic --augmented $(UTIL)/augmented --steps 600 --json $(UTIL)/utility.json
 
 # The Fashion-MNIST utility benchmark (issue 5): 10% of the training set with three classes cut to a tenth,
-# a GAN, gated top-up, augmentation, 3 seeds; about 30 minutes on 2 cores. Not part of `make bench`.
+# a GAN, gated top-up, augmentation, 3 seeds. Measured about 50 minutes on 2 cores shared with other jobs
+# (GAN 18 min, the 15 classifier runs 29 min). Not part of `make bench`.
 bench-utility: $(STAMP)
 	$(BIN)/python benchmarks/utility_fashion.py
 

@@ -86,6 +86,13 @@ def policy(name: str, flip: bool = True) -> A.Compose:
     return POLICIES[name](flip)
 
 
+def choose_pipeline(policy_name: str | None, pipeline_file: Path | None, flip: bool = True) -> A.Compose:
+    """`--pipeline FILE` or `--policy NAME` (default medium), never both."""
+    if policy_name is not None and pipeline_file is not None:
+        raise SynthgenError("choose one of --policy NAME or --pipeline FILE")
+    return load_pipeline(pipeline_file) if pipeline_file is not None else policy(policy_name or "medium", flip)
+
+
 def load_pipeline(path: Path) -> A.Compose:
     """An albumentations pipeline from its YAML serialization (`A.to_dict`), read with yaml.safe_load."""
     try:
@@ -225,16 +232,14 @@ def augment(
     _check_pipeline_matches(out / pipeline_file, pipeline)
     rows = read_rows(out, manifest)
     done = {row["file"] for row in rows if not row["partner"] or (out / row["partner"]).exists()}
-    result = AugmentResult(out)
+    result, todo = AugmentResult(out), []
     for job in jobs:
-        group = job.source.group
+        group, already = job.source.group, job.source.files(job.copy, fmt)[0] in done
         result.planned[group] = result.planned.get(group, 0) + 1
+        result.existing[group] = result.existing.get(group, 0) + already
         result.written.setdefault(group, 0)
-        result.existing.setdefault(group, 0)
-    todo = [job for job in jobs if job.source.files(job.copy, fmt)[0] not in done]
-    for job in jobs:
-        if job.source.files(job.copy, fmt)[0] in done:
-            result.existing[job.source.group] += 1
+        if not already:
+            todo.append(job)
     worker = _Worker(pipeline, out, root, seed, fmt)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1), thread_name_prefix="synthgen-augment") as pool:
         for start in range(0, len(todo), CHUNK):

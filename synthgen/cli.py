@@ -172,11 +172,7 @@ def sample(
 
     generator = sampling.TrainedGenerator(weights or most_recent_run(), checkpoint=checkpoint)
     plan = _sampling_plan(sampling, generator, classes, n, balanced, fill_to, data)
-    gate = None
-    if not no_gate and generator.recipe.gate.enabled:
-        generator.override_gate(set_)
-        with err.status("gate: calibrating on the real images (the first time also trains the domain classifier)"):
-            gate = generator.gate(batch_size, real)
+    gate = _calibrated_gate(generator, no_gate, set_, batch_size, real)
     total = sum(plan.values())
     with Progress(TextColumn("[bold]sample"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
         task = bar.add_task("sample", total=total)
@@ -194,6 +190,15 @@ def sample(
     out.print(f"dataset: {out_dir} (manifest: {out_dir / sampling.MANIFEST}, gate report: {report}), checkpoint step {generator.step}")
     if result.rejected:
         raise typer.Exit(EXIT_REJECTED)
+
+
+def _calibrated_gate(generator, no_gate: bool, overrides: list[str], batch_size: int, real: Optional[Path]):
+    """The run's gate with `--set gate.*` applied, calibrated on `real` (default: the run's data); None when turned off."""
+    if no_gate or not generator.recipe.gate.enabled:
+        return None
+    generator.override_gate(overrides)
+    with err.status("gate: calibrating on the real images (the first time also trains the domain classifier)"):
+        return generator.gate(batch_size, real)
 
 
 def _sampling_plan(sampling, generator, classes, n, balanced, fill_to, data) -> dict[str, int]:
@@ -441,9 +446,7 @@ def augment(
     from synthgen import augment as aug
     from synthgen.imaging import write_atomic
 
-    if policy is not None and pipeline is not None:
-        raise SynthgenError("choose one of --policy NAME or --pipeline FILE")
-    chosen = aug.load_pipeline(pipeline) if pipeline is not None else aug.policy(policy or "medium", flip=not no_flip)
+    chosen = aug.choose_pipeline(policy, pipeline, flip=not no_flip)
     if save_pipeline is not None:
         write_atomic(save_pipeline, aug.pipeline_yaml(chosen).encode())
     with Progress(TextColumn("[bold]augment"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
@@ -465,7 +468,7 @@ def balance(
     to: str = typer.Option("max", "--to", help="Images per class: max (the largest class) or a number. Real images are never dropped."),
     mix: Optional[str] = typer.Option(None, "--mix", help="How to fill the gap, e.g. synthetic=0.5,augment=0.5 (default: synthetic=1 with --weights, else augment=1)."),
     link: bool = typer.Option(False, "--link", help="Hard-link the real images instead of copying them (falls back to copying across file systems)."),
-    policy: str = typer.Option("medium", "--policy", help="Augmentation policy: light, medium or heavy."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="Augmentation policy: light, medium (default) or heavy."),
     pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="An albumentations pipeline YAML instead of --policy."),
     no_flip: bool = typer.Option(False, "--no-flip", help="Augment without horizontal flips."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, latest or a step number."),
@@ -481,12 +484,9 @@ def balance(
 
     parsed_mix = bal.parse_mix(mix) if mix else None
     generator = sampling.TrainedGenerator(weights, checkpoint=checkpoint) if weights is not None else None
-    chosen = aug.load_pipeline(pipeline) if pipeline is not None else aug.policy(policy, flip=not no_flip)
-    gate = None
-    if generator is not None and not no_gate and generator.recipe.gate.enabled and (parsed_mix or {"synthetic": 1})["synthetic"] > 0:
-        generator.override_gate(set_)
-        with err.status("gate: calibrating on the real images (the first time also trains the domain classifier)"):
-            gate = generator.gate(batch_size, data)
+    chosen = aug.choose_pipeline(policy, pipeline, flip=not no_flip)
+    wants_synthetic = generator is not None and (parsed_mix is None or parsed_mix["synthetic"] > 0)
+    gate = _calibrated_gate(generator, no_gate, set_, batch_size, data) if wants_synthetic else None
     with Progress(TextColumn("[bold]balance"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err) as bar:
         task = bar.add_task("balance", total=None)
         result = bal.balance_dataset(
