@@ -65,8 +65,13 @@ class TrainProgress:
         self.task = self.bar.add_task("train", total=total, completed=done, stats="")
 
     def update(self, step: int, line: dict) -> None:
-        losses = "  ".join(f"{k} {v:.3f}" for k, v in line.items() if k not in ("step", "time", "img_per_s"))
+        from synthgen.train.loop import BUDGET_LEFT
+
+        losses = "  ".join(f"{k} {v:.3f}" for k, v in line.items() if k not in ("step", "time", "img_per_s", BUDGET_LEFT))
         stats = f"{line['img_per_s']:.0f} img/s  {losses}"
+        if BUDGET_LEFT in line:  # train.budget: the time left matters more than the step count
+            minutes, seconds = divmod(int(line[BUDGET_LEFT]), 60)
+            stats += f"  budget left {minutes}:{seconds:02d}"
         self.bar.update(self.task, completed=step, stats=stats)
         if not self.bar.console.is_terminal:  # a log file or CI: one plain line per interval
             self.bar.console.print(f"step {step}/{self.total}  {stats}", highlight=False)

@@ -1,7 +1,8 @@
 """Adversarial losses by name, and the gradient penalties.
 
 Each loss takes D's logits: `discriminator(real, fake)` is what D minimises,
-`generator(fake)` what G minimises. Means are taken in float32 so bf16
+`generator(fake, real)` what G minimises (`real` is used by relativistic
+losses only; the others take None). Means are taken in float32 so bf16
 autocast does not round the loss.
 """
 
@@ -19,8 +20,9 @@ Tensor = torch.Tensor
 @dataclass(frozen=True)
 class AdversarialLoss:
     discriminator: Callable[[Tensor, Tensor], Tensor]
-    generator: Callable[[Tensor], Tensor]
+    generator: Callable[[Tensor, Tensor | None], Tensor]
     default_gp_weight: float = 0.0
+    relativistic: bool = False  # G's loss needs D's logits on real images of the same step
 
 
 def _bce_d(real: Tensor, fake: Tensor) -> Tensor:
@@ -29,24 +31,32 @@ def _bce_d(real: Tensor, fake: Tensor) -> Tensor:
 
 LOSSES: dict[str, AdversarialLoss] = {
     # Goodfellow 2014: G minimises log(1 - D(G(z))), which saturates when D is confident.
-    "minimax": AdversarialLoss(_bce_d, lambda fake: -F.softplus(fake.float()).mean()),
+    "minimax": AdversarialLoss(_bce_d, lambda fake, real=None: -F.softplus(fake.float()).mean()),
     # Same fixed point, G maximises log D(G(z)): strong gradients early on.
-    "ns": AdversarialLoss(_bce_d, lambda fake: F.softplus(-fake.float()).mean()),
+    "ns": AdversarialLoss(_bce_d, lambda fake, real=None: F.softplus(-fake.float()).mean()),
     # Mao et al. 2016.
     "lsgan": AdversarialLoss(
         lambda real, fake: 0.5 * ((real.float() - 1) ** 2).mean() + 0.5 * (fake.float() ** 2).mean(),
-        lambda fake: 0.5 * ((fake.float() - 1) ** 2).mean(),
+        lambda fake, real=None: 0.5 * ((fake.float() - 1) ** 2).mean(),
     ),
     # SNGAN / BigGAN.
     "hinge": AdversarialLoss(
         lambda real, fake: F.relu(1 - real.float()).mean() + F.relu(1 + fake.float()).mean(),
-        lambda fake: -fake.float().mean(),
+        lambda fake, real=None: -fake.float().mean(),
     ),
     # Gulrajani et al. 2017: the critic's Wasserstein estimate plus a gradient penalty.
     "wgan-gp": AdversarialLoss(
         lambda real, fake: fake.float().mean() - real.float().mean(),
-        lambda fake: -fake.float().mean(),
+        lambda fake, real=None: -fake.float().mean(),
         default_gp_weight=10.0,
+    ),
+    # Relativistic pairing (Jolicoeur-Martineau 2018; R3GAN, Huang et al. 2024): each fake is judged
+    # against a real of the same batch. With R1 + R2 (loss.r1_gamma, loss.r2_gamma) it provably has
+    # no mode-dropping local minima; without both penalties it diverges.
+    "rpgan": AdversarialLoss(
+        lambda real, fake: F.softplus(fake.float() - real.float()).mean(),
+        lambda fake, real: F.softplus(real.float() - fake.float()).mean(),
+        relativistic=True,
     ),
 }
 
@@ -59,7 +69,12 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
-def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
-    """R1 (Mescheder et al. 2018): E ||grad D(x)||^2 on real images (the caller scales by gamma/2)."""
-    (grad,) = torch.autograd.grad(real_logits.float().sum(), real, create_graph=True)
+def zero_centred_penalty(logits: Tensor, images: Tensor) -> Tensor:
+    """E ||grad_x D(x)||^2 at `images` (the caller scales by gamma/2).
+
+    On real images this is R1 (Mescheder et al. 2018), on generated ones R2;
+    R3GAN uses both.
+    """
+    (grad,) = torch.autograd.grad(logits.float().sum(), images, create_graph=True)
     return grad.float().flatten(1).pow(2).sum(dim=1).mean()
+

@@ -20,6 +20,20 @@ BUNDLED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TRANSLATION_METHODS = ("pix2pix", "cyclegan")  # image -> image methods (train/pix2pix.py, train/cyclegan.py)
 
 
+def parse_budget(text: str) -> float:
+    """'90s', '30m', '2h', '1h30m', '1.5h' -> seconds."""
+    import re
+
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*", str(text))
+    if not text or not str(text).strip() or parts is None:
+        raise ValueError(f"train.budget: '{text}' is not a duration like 90s, 30m, 2h or 1h30m")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise ValueError(f"train.budget: '{text}' must be longer than 0")
+    return total
+
+
 class Section(BaseModel):
     """A recipe section: unknown keys are errors, defaults are validated too."""
 
@@ -71,7 +85,9 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    backbone: Literal["dcgan", "resnet"] = Field("dcgan", description="G and D architecture family (models/ registry).")
+    backbone: Literal["dcgan", "resnet", "r3"] = Field(
+        "dcgan", description="G and D architecture family (models/ registry); r3: R3GAN's normalisation-free ResNet (use spectral_norm: false)."
+    )
     z_dim: int = Field(128, ge=1, description="Size of the latent noise vector z.")
     g_channels: int = Field(64, ge=4, description="G width at full resolution; doubles at each lower resolution.")
     d_channels: int = Field(64, ge=4, description="D width after its first layer; doubles at each lower resolution.")
@@ -80,6 +96,9 @@ class ModelConfig(Section):
     d_norm: Literal["none", "batch"] = Field("none", description="Normalisation inside the dcgan D (use none with wgan-gp; the resnet D never normalises).")
     spectral_norm: bool = Field(True, description="Spectral normalisation on every layer of D.")
     g_spectral_norm: bool = Field(False, description="Spectral normalisation on every layer of G (SAGAN/BigGAN style).")
+    blocks_per_stage: int = Field(1, ge=1, le=8, description="r3: residual blocks per resolution in G and D.")
+    expansion: int = Field(2, ge=1, le=8, description="r3: inverted-bottleneck expansion of each residual block.")
+    group_width: int = Field(16, ge=1, description="r3: channels per group in the grouped 3x3 convolutions.")
     minibatch_std: bool = Field(False, description="Append a minibatch standard-deviation channel late in D (anti-collapse).")
     pack: int = Field(1, ge=1, le=8, description="PacGAN: D judges this many samples at once, all real or all fake (anti-collapse).")
     # Translation (pix2pix, cyclegan): the generator is image -> image, D a PatchGAN.
@@ -100,10 +119,15 @@ class ConditioningConfig(Section):
 
 
 class LossConfig(Section):
-    type: Literal["minimax", "ns", "lsgan", "hinge", "wgan-gp"] = Field("hinge", description="Adversarial loss (losses.py).")
+    type: Literal["minimax", "ns", "lsgan", "hinge", "wgan-gp", "rpgan"] = Field(
+        "hinge", description="Adversarial loss (losses.py); rpgan: R3GAN's relativistic pairing, use with r1_gamma and r2_gamma."
+    )
     gp_weight: float | None = Field(None, ge=0, description="Gradient-penalty weight; empty = the loss's default (10 for wgan-gp, else 0).")
     r1_gamma: float = Field(0.0, ge=0, description="R1 penalty weight on real images (0 = off).")
-    r1_every: int = Field(16, ge=1, description="Apply R1 lazily every this many D steps (scaled to compensate).")
+    r2_gamma: float = Field(0.0, ge=0, description="R2 penalty weight: R1's zero-centred gradient penalty on generated images (0 = off).")
+    r1_every: int = Field(16, ge=1, description="Apply R1 and R2 lazily every this many D steps (scaled to compensate).")
+    lecam_weight: float = Field(0.0, ge=0, description="LeCam regularisation (Tseng et al. 2021) of D's outputs toward the other side's moving average (0 = off).")
+    lecam_decay: float = Field(0.99, ge=0, lt=1, description="LeCam: decay of the moving averages of D's real and fake outputs.")
     l1_weight: float = Field(100.0, ge=0, description="pix2pix: weight of the L1 distance between output and target.")
     cycle_weight: float = Field(10.0, ge=0, description="cyclegan: weight of the cycle-consistency L1 (A -> B -> A and B -> A -> B).")
     identity_weight: float = Field(
@@ -120,9 +144,26 @@ class TrainConfig(Section):
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2.")
     n_dis: int = Field(1, ge=1, description="Discriminator updates per generator update.")
     ema: bool = Field(True, description="Keep an exponential moving average of G, used for grids and sampling.")
-    ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA decay, ramped up from 0 over the first steps.")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA decay, ramped up from 0 over the first steps (when ema_halflife_kimg is not set).")
+    ema_halflife_kimg: float | None = Field(
+        None, gt=0, description="EMA half-life in thousands of generated images (StyleGAN2/R3GAN), at most ema_rampup x the images seen so far; empty = ema_decay."
+    )
+    ema_rampup: float = Field(0.05, gt=0, le=1, description="EMA half-life limit as a share of the images trained on so far (with ema_halflife_kimg).")
     diffaugment: list[Literal["color", "translation", "cutout"]] = Field(
         default_factory=list, description="DiffAugment policies applied to real and fake images before D (small datasets)."
+    )
+    ada_target: float | None = Field(
+        None, gt=0, lt=1,
+        description="ADA (Karras et al. 2020): apply each diffaugment transform with a probability p steered so D's overfitting measure r_t approaches this (0.6); empty = always apply.",
+    )
+    ada_kimg: float = Field(100.0, gt=0, description="ADA: thousands of real images over which p can move from 0 to 1.")
+    ada_interval: int = Field(4, ge=1, description="ADA: steps between adjustments of p.")
+    budget: str | None = Field(
+        None, description="Wall-clock budget (e.g. 90s, 30m, 2h, 1h30m): training stops when it is spent, with a final checkpoint; train.steps stays the upper limit."
+    )
+    patience: int = Field(0, ge=0, description="Early stopping: stop when the mean KID of the evaluation at checkpoints has not improved for this many evaluations (0 = off).")
+    init_from: str | None = Field(
+        None, description="Start from another run's weights (a run folder or checkpoint): tensors that fit are loaded, the rest (e.g. other classes' embeddings) initialised and listed."
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: fp32 on CPU (bf16 measured slower there), bf16 AMP on CUDA (fp16 + grad scaling on older GPUs)."
@@ -133,9 +174,12 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(1000, ge=1, description="Steps between checkpoints (one is always written at the end).")
     keep_checkpoints: int = Field(3, ge=1, description="How many recent checkpoints to keep.")
     out_dir: str = Field("weights", description="Runs are written to out_dir/name/.")
-    lr_decay: Literal["none", "linear"] = Field(
-        "none", description="linear: learning rates constant for the first half of steps, then linearly to 0 (CycleGAN)."
+    lr_decay: Literal["none", "linear", "cosine"] = Field(
+        "none",
+        description="linear: learning rates constant for the first half of steps, then linearly to 0 (CycleGAN); cosine: R3GAN's decay of the rates to lr_final_ratio and of r1/r2 gamma to a tenth over decay_kimg.",
     )
+    decay_kimg: float = Field(1000.0, gt=0, description="lr_decay cosine: thousands of real images over which the rates and penalties decay (then held).")
+    lr_final_ratio: float = Field(0.25, gt=0, le=1, description="lr_decay cosine: the final learning rate as a share of lr_g / lr_d.")
     on_nonfinite: Literal["rollback", "stop"] = Field(
         "rollback", description="A NaN/inf loss or weight (never saved): roll back to the last checkpoint with lower learning rates, or stop."
     )
@@ -196,6 +240,8 @@ class Recipe(Section):
                 raise ValueError(f"data.image_size: the unet translator halves the size at least 3 times; use a multiple of 8 (got {size})")
         elif self.train.batch_size < 2:
             raise ValueError("train.batch_size: cgan needs at least 2 (batch norm and D compare images within a batch)")
+        if self.train.budget is not None:
+            parse_budget(self.train.budget)  # raises ValueError naming the format
         if self.train.batch_size % self.model.pack:
             raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of model.pack ({self.model.pack})")
         if self.loss.type == "wgan-gp" and self.model.d_norm == "batch":

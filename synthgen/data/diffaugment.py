@@ -57,3 +57,60 @@ def diff_augment(x: Tensor, policies: list[str]) -> Tensor:
     for name in policies:
         x = POLICIES[name](x)
     return x
+
+
+class AdaptiveAugment:
+    """DiffAugment's transforms, each applied to an image with probability p (ADA, Karras et al. 2020).
+
+    Without a target p is 1: plain DiffAugment. With one, p starts at 0 and
+    every `interval` steps moves by sign(r_t - target) * (images seen in the
+    interval) / (kimg * 1000), where r_t is D's overfitting measure over the
+    interval: E[sign(D(real))] (ADA's r_t) or, for a relativistic loss whose
+    logits only mean something relative to each other, E[sign(D(real) - D(fake))].
+    p is training state: the loop saves it with each checkpoint and --resume restores it.
+    """
+
+    def __init__(self, policies: list[str], target: float | None, kimg: float, interval: int, batch_size: int):
+        self.policies, self.target, self.interval = list(policies), target, interval
+        self.step_size = batch_size * interval / (kimg * 1000)
+        self.p = 1.0 if target is None else 0.0
+        self.signs, self.count = 0.0, 0
+
+    @property
+    def adaptive(self) -> bool:
+        return self.target is not None and bool(self.policies)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if not self.policies or self.p <= 0:
+            return x
+        if self.p >= 1:
+            return diff_augment(x, self.policies)
+        for name in self.policies:
+            chosen = (torch.rand(len(x), 1, 1, 1, device=x.device) < self.p).to(x.dtype)
+            x = torch.lerp(x, POLICIES[name](x), chosen)  # per image: augmented where chosen
+        return x
+
+    def observe(self, real_logits: Tensor, fake_logits: Tensor | None = None) -> None:
+        """Accumulate r_t's terms from one D step (fake_logits given: the relativistic measure)."""
+        if not self.adaptive:
+            return
+        margin = real_logits.detach().float() - (fake_logits.detach().float() if fake_logits is not None else 0.0)
+        self.signs += float(margin.sign().sum())
+        self.count += margin.numel()
+
+    def adjust(self, step: int, mean_across_ranks=lambda stats: stats) -> float | None:
+        """After step `step` (0-based): every `interval` steps, move p; returns r_t when it did."""
+        if not self.adaptive or (step + 1) % self.interval or self.count == 0:
+            return None
+        stats = mean_across_ranks({"signs": self.signs, "count": float(self.count)})
+        r_t = stats["signs"] / stats["count"]
+        sign = (r_t > self.target) - (r_t < self.target)
+        self.p = min(1.0, max(0.0, self.p + sign * self.step_size))
+        self.signs, self.count = 0.0, 0
+        return r_t
+
+    def state(self) -> dict:
+        return {"p": self.p, "signs": self.signs, "count": self.count}
+
+    def load_state(self, state: dict) -> None:
+        self.p, self.signs, self.count = float(state["p"]), float(state["signs"]), int(state["count"])

@@ -8,18 +8,44 @@ from torch.nn.utils import parametrize
 
 from synthgen import distributed
 from synthgen.data.batches import BatchDrawer
-from synthgen.data.diffaugment import diff_augment
+from synthgen.data.diffaugment import AdaptiveAugment
 from synthgen.data.loading import LabelledImages, load_labelled
-from synthgen.losses import LOSSES, gradient_penalty, r1_penalty
+from synthgen.losses import LOSSES, gradient_penalty, zero_centred_penalty
 from synthgen.models.conditioning import build_models
 from synthgen.precision import Precision
 from synthgen.train.ema import EMA, recalibrate_batchnorm
+from synthgen.train.schedule import penalty_factor
 
 
 def adam(params, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
     # fused: one kernel for the whole update instead of a handful of ops per
     # tensor (CPU and CUDA); the same maths, state dict and checkpoints.
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+
+
+class LeCam:
+    """LeCam regularisation (Tseng et al. 2021): D's outputs pulled toward the other side's moving average.
+
+    R = E (D(real) - a_fake)^2 + E (D(fake) - a_real)^2, with a_real, a_fake
+    exponential moving averages of D's mean outputs; it keeps D from driving
+    real and fake logits apart on a small dataset.
+    """
+
+    def __init__(self, weight: float, decay: float):
+        self.weight, self.decay = weight, decay
+        self.real_average = self.fake_average = 0.0
+
+    def __call__(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        real, fake = real_logits.float(), fake_logits.float()
+        self.real_average = self.decay * self.real_average + (1 - self.decay) * float(real.detach().mean())
+        self.fake_average = self.decay * self.fake_average + (1 - self.decay) * float(fake.detach().mean())
+        return (real - self.fake_average).pow(2).mean() + (fake - self.real_average).pow(2).mean()
+
+    def state(self) -> dict:
+        return {"real_average": self.real_average, "fake_average": self.fake_average}
+
+    def load_state(self, state: dict) -> None:
+        self.real_average, self.fake_average = float(state["real_average"]), float(state["fake_average"])
 
 
 class ConditionalGAN:
@@ -36,7 +62,7 @@ class ConditionalGAN:
         self.num_classes = len(data.class_names)
         t, fmt = recipe.train, precision.memory_format
         self.G, self.D = (m.to(self.device, memory_format=fmt) for m in build_models(recipe, self.num_classes))
-        self.ema = EMA(self.G, t.ema_decay) if t.ema else None
+        self.ema = EMA(self.G, t.ema_decay, t.ema_halflife_kimg, t.ema_rampup, t.batch_size) if t.ema else None
         distributed.shard_size(t.batch_size, recipe.model.pack)  # the global batch must split evenly
         self.G_train, self.D_train = distributed.wrap(self.G, self.device), distributed.wrap(self.D, self.device)
         self.opt_G = adam(self.G.parameters(), t.lr_g, (t.beta1, t.beta2))
@@ -48,6 +74,8 @@ class ConditionalGAN:
         gp = recipe.loss.gp_weight
         self.gp_weight = self.loss.default_gp_weight if gp is None else gp
         self.images_per_step = t.batch_size * t.n_dis  # real images D sees per generator update (all processes)
+        self.augment = AdaptiveAugment(t.diffaugment, t.ada_target, t.ada_kimg, t.ada_interval, t.batch_size * t.n_dis)
+        self.lecam = LeCam(recipe.loss.lecam_weight, recipe.loss.lecam_decay)
 
     @staticmethod
     def load_data(recipe) -> tuple[LabelledImages, object]:
@@ -70,6 +98,16 @@ class ConditionalGAN:
     def optimizers(self) -> dict:
         return {"G": self.opt_G, "D": self.opt_D}
 
+    def training_state(self) -> dict:
+        """JSON state beside weights and optimisers, saved in checkpoints and restored by --resume."""
+        return {"augment": self.augment.state(), "lecam": self.lecam.state()}
+
+    def load_training_state(self, state: dict) -> None:
+        if "augment" in state:
+            self.augment.load_state(state["augment"])
+        if "lecam" in state:
+            self.lecam.load_state(state["lecam"])
+
     @property
     def sampling_generator(self):
         return self.ema.model if self.ema else self.G
@@ -77,7 +115,7 @@ class ConditionalGAN:
     # --- one step ------------------------------------------------------------
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, self.recipe.train.diffaugment).contiguous(memory_format=self.precision.memory_format)
+        return self.augment(x).contiguous(memory_format=self.precision.memory_format)
 
     def _class_loss(self, class_logits, labels) -> torch.Tensor:
         if class_logits is None:
@@ -99,11 +137,13 @@ class ConditionalGAN:
         real, y_real = self.batches.real(step, sub, self.device)
         y_fake = self.batches.fake_labels(step, sub, self.device)
         d_step = step * self.recipe.train.n_dis + sub
-        use_r1 = lcfg.r1_gamma > 0 and d_step % lcfg.r1_every == 0
+        lazy = d_step % lcfg.r1_every == 0
+        use_r1, use_r2 = lcfg.r1_gamma > 0 and lazy, lcfg.r2_gamma > 0 and lazy
         real.requires_grad_(use_r1)
         with self.precision.autocast():
             with torch.no_grad():
                 fake = self.G(self._noise(), y_fake)
+            fake.requires_grad_(use_r2)
             real_in, fake_in = self._augment(real), self._augment(fake)
             real_logits, real_classes = self.D_train(real_in, y_real)
             fake_logits, fake_classes = self.D_train(fake_in, y_fake)
@@ -116,19 +156,29 @@ class ConditionalGAN:
                 gp = gradient_penalty(critic, real_in.detach(), fake_in.detach())
                 total = total + self.gp_weight * gp
                 terms["gp"] = gp
-            if use_r1:
-                r1 = r1_penalty(real_logits, real)
-                total = total + 0.5 * lcfg.r1_gamma * lcfg.r1_every * r1  # lazy: scaled by the interval
+            penalty_scale = 0.5 * lcfg.r1_every * penalty_factor(self.recipe, step)  # gamma/2, lazy: scaled by the interval
+            if use_r1:  # R1: zero-centred gradient penalty on real images
+                r1 = zero_centred_penalty(real_logits, real)
+                total = total + penalty_scale * lcfg.r1_gamma * r1
                 terms["r1"] = r1
+            if use_r2:  # R2: the same on generated images (R3GAN)
+                r2 = zero_centred_penalty(fake_logits, fake)
+                total = total + penalty_scale * lcfg.r2_gamma * r2
+                terms["r2"] = r2
+            if self.lecam.weight > 0:
+                terms["lecam"] = self.lecam(real_logits, fake_logits)
+                total = total + self.lecam.weight * terms["lecam"]
         self._update(self.opt_D, self.scaler_D, total)
+        self.augment.observe(real_logits, fake_logits if self.loss.relativistic else None)
         return terms
 
     def generator_step(self, step: int) -> dict[str, torch.Tensor]:
         y_fake = self.batches.fake_labels(step, self.recipe.train.n_dis, self.device)
         self.D.requires_grad_(False)  # no D gradients needed for G's update
         with self.precision.autocast():
+            real_logits = self._real_logits_for_generator(step) if self.loss.relativistic else None
             fake_logits, fake_classes = self.D(self._augment(self.G_train(self._noise(), y_fake)), y_fake)
-            adversarial = self.loss.generator(fake_logits)
+            adversarial = self.loss.generator(fake_logits, real_logits)
             aux = self._class_loss(fake_classes, y_fake)
             total = adversarial + self.recipe.conditioning.aux_weight * aux
         self._update(self.opt_G, self.scaler_G, total)
@@ -136,6 +186,12 @@ class ConditionalGAN:
         if self.ema:
             self.ema.update(self.G, step)
         return {"g_loss": adversarial, "g_aux": aux}
+
+    def _real_logits_for_generator(self, step: int) -> torch.Tensor:
+        """A relativistic G judges its fakes against reals: D's logits on a real batch (no gradient needed)."""
+        real, y_real = self.batches.real(step, self.recipe.train.n_dis, self.device)
+        with torch.no_grad():
+            return self.D(self._augment(real), y_real)[0]
 
     def _update(self, optimizer, scaler, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -150,7 +206,13 @@ class ConditionalGAN:
         terms.update(self.generator_step(step))
         if self.recipe.conditioning.type != "acgan" or self.num_classes == 1:
             terms.pop("d_aux"), terms.pop("g_aux")
-        return {k: v.detach() for k, v in terms.items()}
+        terms = {k: v.detach() for k, v in terms.items()}
+        r_t = self.augment.adjust(step, lambda stats: distributed.mean_across_ranks(stats, self.device))
+        if self.augment.adaptive:  # logged as averages over the log interval, like the losses
+            terms["ada_p"] = torch.tensor(self.augment.p)
+        if r_t is not None:
+            terms["ada_rt"] = torch.tensor(r_t)
+        return terms
 
     # --- what the loop shows and saves ----------------------------------------
 

@@ -9,14 +9,25 @@ from torch import nn
 
 
 class EMA:
-    def __init__(self, generator: nn.Module, decay: float):
-        self.decay = decay
+    """The average G. Either a decay per step (ramped up), or a half-life in images
+    (StyleGAN2, R3GAN) capped at `rampup` x the images seen so far, which means the
+    same averaging at any batch size."""
+
+    def __init__(self, generator: nn.Module, decay: float, halflife_kimg: float | None = None, rampup: float = 0.05, batch_size: int = 64):
+        self.decay, self.halflife_kimg, self.rampup, self.batch_size = decay, halflife_kimg, rampup, batch_size
         self.model = copy.deepcopy(generator).eval().requires_grad_(False)
 
+    def beta(self, step: int) -> float:
+        """How much of the old average is kept after generator update `step` (0-based)."""
+        if self.halflife_kimg is None:
+            # Ramp the decay (1+t)/(10+t): a fixed 0.999 would still carry the
+            # untrained first steps thousands of steps later.
+            return min(self.decay, (1 + step) / (10 + step))
+        halflife = min(self.halflife_kimg * 1000, self.rampup * (step + 1) * self.batch_size)
+        return 0.5 ** (self.batch_size / max(halflife, 1e-8))
+
     def update(self, generator: nn.Module, step: int) -> None:
-        # Ramp the decay (1+t)/(10+t): a fixed 0.999 would still carry the
-        # untrained first steps thousands of steps later.
-        beta = min(self.decay, (1 + step) / (10 + step))
+        beta = self.beta(step)
         with torch.no_grad():
             ema = [p for p in self.model.parameters()]
             live = [p.detach() for p in generator.parameters()]

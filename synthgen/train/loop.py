@@ -21,7 +21,9 @@ from synthgen.data.loading import refuse_unreadable
 from synthgen.errors import SynthgenError
 from synthgen.imaging import remove_stale_temporaries, save_grid, to_uint8, write_atomic
 from synthgen.precision import resolve_device, resolve_precision
-from synthgen.recipe import Recipe, recipe_to_yaml
+from synthgen.recipe import Recipe, parse_budget, recipe_to_yaml
+from synthgen.train.schedule import lr_factor
+from synthgen.train.warm_start import init_from
 from synthgen.train.nonfinite import ROLLBACKS, NonFiniteGuard
 
 
@@ -98,6 +100,11 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
     if resume and "best" in previous.state:  # the best checkpoint so far survives a resume
         state["best"] = previous.state["best"]
     state[ROLLBACKS] = previous.state.get(ROLLBACKS, 0) if resume else 0
+    if resume and EVALS_SINCE_BEST in previous.state:
+        state[EVALS_SINCE_BEST] = previous.state[EVALS_SINCE_BEST]
+    if not resume and recipe.train.init_from:
+        state["init_from"] = init_from(method, recipe.train.init_from, data.describe()["class_names"], device, progress)
+    clock = _Budget(recipe, previous.state.get(TRAIN_SECONDS, 0.0) if resume else 0.0)
     if main:
         _write_run_json(run_dir, state, start)
     evaluator = _evaluator(recipe, method, data, run_dir, device, progress) if main else None
@@ -111,8 +118,8 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
     sums: dict[str, float] = {}
     guard = NonFiniteGuard(recipe, method, run_dir, device, state, lambda m, c: _restore(m, c, device))
     with _deferred_interrupt() as interrupted:
-        step = start
-        while step < total:
+        step, finished = start, False
+        while step < total and not finished:
             step += 1
             _decay_learning_rates(method, recipe, step - 1)
             losses = {key: float(value) for key, value in method.train_step(step - 1).items()}
@@ -124,38 +131,72 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
                 sums[key] = sums.get(key, 0.0) + value
             timer.tick()
             stop = distributed.any_rank(interrupted(), device)  # every process stops at the same step
-            if step % recipe.train.log_every == 0 or step == total:
+            out_of_time = clock.budget is not None and distributed.any_rank(clock.spent(), device)
+            last_step = step == total or out_of_time
+            if step % recipe.train.log_every == 0 or last_step:
                 stats = distributed.mean_across_ranks({k: v / timer.steps_since_log for k, v in sums.items()}, device)
                 if main:
-                    _log(run_dir, step, timer, stats, progress)
+                    _log(run_dir, step, timer, stats, progress, clock)
                 else:
                     timer.since_log()
                 sums = {}
-            if main and (step % recipe.train.sample_every == 0 or step == total):
+            if main and (step % recipe.train.sample_every == 0 or last_step):
                 _save_grid(method, run_dir, step)
-            if step % recipe.train.checkpoint_every == 0 or step == total or stop:
+            if step % recipe.train.checkpoint_every == 0 or last_step or stop:
                 if (back := guard.check_weights(step)) is not None:  # a NaN weight is never saved
                     step, sums = back, {}
                     continue
                 if main:
                     method.prepare_for_sampling()  # once, for both the evaluation and the checkpoint
+                plateaued = False
                 if evaluator and not stop:
-                    _evaluate(evaluator, method, run_dir, step, state, progress)
+                    plateaued = _evaluate(evaluator, method, run_dir, step, state, progress, recipe.train.patience)
+                plateaued = distributed.any_rank(plateaued, device)
+                state[TRAIN_SECONDS] = clock.elapsed()
                 last_path = _save(method, run_dir, step, state, recipe, device)
+                finished = out_of_time or plateaued
+                if main and finished:
+                    _note_early_stop(run_dir, step, "budget" if out_of_time else "patience", state, progress)
             if stop:
                 raise TrainingInterrupted(last_path)
     return TrainResult(run_dir, step, timer.overall(), last_path)
 
 
-def _decay_learning_rates(method, recipe: Recipe, step: int) -> None:
-    """train.lr_decay linear: the recipe's rates for the first half of the steps, then linearly towards 0.
+TRAIN_SECONDS = "train_seconds"  # state.json: wall-clock seconds the run has trained, over every resume
+EVALS_SINCE_BEST = "evals_since_best"
 
-    A function of the step alone, so a resumed run follows the same schedule.
-    """
+
+class _Budget:
+    """train.budget: wall-clock seconds from the start of `train`, added up over resumes."""
+
+    def __init__(self, recipe: Recipe, already: float):
+        self.budget = parse_budget(recipe.train.budget) if recipe.train.budget else None
+        self.already, self.start = already, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.already + time.perf_counter() - self.start
+
+    def spent(self) -> bool:
+        return self.elapsed() >= self.budget
+
+    def left(self) -> float | None:
+        return None if self.budget is None else max(0.0, self.budget - self.elapsed())
+
+
+def _note_early_stop(run_dir: Path, step: int, reason: str, state: dict, progress) -> None:
+    """A run that ended before train.steps says why, in the log and on screen."""
+    with open(run_dir / "log.jsonl", "a") as handle:
+        handle.write(json.dumps({"step": step, "event": "stopped", "reason": reason}) + "\n")
+    if progress and hasattr(progress, "note"):
+        why = "train.budget is spent" if reason == "budget" else f"mean KID has not improved for {state[EVALS_SINCE_BEST]} evaluations (train.patience)"
+        progress.note(f"stopped at step {step}: {why}; best checkpoint: step {state.get('best', {}).get('step', step)}")
+
+
+def _decay_learning_rates(method, recipe: Recipe, step: int) -> None:
+    """train.lr_decay (schedule.py): the recipe's rates times a function of the step alone."""
     if recipe.train.lr_decay == "none":
         return
-    half = recipe.train.steps // 2
-    factor = 1.0 - max(0, step - half) / (recipe.train.steps - half)
+    factor = lr_factor(recipe, step)
     for optimizer in method.optimizers.values():
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
@@ -168,14 +209,19 @@ def _restore(method, checkpoint: ckpt.Checkpoint, device: torch.device) -> int:
         ckpt.restore_network(network, checkpoint.weights(name), checkpoint.path / f"{name}.safetensors")
     rank = distributed.rank() if distributed.is_distributed() else None
     ckpt.restore_training_state(checkpoint, method.optimizers, rank, device)
+    if hasattr(method, "load_training_state"):  # a method's own state (ADA's p, LeCam's averages)
+        method.load_training_state(checkpoint.state.get(METHOD_STATE, {}))
     return checkpoint.step
 
+
+METHOD_STATE = "method_state"  # state.json key: what the method keeps beside weights and optimisers
 
 # Keys that say how to run, not what is trained: they may change on --resume.
 RESUMABLE_CHANGES = {
     "name", "description", "data.root", "data.strict", "train.steps", "train.log_every", "train.sample_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.out_dir", "train.device", "train.precision",
-    "train.on_nonfinite", "train.nonfinite_retries", "train.nonfinite_lr_factor",
+    "train.on_nonfinite", "train.nonfinite_retries", "train.nonfinite_lr_factor", "train.budget", "train.patience",
+    "train.init_from",
 }
 
 
@@ -227,12 +273,18 @@ def _evaluator(recipe: Recipe, method, data, run_dir: Path, device, progress):
     return TrainingEvaluator(recipe, data, run_dir, device)
 
 
-def _evaluate(evaluator, method, run_dir: Path, step: int, state: dict, progress) -> None:
-    """Score this checkpoint; remember it as the best when its mean KID is the lowest so far; report collapse."""
+def _evaluate(evaluator, method, run_dir: Path, step: int, state: dict, progress, patience: int = 0) -> bool:
+    """Score this checkpoint; remember it as the best when its mean KID is the lowest so far; report collapse.
+
+    Returns whether the run has plateaued: `patience` > 0 evaluations in a row without a new best.
+    """
     result = evaluator(method)
     best = state.get("best")
     if best is None or result["kid"] < best["kid"]:
         state["best"] = {"step": step, "kid": result["kid"]}
+        state[EVALS_SINCE_BEST] = 0
+    else:
+        state[EVALS_SINCE_BEST] = state.get(EVALS_SINCE_BEST, 0) + 1
     with open(run_dir / "log.jsonl", "a") as handle:
         # "metrics" is what `synthgen report` plots; the failed checks per class ride along.
         metrics = {"kid": result["kid"], **{f"kid {name}": c["kid"] for name, c in result["classes"].items()}}
@@ -241,6 +293,7 @@ def _evaluate(evaluator, method, run_dir: Path, step: int, state: dict, progress
     if progress and hasattr(progress, "note"):
         collapsed = f"  WARNING collapse in {', '.join(result['collapsed'])}" if result["collapsed"] else ""
         progress.note(f"eval step {step}: mean KID {result['kid']:.4g} (best: step {state['best']['step']}){collapsed}")
+    return patience > 0 and state[EVALS_SINCE_BEST] >= patience
 
 
 def _save(method, run_dir: Path, step: int, state: dict, recipe: Recipe, device: torch.device) -> Path | None:
@@ -250,6 +303,8 @@ def _save(method, run_dir: Path, step: int, state: dict, recipe: Recipe, device:
         rng = ckpt.rank_rng_tensors(distributed.gather_tensors(ckpt.own_rng_state(device), device))
     if not distributed.is_main():
         return None
+    if hasattr(method, "training_state"):
+        state[METHOD_STATE] = method.training_state()
     best_step = state.get("best", {}).get("step")
     path = ckpt.save_checkpoint(run_dir, step, method.networks, method.optimizers, state, recipe.train.keep_checkpoints, rng, protect=best_step)
     _write_run_json(run_dir, state, step)
@@ -267,13 +322,17 @@ def _save_grid(method, run_dir: Path, step: int) -> None:
     save_grid(to_uint8(images), run_dir / "grids" / f"step-{step:07d}.png", nrow=columns)
 
 
-def _log(run_dir: Path, step: int, timer: "_Throughput", stats: dict, progress) -> None:
+def _log(run_dir: Path, step: int, timer: "_Throughput", stats: dict, progress, clock: _Budget | None = None) -> None:
     line = {"step": step, "time": round(timer.elapsed(), 3), "img_per_s": round(timer.since_log(), 2)}
     line.update({k: round(v, 5) for k, v in stats.items()})
     with open(run_dir / "log.jsonl", "a") as handle:
         handle.write(json.dumps(line) + "\n")
     if progress:
-        progress.update(step, line)
+        left = clock.left() if clock else None
+        progress.update(step, line if left is None else {**line, BUDGET_LEFT: left})
+
+
+BUDGET_LEFT = "budget_left_s"  # shown by the progress bar, not logged
 
 
 class _Throughput:
