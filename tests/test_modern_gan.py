@@ -1,0 +1,218 @@
+"""R3GAN's pieces and training to a budget: losses and penalties against their definitions,
+the r3 backbone, ADA, LeCam, EMA half-life, init_from, train.budget and train.patience."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from synthgen.checkpoint import latest_checkpoint
+from synthgen.data.diffaugment import AdaptiveAugment
+from synthgen.errors import SynthgenError
+from synthgen.losses import LOSSES, zero_centred_penalty
+from synthgen.models.conditioning import build_models
+from synthgen.models.r3 import ResidualBlock
+from synthgen.recipe import parse_budget
+from synthgen.train.ema import EMA
+from synthgen.train.loop import train
+from synthgen.train.schedule import lr_factor, penalty_factor
+from tests.conftest import tiny_recipe
+from tests.test_train import assert_same_tensors, final_tensors
+
+R3 = dict(
+    model={"backbone": "r3", "spectral_norm": False, "g_channels": 8, "d_channels": 8, "max_channels": 32, "group_width": 8},
+    conditioning={"type": "projection"},
+    loss={"type": "rpgan", "r1_gamma": 0.1, "r2_gamma": 0.1, "r1_every": 2},
+)
+
+
+# --- losses and penalties -----------------------------------------------------------------
+
+
+def test_rpgan_matches_its_definition_on_hand_made_logits():
+    real = torch.tensor([2.0, -1.0, 0.5])
+    fake = torch.tensor([1.0, 0.0, 3.0])
+    rp = LOSSES["rpgan"]
+    # L_D = E softplus(l_fake - l_real) = E log(1 + exp(fake - real)), pair by pair.
+    expected_d = sum(math.log(1 + math.exp(f - r)) for r, f in zip(real.tolist(), fake.tolist())) / 3
+    expected_g = sum(math.log(1 + math.exp(r - f)) for r, f in zip(real.tolist(), fake.tolist())) / 3
+    assert rp.discriminator(real, fake).item() == pytest.approx(expected_d, rel=1e-6)
+    assert rp.generator(fake, real).item() == pytest.approx(expected_g, rel=1e-6)
+    assert rp.relativistic and not LOSSES["ns"].relativistic
+    # Relativistic: shifting every logit by the same amount changes nothing.
+    assert torch.allclose(rp.discriminator(real + 5, fake + 5), rp.discriminator(real, fake))
+
+
+def test_zero_centred_penalty_is_the_squared_gradient_norm():
+    """For D(x) = <w, x> + b the gradient is w everywhere: R1 = R2 = ||w||^2."""
+    w = torch.randn(1, 3, 4, 4)
+    x = torch.randn(5, 3, 4, 4, requires_grad=True)
+    logits = (x * w).flatten(1).sum(1) + 0.7
+    assert zero_centred_penalty(logits, x).item() == pytest.approx(w.pow(2).sum().item(), rel=1e-5)
+    # Quadratic D(x) = ||x||^2 / 2: gradient x, penalty E ||x||^2.
+    x2 = torch.randn(6, 2, 3, 3, requires_grad=True)
+    assert zero_centred_penalty(0.5 * x2.pow(2).flatten(1).sum(1), x2).item() == pytest.approx(x2.detach().pow(2).flatten(1).sum(1).mean().item(), rel=1e-5)
+
+
+# --- the r3 backbone ---------------------------------------------------------------------------
+
+
+def expected_r3_generator_params(widths: list[int], base: int, z: int, classes: int, channels: int, expansion: int, group_width: int, blocks: int) -> int:
+    """Counted by hand from the architecture: embedding, basis, per-stage blocks, 1x1 transitions, output conv."""
+    def block(c):
+        hidden = c * expansion
+        groups = hidden // group_width
+        return c * hidden + hidden * (hidden // groups) * 9 + hidden * c + 2 * hidden  # 3 convs + 2 activation biases
+
+    total = classes * z + widths[0] * base * base + 2 * z * widths[0]  # embed, basis, to_basis (z + class embedding)
+    total += sum(blocks * block(w) for w in widths)
+    total += sum(a * b for a, b in zip(widths, widths[1:]) if a != b)
+    return total + widths[-1] * channels + channels  # output 1x1 conv with bias
+
+
+@pytest.mark.parametrize("size,base,channels", [(28, 7, 1), (32, 4, 3), (64, 4, 3)])
+def test_r3_shapes_and_parameter_counts(tmp_path, size, base, channels):
+    recipe = tiny_recipe(tmp_path, tmp_path, **{**R3, "data": {"root": str(tmp_path), "image_size": size, "channels": channels}})
+    G, D = build_models(recipe, num_classes=5)
+    levels = {28: 2, 32: 3, 64: 4}[size]
+    widths = [min(32, 8 * 2**i) for i in range(levels + 1)][::-1]
+    z = recipe.model.z_dim
+    assert sum(p.numel() for p in G.parameters()) == expected_r3_generator_params(widths, base, z, 5, channels, 2, 8, 1)
+    images = G(torch.randn(4, z), torch.tensor([0, 1, 2, 4]))
+    assert images.shape == (4, channels, size, size) and images.abs().max() <= 1
+    logits, classes = D(images, torch.tensor([0, 1, 2, 4]))
+    assert logits.shape == (4,) and classes is None
+    assert D.trunk.features == widths[0]
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in [*G.modules(), *D.modules()])
+
+
+def test_r3_residual_blocks_start_as_the_identity():
+    """Fix-up: the last conv of every branch is zero, so a new block passes its input through unchanged."""
+    block = ResidualBlock(16, expansion=2, group_width=8, total_blocks=4)
+    x = torch.randn(3, 16, 7, 7)
+    assert torch.equal(block(x), x)
+    assert block.spatial.groups == 4  # 32 hidden channels in groups of 8
+
+
+# --- ADA, LeCam, EMA, schedules ----------------------------------------------------------------
+
+
+def test_ada_p_rises_on_an_overfitting_d_and_falls_on_an_underfitting_one():
+    ada = AdaptiveAugment(["translation", "cutout"], target=0.6, kimg=1.0, interval=2, batch_size=50)
+    assert ada.p == 0.0
+    for step in range(10):  # D certain every real is real: r_t = 1 > 0.6
+        ada.observe(torch.full((50,), 3.0))
+        ada.adjust(step)
+    assert ada.p == pytest.approx(0.5)  # 5 adjustments of 50 * 2 / 1000
+    for step in range(10, 14):  # D unsure: r_t = -1 < 0.6
+        ada.observe(torch.full((50,), -1.0))
+        ada.adjust(step)
+    assert ada.p == pytest.approx(0.3)
+    # Relativistic measure: reals above their paired fakes count as overfitting.
+    ada.observe(torch.ones(50), torch.zeros(50))
+    assert ada.adjust(15) == pytest.approx(1.0)
+
+
+def test_ada_applies_each_transform_to_about_p_of_the_images():
+    ada = AdaptiveAugment(["cutout"], target=0.6, kimg=1.0, interval=1, batch_size=1)
+    ada.p = 0.25
+    torch.manual_seed(0)
+    x = torch.ones(4000, 1, 8, 8)
+    changed = (ada(x) != x).flatten(1).any(1).float().mean().item()
+    assert changed == pytest.approx(0.25, abs=0.03)
+    ada.p = 0.0
+    assert torch.equal(ada(x), x)
+
+
+def test_ema_half_life_follows_its_definition():
+    ema = EMA(torch.nn.Linear(2, 2), decay=0.999, halflife_kimg=10, rampup=0.05, batch_size=100)
+    # Early on the half-life is 5% of the images seen: after 1,000 steps of 100, 5,000 images.
+    assert ema.beta(999) == pytest.approx(0.5 ** (100 / 5000))
+    assert ema.beta(10**6) == pytest.approx(0.5 ** (100 / 10000))  # later the recipe's 10k images
+    assert EMA(torch.nn.Linear(2, 2), decay=0.999).beta(10**6) == 0.999
+
+
+def test_cosine_schedule_decays_rates_and_penalties_then_holds(tmp_path):
+    recipe = tiny_recipe(tmp_path, tmp_path, train={"lr_decay": "cosine", "decay_kimg": 1.6, "lr_final_ratio": 0.25, "batch_size": 16})
+    assert lr_factor(recipe, 0) == 1.0 and penalty_factor(recipe, 0) == 1.0
+    assert lr_factor(recipe, 50) == pytest.approx(0.625)  # half way: 800 of 1,600 images
+    assert lr_factor(recipe, 100) == pytest.approx(0.25) and lr_factor(recipe, 500) == pytest.approx(0.25)
+    assert penalty_factor(recipe, 100) == pytest.approx(0.1)
+
+
+# --- through the training loop --------------------------------------------------------------
+
+
+def test_r3_rpgan_trains_with_ada_and_lecam_and_resumes_bit_exactly(four_classes, tmp_path):
+    """ADA's p and LeCam's averages are training state: a resumed run equals an uninterrupted one."""
+    sections = {**R3, "loss": {**R3["loss"], "lecam_weight": 0.1}}
+    # A fast-learning D separates reals from fakes within a few steps, so ADA's p has to move.
+    train_keys = {"diffaugment": ["translation", "cutout"], "ada_target": 0.1, "ada_kimg": 0.2, "ada_interval": 2, "lr_d": 0.01,
+                  "ema_halflife_kimg": 0.5, "lr_decay": "cosine", "decay_kimg": 0.2}
+    whole = train(tiny_recipe(four_classes, tmp_path / "a", **sections, train={**train_keys, "steps": 8}))
+    train(tiny_recipe(four_classes, tmp_path / "b", **sections, train={**train_keys, "steps": 5}))
+    state = latest_checkpoint(tmp_path / "b" / "tiny").state["method_state"]
+    assert 0 < state["augment"]["p"] <= 1 and state["lecam"]["real_average"] != 0  # p moved; averages were kept
+    resumed = train(tiny_recipe(four_classes, tmp_path / "b", **sections, train={**train_keys, "steps": 8}), resume=True)
+    assert_same_tensors(final_tensors(whole.run_dir), final_tensors(resumed.run_dir))
+    a, b = (latest_checkpoint(r.run_dir).state["method_state"] for r in (whole, resumed))
+    assert a == b
+    log = [json.loads(line) for line in (whole.run_dir / "log.jsonl").read_text().splitlines()]
+    assert all("ada_p" in line and math.isfinite(line["d_loss"]) for line in log)
+
+
+def test_init_from_loads_what_fits_and_reports_the_rest(four_classes, fashion_test_split, tmp_path):
+    source = train(tiny_recipe(four_classes, tmp_path, name="source", train={"steps": 3})).run_dir
+    # Two classes instead of four: the class-sized tensors cannot be loaded, everything else is.
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ["Bag", "Sneaker"]:
+        (two / name).symlink_to(fashion_test_split / name)
+    result = train(tiny_recipe(two, tmp_path, name="child", train={"steps": 1, "init_from": str(source), "lr_g": 1e-12, "lr_d": 1e-12}))
+    report = json.loads((result.run_dir / "run.json").read_text())["init_from"]
+    assert report["classes"]["now"] == ["Bag", "Sneaker"]
+    fresh_d = report["networks"]["D"]["initialised"]
+    assert fresh_d and all("classifier" in k for k in fresh_d)  # AC-GAN's class head: 4 outputs there, 2 here
+    assert report["networks"]["G"]["loaded"] > 0
+    source_d = final_tensors(source)
+    child_d = final_tensors(result.run_dir)
+    trunk = [k for k in child_d if k.startswith("D/trunk") and k.endswith("weight.original")]  # not the power-iteration vectors
+    assert trunk and all(torch.allclose(child_d[k], source_d[k], atol=1e-6) for k in trunk)
+    with pytest.raises(SynthgenError, match="init_from.*no checkpoint|init_from.*not a run"):
+        train(tiny_recipe(two, tmp_path, name="nothing", train={"steps": 1, "init_from": str(tmp_path / "missing")}))
+
+
+def test_budget_parses_durations_and_refuses_others():
+    assert parse_budget("90s") == 90 and parse_budget("30m") == 1800 and parse_budget("1h30m") == 5400 and parse_budget("1.5h") == 5400
+    for bad in ["", "ten minutes", "0s", "5x"]:
+        with pytest.raises(ValueError, match="train.budget"):
+            parse_budget(bad)
+
+
+def test_budget_stops_the_run_with_a_checkpoint(four_classes, tmp_path):
+    recipe = tiny_recipe(four_classes, tmp_path, train={"steps": 100000, "budget": "4s", "log_every": 5, "checkpoint_every": 100000, "sample_every": 100000})
+    result = train(recipe)
+    checkpoint = latest_checkpoint(result.run_dir)
+    assert 0 < result.step < 100000 and checkpoint.step == result.step
+    assert 4 <= checkpoint.state["train_seconds"] < 60
+    log = [json.loads(line) for line in (result.run_dir / "log.jsonl").read_text().splitlines()]
+    assert log[-1] == {"step": result.step, "event": "stopped", "reason": "budget"}
+    # Stopped within one log interval of the budget: the last logged line before it is at most 5 steps back.
+    assert result.step - max(line["step"] for line in log if "d_loss" in line) < 5 or log[-2]["step"] == result.step
+
+
+def test_patience_stops_a_plateaued_run(four_classes, tmp_path):
+    """With a learning rate of ~0 the KID cannot improve: patience 2 stops after the best plus 2 evaluations."""
+    recipe = tiny_recipe(
+        four_classes, tmp_path,
+        train={"steps": 60, "lr_g": 1e-12, "lr_d": 1e-12, "checkpoint_every": 2, "log_every": 2, "sample_every": 100, "patience": 2, "ema": False},
+        gate={"eval_during_training": True, "domain_steps": 20, "null_trials": 20},
+    )
+    result = train(recipe)
+    state = latest_checkpoint(result.run_dir).state
+    assert result.step < 60
+    assert state["evals_since_best"] == 2 and result.step == state["best"]["step"] + 4
