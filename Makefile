@@ -7,7 +7,7 @@ DEMO := out/demo
 DEMO_T := out/demo-translate
 UTIL := out/utility
 
-.PHONY: setup test demo demo-translate bench bench-utility utility clean-demo balance pipeline
+.PHONY: setup test demo demo-translate bench bench-utility bench-quality utility clean-demo balance pipeline
 
 setup: $(STAMP)
 
@@ -115,6 +115,14 @@ utility: $(STAMP)
 # (GAN 18 min, the 15 classifier runs 29 min). Not part of `make bench`.
 bench-utility: $(STAMP)
 	$(BIN)/python benchmarks/utility_fashion.py
+
+# Quality per CPU-minute: recipes/small-data.yaml and recipes/acgan.yaml, each trained for BUDGET of wall-clock
+# time on the Fashion-MNIST training set (../shared), then 1,000 per class sampled and scored against the test
+# set (domain FID/KID, precision/recall, label fidelity, MS-SSIM, the gate per class). One recipe at a time, so
+# it takes about 2 x BUDGET + 5 minutes. Not part of `make bench`.
+BUDGET ?= 10m
+bench-quality: $(STAMP)
+	$(BIN)/python benchmarks/quality_fashion.py --budget $(BUDGET)
 
 clean-demo:
 	rm -rf $(DEMO) $(DEMO_T) $(UTIL)

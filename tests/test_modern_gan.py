@@ -66,7 +66,7 @@ def expected_r3_generator_params(widths: list[int], base: int, z: int, classes: 
     def block(c):
         hidden = c * expansion
         groups = hidden // group_width
-        return c * hidden + hidden * (hidden // groups) * 9 + hidden * c + 2 * hidden  # 3 convs + 2 activation biases
+        return c * hidden + hidden * (hidden // groups) * 9 + hidden * c + 2 * hidden  # 3 convs, the first two with biases
 
     total = classes * z + widths[0] * base * base + 2 * z * widths[0]  # embed, basis, to_basis (z + class embedding)
     total += sum(blocks * block(w) for w in widths)
