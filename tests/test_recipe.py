@@ -45,7 +45,7 @@ def recipe_error(path: Path, overrides: list[str] = ()) -> str:
 
 def test_the_bundled_recipes_are_there():
     names = {p.stem for p in BUNDLED}
-    assert {"acgan", "cgan-projection", "dcgan-wgan-gp", "demo"} <= names
+    assert {"acgan", "cgan-projection", "dcgan-wgan-gp", "demo", "small-data"} <= names
     assert bundled_recipes() == BUNDLED
 
 
