@@ -125,7 +125,11 @@ class TrainConfig(Section):
         default_factory=list, description="DiffAugment policies applied to real and fake images before D (small datasets)."
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: fp32 on CPU (bf16 measured slower there), bf16 AMP on CUDA (fp16 + grad scaling on older GPUs)."
+        "auto",
+        description="auto: on a CPU with native bf16 (AVX512-BF16/AMX) the faster of fp32 and bf16, measured for this recipe and cached (speed.py); fp32 on other CPUs; bf16 AMP on CUDA (fp16 + grad scaling on older GPUs).",
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile G and D: auto compiles only where it measures faster with its warm-up counted (runs of 3000+ steps); on; off."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
     log_every: int = Field(50, ge=1, description="Steps between log lines (log.jsonl and the progress bar).")
