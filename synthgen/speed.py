@@ -39,6 +39,7 @@ from synthgen.imaging import write_atomic
 from synthgen.precision import Precision, cpu_has_native_bf16, resolve_precision
 
 PROBE_WARMUP, PROBE_ROUNDS, PROBE_STEPS = 1, 2, 2  # per candidate: 1 untimed step, then 2 rounds of 2 timed steps
+SLOW_STEP_S = 2.0  # CPU-seconds (all threads)
 # The probe trains about 10 steps (2 candidates); below this many steps it would cost over ~2% of the run.
 MIN_STEPS_TO_PROBE = 500
 # torch.compile's warm-up is tens of seconds to minutes on 2 cores: only a long run can earn it back.
@@ -114,9 +115,13 @@ def choose_precision(recipe, device: torch.device, build, remaining: int, resume
 
 
 def measure(methods: dict, warmup: int = PROBE_WARMUP, rounds: int = PROBE_ROUNDS, steps: int = PROBE_STEPS) -> dict[str, float]:
-    """img/s of each method's train_step: warm-up steps, then interleaved rounds (drift hits all alike); the best round counts."""
-    for method in methods.values():
-        step_rate(method, range(warmup))  # first calls: allocator, oneDNN primitive caches
+    """img/s of each method's train_step: warm-up steps, then interleaved rounds (drift hits all alike); the best round counts.
+
+    Where a step takes over SLOW_STEP_S of CPU time (pix2pix at 256 px), one round of one step each keeps the probe short.
+    """
+    for method in methods.values():  # first calls: allocator, oneDNN primitive caches
+        if method.images_per_step / step_rate(method, range(warmup)) > SLOW_STEP_S:
+            rounds, steps = 1, 1
     best: dict[str, float] = {}
     for round_ in range(rounds):
         for name, method in methods.items():
@@ -126,13 +131,19 @@ def measure(methods: dict, warmup: int = PROBE_WARMUP, rounds: int = PROBE_ROUND
 
 
 def step_rate(method, steps: range) -> float:
-    """img/s of `method.train_step` over `steps` (the probe's one clock; tests replace it with fake timings)."""
-    start = time.perf_counter()
+    """Images per second of this process's CPU time (all its threads) in `method.train_step` over `steps`.
+
+    CPU time, not wall time: on a CPU shared with other jobs (the usual 2-core machine) wall time mostly
+    measures the neighbours, while the CPU time a step needs is its own (same thread count for every
+    candidate). On CUDA, wall time after a synchronise. The probe's one clock; tests replace it with fake timings.
+    """
+    clock = time.perf_counter if method.device.type == "cuda" else time.process_time
+    start = clock()
     for step in steps:
         method.train_step(step)
     if method.device.type == "cuda":
         torch.cuda.synchronize(method.device)
-    return len(steps) * method.images_per_step / max(time.perf_counter() - start, 1e-9)
+    return len(steps) * method.images_per_step / max(clock() - start, 1e-9)
 
 
 # --- compile -----------------------------------------------------------------
@@ -143,9 +154,11 @@ def choose_compile(recipe, device: torch.device, build, remaining: int, choice: 
     mode = recipe.train.compile
     if mode == "off":
         return
-    if mode == "auto":
-        if resumed is not None and "compiled" in resumed and not resumed["compiled"]:
+    if mode == "auto" and resumed is not None and "compiled" in resumed:  # keep what the run trained with (exact resume)
+        if not resumed["compiled"]:
             return
+        mode = "on"
+    if mode == "auto":
         if distributed.is_distributed() or remaining < MIN_STEPS_TO_COMPILE:
             choice.reason += f"; eager: {remaining} steps are too few to earn back torch.compile's warm-up (from {MIN_STEPS_TO_COMPILE})"
             return
@@ -156,15 +169,17 @@ def choose_compile(recipe, device: torch.device, build, remaining: int, choice: 
             choice.rates.update({f"{choice.precision} compiled": cached["compiled"], f"{choice.precision} eager": cached["eager"]})
             return
     start = time.perf_counter()
-    figures = trial_compile(build, choice.precision)
+    figures = trial_compile(build, choice.precision, timed=mode == "auto")
     choice.probe_s += time.perf_counter() - start
     if figures is None:
         choice.reason += "; torch.compile failed here, training eager"
         return
-    if mode == "auto":
-        write_cache(cache_key(recipe, device, f"compile {choice.precision}"), figures)
-    choice.compiled = mode == "on" or _pays(figures, remaining)
     choice.compile_warmup_s = figures["warmup_s"]
+    if mode == "on":
+        choice.compiled = True
+        return
+    write_cache(cache_key(recipe, device, f"compile {choice.precision}"), figures)
+    choice.compiled = _pays(figures, remaining)
     choice.rates.update({f"{choice.precision} compiled": figures["compiled"], f"{choice.precision} eager": figures["eager"]})
 
 
@@ -174,16 +189,22 @@ def _pays(figures: dict, remaining: int) -> bool:
     return remaining * (per_step(figures["eager"]) - per_step(figures["compiled"])) > figures["warmup_s"]
 
 
-def trial_compile(build, precision: str) -> dict | None:
-    """Eager and compiled copies timed side by side; None (and a one-line note) when compilation fails here."""
+def trial_compile(build, precision: str, timed: bool) -> dict | None:
+    """A compiled copy's warm-up (and, `timed`, its img/s beside an eager copy's); None (and a one-line note) when compilation fails here.
+
+    The copy also fills inductor's on-disk cache, so that compiling the run's own networks afterwards is mostly cache hits.
+    """
     with torch.random.fork_rng(devices=[]):
-        eager, compiled = build(precision), build(precision)
+        compiled = build(precision)
         compile_networks(compiled)
         try:
             start = time.perf_counter()
             step_rate(compiled, range(2))  # compiles (forward and backward graphs of every network)
             warmup = time.perf_counter() - start
-            rates = measure({"eager": eager, "compiled": compiled}, warmup=1)
+            if not timed:
+                return {"warmup_s": warmup}
+            eager = build(precision)
+            rates = measure({"eager": eager, "compiled": compiled})
         except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported op: eager is always there
             first = (str(exc).strip().splitlines() or [""])[0][:160]
             print(f"note: torch.compile failed ({type(exc).__name__}: {first}); training eager")
