@@ -38,9 +38,9 @@ from synthgen.errors import WriteFailed
 from synthgen.imaging import write_atomic
 from synthgen.precision import Precision, cpu_has_native_bf16, resolve_precision
 
-PROBE_WARMUP, PROBE_ROUNDS, PROBE_STEPS = 1, 2, 2  # per candidate: 1 untimed step, then 2 rounds of 2 timed steps
+PROBE_WARMUP, PROBE_ROUNDS, PROBE_STEPS = 1, 2, 1  # per candidate: 1 untimed step, then 2 rounds of 1 timed step
 SLOW_STEP_S = 2.0  # CPU-seconds (all threads)
-# The probe trains about 10 steps (2 candidates); below this many steps it would cost over ~2% of the run.
+# The probe trains 6 steps (2 candidates, on one thread); below this many steps it would cost over ~2% of the run.
 MIN_STEPS_TO_PROBE = 500
 # torch.compile's warm-up is tens of seconds to minutes on 2 cores: only a long run can earn it back.
 MIN_STEPS_TO_COMPILE = 3000
@@ -118,7 +118,18 @@ def measure(methods: dict, warmup: int = PROBE_WARMUP, rounds: int = PROBE_ROUND
     """img/s of each method's train_step: warm-up steps, then interleaved rounds (drift hits all alike); the best round counts.
 
     Where a step takes over SLOW_STEP_S of CPU time (pix2pix at 256 px), one round of one step each keeps the probe short.
+    On one thread: with two, a thread waiting for its descheduled sibling spins, and that CPU time is the
+    neighbours' doing; one thread's CPU time is the step's own work, and the ratio is what is compared.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _measure(methods, warmup, rounds, steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(methods: dict, warmup: int, rounds: int, steps: int) -> dict[str, float]:
     for method in methods.values():  # first calls: allocator, oneDNN primitive caches
         if method.images_per_step / step_rate(method, range(warmup)) > SLOW_STEP_S:
             rounds, steps = 1, 1

@@ -84,7 +84,6 @@ def test_probe_leaves_training_exact_and_resume_keeps_its_choice(four_classes, t
     run = json.loads((probed.run_dir / "run.json").read_text())
     assert run["speed"]["how"] == "measured" and set(run["speed"]["rates"]) == {"fp32", "bf16"}
     chosen = run["precision"]
-    assert any('"event": "speed"' in line for line in (probed.run_dir / "log.jsonl").read_text().splitlines())
     pinned = train(tiny_recipe(four_classes, tmp_path / "b", train={"precision": chosen}))
     assert_same_tensors(final_tensors(probed.run_dir), final_tensors(pinned.run_dir))
 
@@ -98,7 +97,7 @@ def test_probe_leaves_training_exact_and_resume_keeps_its_choice(four_classes, t
     assert_same_tensors(final_tensors(probed.run_dir), final_tensors(resumed.run_dir))
 
 
-@pytest.mark.slow  # torch.compile's warm-up: about TODO s on 2 cores
+@pytest.mark.slow  # torch.compile warm-up: 3 min on 2 cores shared with other jobs (load ~10); the only test that compiles
 def test_compile_on_matches_eager_and_resumes_exactly(four_classes, tmp_path, one_thread):
     small = {"model": {"g_channels": 8, "d_channels": 8, "z_dim": 8, "spectral_norm": False}}
     eager = train(tiny_recipe(four_classes, tmp_path / "eager", train={"precision": "fp32", "compile": "off"}, **small))

@@ -91,8 +91,6 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
         remove_stale_temporaries(run_dir)  # half-written grids or logs of a killed run
         write_atomic(run_dir / "recipe.yaml", recipe_to_yaml(recipe).encode())
         _forget_log_after(run_dir / "log.jsonl", start)  # lines of steps a killed run did past its last checkpoint
-        with open(run_dir / "log.jsonl", "a") as handle:
-            handle.write(json.dumps({"step": start, "event": "speed", **speed.record()}) + "\n")
         if progress and hasattr(progress, "note"):
             progress.note(speed.line())
     state = {
