@@ -129,7 +129,7 @@ class TrainConfig(Section):
         description="auto: on a CPU with native bf16 (AVX512-BF16/AMX) the faster of fp32 and bf16, measured for this recipe and cached (speed.py); fp32 on other CPUs; bf16 AMP on CUDA (fp16 + grad scaling on older GPUs).",
     )
     compile: Literal["auto", "on", "off"] = Field(
-        "auto", description="torch.compile G and D: auto compiles only where it measures faster with its warm-up counted (runs of 3000+ steps); on; off."
+        "auto", description="torch.compile G and D: auto compiles only where it measures faster with its warm-up counted (runs of 5000+ steps); on; off."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
     log_every: int = Field(50, ge=1, description="Steps between log lines (log.jsonl and the progress bar).")

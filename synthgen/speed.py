@@ -43,7 +43,7 @@ SLOW_STEP_S = 2.0  # CPU-seconds (all threads)
 # The probe trains 6 steps (2 candidates, on one thread); below this many steps it would cost over ~2% of the run.
 MIN_STEPS_TO_PROBE = 500
 # torch.compile's warm-up is tens of seconds to minutes on 2 cores: only a long run can earn it back.
-MIN_STEPS_TO_COMPILE = 3000
+MIN_STEPS_TO_COMPILE = 5000  # (make demo trains 3,000: not compiled)
 CACHE_FILE = "speed.json"
 CACHE_VERSION = 1
 
@@ -56,12 +56,12 @@ class SpeedChoice:
     compiled: bool = False
     how: str = "requested"  # requested | rule | measured | cached | resumed
     reason: str = ""
-    rates: dict[str, float] = field(default_factory=dict)  # img/s per candidate, as measured
+    rates: dict[str, float] = field(default_factory=dict)  # images per CPU-second (one thread) per candidate, as measured
     probe_s: float = 0.0  # seconds the measuring took in this run (0 when cached)
     compile_warmup_s: float | None = None  # first compiled steps minus a normal one
 
     def line(self) -> str:
-        measured = ", ".join(f"{name} {rate:.0f} img/s" for name, rate in self.rates.items())
+        measured = ", ".join(f"{name} {rate:.0f} img/s" for name, rate in self.rates.items()) + (" per CPU-second, 1 thread" if self.rates else "")
         figures = f" ({measured}{'; cached' if self.how == 'cached' else f'; probe {self.probe_s:.1f} s'})" if measured else ""
         warmup = f", compile warm-up {self.compile_warmup_s:.0f} s" if self.compile_warmup_s is not None else ""
         return f"speed: {self.precision}, {'compiled' if self.compiled else 'eager'}: {self.how}{figures}{warmup}. {self.reason}".rstrip(". ") + "."
@@ -195,8 +195,11 @@ def choose_compile(recipe, device: torch.device, build, remaining: int, choice: 
 
 
 def _pays(figures: dict, remaining: int) -> bool:
-    """Compiled wins when the time it saves over the remaining steps exceeds its warm-up."""
-    per_step = lambda rate: figures["images_per_step"] / rate  # noqa: E731
+    """Compiled wins when the time it saves over the remaining steps exceeds its warm-up.
+
+    The rates are per CPU-second on one thread; the run's wall time per step is taken as that over its thread count.
+    """
+    per_step = lambda rate: figures["images_per_step"] / rate / figures.get("threads", 1)  # noqa: E731
     return remaining * (per_step(figures["eager"]) - per_step(figures["compiled"])) > figures["warmup_s"]
 
 
@@ -220,8 +223,8 @@ def trial_compile(build, precision: str, timed: bool) -> dict | None:
             first = (str(exc).strip().splitlines() or [""])[0][:160]
             print(f"note: torch.compile failed ({type(exc).__name__}: {first}); training eager")
             return None
-    eager_step = eager.images_per_step / rates["eager"]
-    return {**rates, "warmup_s": max(0.0, warmup - 2 * eager_step), "images_per_step": eager.images_per_step}
+    eager_step = eager.images_per_step / rates["eager"] / torch.get_num_threads()  # wall seconds of a normal step, roughly
+    return {**rates, "warmup_s": max(0.0, warmup - 2 * eager_step), "images_per_step": eager.images_per_step, "threads": torch.get_num_threads()}
 
 
 def compile_networks(method) -> None:
