@@ -38,9 +38,9 @@ from synthgen.errors import WriteFailed
 from synthgen.imaging import write_atomic
 from synthgen.precision import Precision, cpu_has_native_bf16, resolve_precision
 
-PROBE_WARMUP, PROBE_ROUNDS, PROBE_STEPS = 1, 2, 1  # per candidate: 1 untimed step, then 2 rounds of 1 timed step
-SLOW_STEP_S = 2.0  # CPU-seconds (all threads)
-# The probe trains 6 steps (2 candidates, on one thread); below this many steps it would cost over ~2% of the run.
+PROBE_WARMUP, PROBE_ROUNDS, PROBE_STEPS = 1, 2, 2  # per candidate: 1 untimed step, then 2 rounds of 2 timed steps
+SLOW_STEP_S = 1.0
+# The probe trains 10 steps (2 candidates); below this many steps it would cost over ~2% of the run.
 MIN_STEPS_TO_PROBE = 500
 # torch.compile's warm-up is tens of seconds to minutes on 2 cores: only a long run can earn it back.
 MIN_STEPS_TO_COMPILE = 5000  # (make demo trains 3,000: not compiled)
@@ -56,12 +56,12 @@ class SpeedChoice:
     compiled: bool = False
     how: str = "requested"  # requested | rule | measured | cached | resumed
     reason: str = ""
-    rates: dict[str, float] = field(default_factory=dict)  # images per CPU-second (one thread) per candidate, as measured
+    rates: dict[str, float] = field(default_factory=dict)  # img/s per candidate, as measured
     probe_s: float = 0.0  # seconds the measuring took in this run (0 when cached)
     compile_warmup_s: float | None = None  # first compiled steps minus a normal one
 
     def line(self) -> str:
-        measured = ", ".join(f"{name} {rate:.0f} img/s" for name, rate in self.rates.items()) + (" per CPU-second, 1 thread" if self.rates else "")
+        measured = ", ".join(f"{name} {rate:.0f} img/s" for name, rate in self.rates.items())
         figures = f" ({measured}{'; cached' if self.how == 'cached' else f'; probe {self.probe_s:.1f} s'})" if measured else ""
         warmup = f", compile warm-up {self.compile_warmup_s:.0f} s" if self.compile_warmup_s is not None else ""
         return f"speed: {self.precision}, {'compiled' if self.compiled else 'eager'}: {self.how}{figures}{warmup}. {self.reason}".rstrip(". ") + "."
@@ -117,19 +117,8 @@ def choose_precision(recipe, device: torch.device, build, remaining: int, resume
 def measure(methods: dict, warmup: int = PROBE_WARMUP, rounds: int = PROBE_ROUNDS, steps: int = PROBE_STEPS) -> dict[str, float]:
     """img/s of each method's train_step: warm-up steps, then interleaved rounds (drift hits all alike); the best round counts.
 
-    Where a step takes over SLOW_STEP_S of CPU time (pix2pix at 256 px), one round of one step each keeps the probe short.
-    On one thread: with two, a thread waiting for its descheduled sibling spins, and that CPU time is the
-    neighbours' doing; one thread's CPU time is the step's own work, and the ratio is what is compared.
+    Where a step takes over SLOW_STEP_S (pix2pix at 256 px on 2 cores), one round of one step each keeps the probe short.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _measure(methods, warmup, rounds, steps)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _measure(methods: dict, warmup: int, rounds: int, steps: int) -> dict[str, float]:
     for method in methods.values():  # first calls: allocator, oneDNN primitive caches
         if method.images_per_step / step_rate(method, range(warmup)) > SLOW_STEP_S:
             rounds, steps = 1, 1
@@ -142,19 +131,19 @@ def _measure(methods: dict, warmup: int, rounds: int, steps: int) -> dict[str, f
 
 
 def step_rate(method, steps: range) -> float:
-    """Images per second of this process's CPU time (all its threads) in `method.train_step` over `steps`.
+    """img/s of `method.train_step` over `steps`, wall clock at the run's own thread count (the probe's one clock;
+    tests replace it with fake timings).
 
-    CPU time, not wall time: on a CPU shared with other jobs (the usual 2-core machine) wall time mostly
-    measures the neighbours, while the CPU time a step needs is its own (same thread count for every
-    candidate). On CUDA, wall time after a synchronise. The probe's one clock; tests replace it with fake timings.
+    Wall time, as the run will see it: on 2 cores shared with other jobs (load ~16) bf16 used half the CPU time
+    of fp32 on one thread, yet ran slower than fp32 on two (bench_train.py, README), so a CPU-time or
+    one-thread figure would pick the wrong one there.
     """
-    clock = time.perf_counter if method.device.type == "cuda" else time.process_time
-    start = clock()
+    start = time.perf_counter()
     for step in steps:
         method.train_step(step)
     if method.device.type == "cuda":
         torch.cuda.synchronize(method.device)
-    return len(steps) * method.images_per_step / max(clock() - start, 1e-9)
+    return len(steps) * method.images_per_step / max(time.perf_counter() - start, 1e-9)
 
 
 # --- compile -----------------------------------------------------------------
@@ -197,9 +186,8 @@ def choose_compile(recipe, device: torch.device, build, remaining: int, choice: 
 def _pays(figures: dict, remaining: int) -> bool:
     """Compiled wins when the time it saves over the remaining steps exceeds its warm-up.
 
-    The rates are per CPU-second on one thread; the run's wall time per step is taken as that over its thread count.
     """
-    per_step = lambda rate: figures["images_per_step"] / rate / figures.get("threads", 1)  # noqa: E731
+    per_step = lambda rate: figures["images_per_step"] / rate  # noqa: E731
     return remaining * (per_step(figures["eager"]) - per_step(figures["compiled"])) > figures["warmup_s"]
 
 
@@ -223,8 +211,8 @@ def trial_compile(build, precision: str, timed: bool) -> dict | None:
             first = (str(exc).strip().splitlines() or [""])[0][:160]
             print(f"note: torch.compile failed ({type(exc).__name__}: {first}); training eager")
             return None
-    eager_step = eager.images_per_step / rates["eager"] / torch.get_num_threads()  # wall seconds of a normal step, roughly
-    return {**rates, "warmup_s": max(0.0, warmup - 2 * eager_step), "images_per_step": eager.images_per_step, "threads": torch.get_num_threads()}
+    eager_step = eager.images_per_step / rates["eager"]
+    return {**rates, "warmup_s": max(0.0, warmup - 2 * eager_step), "images_per_step": eager.images_per_step}
 
 
 def compile_networks(method) -> None:
