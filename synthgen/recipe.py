@@ -132,6 +132,11 @@ class TrainConfig(Section):
         "auto", description="torch.compile G and D: auto compiles only where it measures faster with its warm-up counted (runs of 5000+ steps); on; off."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value):
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value  # YAML reads on/off as booleans
     log_every: int = Field(50, ge=1, description="Steps between log lines (log.jsonl and the progress bar).")
     sample_every: int = Field(500, ge=1, description="Steps between sample grids (grids/step-N.png).")
     checkpoint_every: int = Field(1000, ge=1, description="Steps between checkpoints (one is always written at the end).")

@@ -109,3 +109,22 @@ def test_compile_on_matches_eager_and_resumes_exactly(four_classes, tmp_path, on
     train(tiny_recipe(four_classes, tmp_path / "half", train={**on, "steps": 3}, **small))
     resumed = train(tiny_recipe(four_classes, tmp_path / "half", train=on, **small), resume=True)
     assert_same_tensors(final_tensors(compiled.run_dir), final_tensors(resumed.run_dir))
+
+
+def test_compile_reads_yaml_on_and_off():
+    from synthgen.recipe import load_recipe
+
+    assert [load_recipe("recipes/acgan.yaml", [f"train.compile={v}"]).train.compile for v in ("on", "off", "auto")] == ["on", "off", "auto"]
+
+
+@pytest.mark.parametrize("method", ["pix2pix", "cyclegan"])
+def test_translation_methods_are_probed_too(edge_pairs, tmp_path, fresh_cache, fake_clock, method):
+    """The same probe chooses pix2pix's and CycleGAN's precision (a faked clock: only the wiring is tested here)."""
+    from synthgen.train import METHODS
+    from tests.translate_helpers import tiny_translation_recipe
+
+    recipe = tiny_translation_recipe(method, edge_pairs / "train", tmp_path, train={"steps": 1000, "batch_size": 1})
+    data, recipe = METHODS[method].load_data(recipe)
+    fake_clock["rates"] = {"fp32": 10.0, "bf16": 30.0}
+    built, choice = speed.build_fast(METHODS[method], recipe, data, torch.device("cpu"), remaining=1000)
+    assert (choice.precision, choice.how, built.precision.name, choice.compiled) == ("bf16", "measured", "bf16", False)
