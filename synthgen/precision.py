@@ -1,20 +1,20 @@
 """Devices and numeric precision: the same training code on CPU and CUDA.
 
-`auto` picks fp32 on CPUs, bf16 AMP on CUDA GPUs that support it and fp16
-AMP with a grad scaler on older GPUs. On the CPU, fp32 is what measured
-fastest for the bundled models on both machines they were benchmarked on
-(make bench):
-- a 2-core Xeon with AMX (native bf16): bf16 autocast 0.94x fp32 for acgan,
-  0.7x for cgan-projection: at 32 px and batch 64 the casts around every
-  conv cost more than the bf16 maths saves;
-- a 2-core AMD EPYC (Zen 3, AVX2 only, no native bf16): oneDNN has no bf16
-  kernels there, so autocast falls back to PyTorch's reference convolutions
-  (slow_conv_transpose2d, _slow_conv2d) and a training step is about 30x
-  slower than fp32 (0.8 vs 25 img/s); a 1024^2 bf16 matmul runs at
-  ~1 GFLOP/s against ~50-160 GFLOP/s in fp32.
-`train.precision: bf16` still selects it (with a warning where the CPU has no
-native bf16). Activations are channels_last: +15-20% on the Xeon in fp32,
-and the layout tensor cores want.
+`train.precision: auto` is bf16 AMP on CUDA GPUs that support it and fp16
+AMP with a grad scaler on older GPUs. On a CPU it depends on the CPU, so it is
+decided at run time (speed.py):
+- without native bf16 (no AVX512-BF16, no AMX; e.g. AMD EPYC Zen 3, AVX2)
+  it is fp32, unmeasured: oneDNN has no bf16 kernels there, autocast falls
+  back to PyTorch's reference convolutions (slow_conv_transpose2d,
+  _slow_conv2d) and a training step is about 30x slower than fp32 (0.8 vs
+  25 img/s); a 1024^2 bf16 matmul runs at ~1 GFLOP/s against ~50-160 in fp32;
+- with native bf16 the faster of fp32 and bf16 for the run's own recipe and
+  shape, measured before training and cached: bf16 was 1.6-1.8x fp32 for
+  acgan at 28 px on an AMD EPYC with AVX512-BF16 (issue 12), and see README
+  (Benchmarks) for the Xeon with AMX.
+`train.precision: bf16` still selects it anywhere (with a warning where the
+CPU has no native bf16). Activations are channels_last: +15-20% on the Xeon
+in fp32, and the layout tensor cores want.
 """
 
 from __future__ import annotations

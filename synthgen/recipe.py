@@ -166,9 +166,18 @@ class TrainConfig(Section):
         None, description="Start from another run's weights (a run folder or checkpoint): tensors that fit are loaded, the rest (e.g. other classes' embeddings) initialised and listed."
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: fp32 on CPU (bf16 measured slower there), bf16 AMP on CUDA (fp16 + grad scaling on older GPUs)."
+        "auto",
+        description="auto: on a CPU with native bf16 (AVX512-BF16/AMX) the faster of fp32 and bf16, measured for this recipe and cached (speed.py); fp32 on other CPUs; bf16 AMP on CUDA (fp16 + grad scaling on older GPUs).",
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile G and D: auto compiles only where it measures faster with its warm-up counted (runs of 5000+ steps); on; off."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value):
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value  # YAML reads on/off as booleans
     log_every: int = Field(50, ge=1, description="Steps between log lines (log.jsonl and the progress bar).")
     sample_every: int = Field(500, ge=1, description="Steps between sample grids (grids/step-N.png).")
     checkpoint_every: int = Field(1000, ge=1, description="Steps between checkpoints (one is always written at the end).")

@@ -22,6 +22,7 @@ from synthgen.errors import SynthgenError
 from synthgen.imaging import remove_stale_temporaries, save_grid, to_uint8, write_atomic
 from synthgen.precision import resolve_device, resolve_precision
 from synthgen.recipe import Recipe, parse_budget, recipe_to_yaml
+from synthgen.speed import build_fast
 from synthgen.train.schedule import lr_factor
 from synthgen.train.warm_start import init_from
 from synthgen.train.nonfinite import ROLLBACKS, NonFiniteGuard
@@ -70,14 +71,17 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
         raise SynthgenError(f"{run_dir}: nothing to resume (no checkpoint); drop --resume to start a new run")
 
     torch.manual_seed(recipe.seed)  # the same weights in every process
-    precision = resolve_precision(recipe.train.precision, device)
+    resolve_precision(recipe.train.precision, device)  # a precision this device cannot run is refused before loading data
     if not recipe.data.root.strip():
         raise SynthgenError("data.root: not set; set it in the recipe or with --set data.root=DIR")
     # The method knows its data layout; `auto` data keys come back as what was chosen,
     # so the run and its checkpoints are self-describing.
     data, recipe = METHODS[recipe.method].load_data(recipe)
     refuse_unreadable(recipe.data.root, data.describe()["unreadable"], recipe.data.strict)
-    method = METHODS[recipe.method](recipe, data, precision)
+    # train.precision auto / train.compile: measured on copies of the method, in a forked RNG (speed.py).
+    earlier = (previous.state.get("speed") or {"precision": previous.state.get("precision")}) if resume else None
+    method, speed = build_fast(METHODS[recipe.method], recipe, data, device, recipe.train.steps - (previous.step if resume else 0), earlier)
+    precision = method.precision
     distributed.seed_this_rank(recipe.seed)  # ... and different noise
     if resume:
         _refuse_other_recipe(previous, recipe, data.describe()["class_names"])
@@ -89,10 +93,13 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
         remove_stale_temporaries(run_dir)  # half-written grids or logs of a killed run
         write_atomic(run_dir / "recipe.yaml", recipe_to_yaml(recipe).encode())
         _forget_log_after(run_dir / "log.jsonl", start)  # lines of steps a killed run did past its last checkpoint
+        if progress and hasattr(progress, "note"):
+            progress.note(speed.line())
     state = {
         "name": recipe.name,
         "recipe": recipe.model_dump(mode="json"),
         "precision": precision.name,
+        "speed": speed.record(),
         "device": str(device),
         **data.describe(),  # class_names, num_images, unreadable (+ what a method's data adds)
         "world_size": distributed.world_size(),
@@ -219,7 +226,7 @@ METHOD_STATE = "method_state"  # state.json key: what the method keeps beside we
 # Keys that say how to run, not what is trained: they may change on --resume.
 RESUMABLE_CHANGES = {
     "name", "description", "data.root", "data.strict", "train.steps", "train.log_every", "train.sample_every",
-    "train.checkpoint_every", "train.keep_checkpoints", "train.out_dir", "train.device", "train.precision",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.out_dir", "train.device", "train.precision", "train.compile",
     "train.on_nonfinite", "train.nonfinite_retries", "train.nonfinite_lr_factor", "train.budget", "train.patience",
     "train.init_from",
 }
