@@ -194,7 +194,7 @@ def test_budget_parses_durations_and_refuses_others():
 
 
 def test_budget_stops_the_run_with_a_checkpoint(four_classes, tmp_path):
-    recipe = tiny_recipe(four_classes, tmp_path, train={"steps": 100000, "budget": "4s", "log_every": 5, "checkpoint_every": 100000, "sample_every": 100000})
+    recipe = tiny_recipe(four_classes, tmp_path, train={"steps": 100000, "budget": "4s", "log_every": 5, "checkpoint_every": 100000, "sample_every": 100000, "precision": "fp32", "compile": "off"})
     result = train(recipe)
     checkpoint = latest_checkpoint(result.run_dir)
     assert 0 < result.step < 100000 and checkpoint.step == result.step
