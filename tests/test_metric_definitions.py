@@ -337,6 +337,18 @@ def test_inception_features_of_fashion_images(fashion_test_split):
 
 
 @pytest.mark.slow
+def test_the_folded_inception_network_gives_the_files_features(fashion_test_split):
+    inception_weights_or_skip()
+    extractor = inception.InceptionFeatures(precision="fp32")
+    assert extractor.network is not None  # the standard file folds; a file that does not is run as it is
+    images = fashion_images(fashion_test_split)
+    fast = extractor(images)
+    extractor.network = None
+    plain = extractor(images)
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)  # float rounding only: the FID figure does not move
+
+
+@pytest.mark.slow
 def test_inception_bf16_features_stay_close_to_fp32(fashion_test_split):
     inception_weights_or_skip()
     if not cpu_has_native_bf16():

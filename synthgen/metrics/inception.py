@@ -10,7 +10,6 @@ TF1 resize rather than F.interpolate.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import os
@@ -84,17 +83,74 @@ def _load_torchscript(path: Path, device: torch.device) -> torch.jit.ScriptModul
     return model.eval()
 
 
+def _fold_batch_norm(model: torch.jit.ScriptModule, dtype: torch.dtype) -> torch.jit.ScriptModule:
+    """The frozen network with each batch norm folded into its convolution, weights in `dtype`.
+
+    The file's conv layers cast their weight to the input's dtype on every call and keep batch norm
+    without an affine weight, which stops torch.jit.freeze from folding conv + BN; its blocks also call
+    .contiguous() before each concatenation, which turns channels_last activations back into NCHW
+    copies. Here: fold BN into the conv weight and bias (in fp32, then cast), drop the casts and the
+    .contiguous() calls. The arithmetic is the same up to float rounding (max |diff| ~1e-5 in fp32).
+    Raises ValueError on a graph of another shape (a user's own file): the caller keeps the plain model.
+    """
+    frozen = torch.jit.freeze(model.eval())
+    graph = frozen.graph
+    for node in list(graph.findAllNodes("aten::contiguous")):
+        node.output().replaceAllUsesWith(node.inputsAt(0))
+        node.destroy()
+    for norm in list(graph.findAllNodes("aten::batch_norm")):
+        conv = norm.inputsAt(0).node()
+        weight = conv.inputsAt(1).node() if conv.kind() == "aten::conv2d" else None
+        if weight is None or weight.kind() != "aten::to" or conv.inputsAt(2).toIValue() is not None or len(conv.output().uses()) != 1:
+            raise ValueError("not a conv -> batch norm pair of the FID Inception file")
+        w = weight.inputsAt(0).toIValue()
+        beta, mean, var, eps = (norm.inputsAt(i).toIValue() for i in (2, 3, 4, 7))
+        if norm.inputsAt(1).toIValue() is not None or not all(isinstance(t, torch.Tensor) for t in (w, beta, mean, var)):
+            raise ValueError("batch norm with an affine weight or non-constant statistics")
+        scale = torch.rsqrt(var + eps)
+        with graph.insert_point_guard(conv):
+            folded_w = graph.insertConstant((w * scale.view(-1, 1, 1, 1)).to(dtype))
+            folded_b = graph.insertConstant((beta - mean * scale).to(dtype))
+        conv.replaceInput(1, folded_w)
+        conv.replaceInput(2, folded_b)
+        norm.output().replaceAllUsesWith(conv.output())
+        norm.destroy()
+    torch._C._jit_pass_dce(graph)
+    return frozen
+
+
+def fast_network(model: torch.jit.ScriptModule, device: torch.device, dtype: torch.dtype):
+    """The folded network, with oneDNN's inference graph (prepacked weights, fused ReLU) where oneDNN runs.
+
+    Checked against the plain network on one image: a graph that gives other features is not used.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.freeze is deprecated in favour of torch.compile
+            folded = _fold_batch_norm(model, torch.float32)
+            probe = torch.rand(1, 3, INCEPTION_SIZE, INCEPTION_SIZE, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+            with torch.inference_mode():
+                same = torch.allclose(folded(probe), model(probe), rtol=1e-3, atol=1e-4)
+            if not same:
+                return None
+            if dtype != torch.float32:
+                folded = _fold_batch_norm(model, dtype)
+            if device.type == "cpu" and torch.backends.mkldnn.is_available():
+                folded = torch.jit.optimize_for_inference(folded)
+            return folded
+    except (ValueError, RuntimeError):
+        return None
+
+
 class InceptionFeatures:
     """Pool3 features [N, 2048] of uint8 images [N, 1|3, H, W], on CPU or CUDA, in fp32 or bf16.
 
-    CPU throughput, batch 32, 28 px inputs, on the shared 2-core AMD EPYC (AVX2, no native bf16)
-    while other jobs ran (load 5-7), so read ratios rather than figures (unloaded: about 9 img/s):
-      fp32 contiguous 2.5 img/s; channels_last 2.95 (+19%, kept); channels_last after
-      torch.jit.freeze 2.1 and after torch.jit.optimize_for_inference 1.8 (both slower: not used;
-      a second, interleaved run at load 7-8: plain 1.62/1.50, frozen 1.50/1.37 img/s);
-      bf16 autocast 0.12 img/s (emulated bf16 here). bf16 pays only on CUDA or on CPUs with
-      AMX/AVX512-BF16, and moves features by up to ~0.13 (mean |feature| ~0.24): measure the FID
-      drift before relying on it (6 Fashion-MNIST images: max |diff| 0.156, cosine >= 0.9995).
+    The network runs as fast_network(): batch norm folded into the convolutions, channels_last
+    without the file's .contiguous() copies, oneDNN's inference graph on the CPU (features equal
+    to the plain file's within 1e-5; benchmarks/bench_inception.py has the speed against the
+    machine's matmul ceiling). bf16 runs the folded network with bf16 weights and activations: only
+    fast on CUDA or CPUs with AMX/AVX512-BF16 (emulated elsewhere: 0.12 img/s measured on an AVX2
+    EPYC) and it moves FID slightly: bench_inception.py measures the drift.
     """
 
     name = "inception"
@@ -108,6 +164,8 @@ class InceptionFeatures:
         self.precision = precision
         self.batch_size = batch_size
         self.model = _load_torchscript(self.path, self.device)
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.network = fast_network(self.model, self.device, self.dtype) if self.model is not None else None
 
     @cached_property
     def weights_sha256(self) -> str:
@@ -117,10 +175,11 @@ class InceptionFeatures:
                 digest.update(block)
         return digest.hexdigest()
 
-    def _autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.network is not None:
+            return self.network(batch.to(self.dtype))
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            return self.model(batch)  # a file fast_network cannot fold: as it is
 
     def _preprocess(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.device, torch.float32)
@@ -133,10 +192,10 @@ class InceptionFeatures:
         if images.ndim != 4 or images.shape[1] not in (1, 3) or images.dtype != torch.uint8:
             raise ValueError(f"Inception features need uint8 images [N, 1|3, H, W], got {images.dtype} {tuple(images.shape)}")
         features = []
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
                 batch = self._preprocess(images[start : start + self.batch_size])
-                features.append(self.model(batch).float().reshape(len(batch), -1))
+                features.append(self._forward(batch).float().reshape(len(batch), -1))
         return torch.cat(features) if features else torch.empty(0, self.dim, device=self.device)
 
 
