@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -190,11 +190,12 @@ def sample_dataset(
         present: dict[str, set[int]] = {}
         for row in rows.rows:
             present.setdefault(row["class"], set()).add(_index_of(row))
-        missing = {name: [i for i in range(wanted) if i not in present.get(name, ())] for name, wanted in plan.items()}
-        check_free_space(out, generator, fmt, sum(map(len, missing.values())))
+        short = {name: wanted - sum(i < wanted for i in present.get(name, ())) for name, wanted in plan.items()}
+        check_free_space(out, generator, fmt, sum(short.values()))  # before listing what is missing: -n may be absurd
         with _Writes(rows, on_batch) as writes:
-            for name, todo in missing.items():
+            for name, wanted in plan.items():
                 result.existing[name], result.written[name], result.retried[name] = len(present.get(name, ())), 0, 0
+                todo = [i for i in range(wanted) if i not in present.get(name, ())]
                 for start, indices in _aligned_batches(todo, batch_size):
                     accepted = _generate_checked(generator, name, start, batch_size, seed, truncation, check, retries, result)
                     if accepted is None:
@@ -327,6 +328,7 @@ class _Writes:
 
     def _finish_oldest(self) -> None:
         futures, rows = self.pending.popleft()
+        wait(futures)  # all of them, even after a failure: no thread may still write once this raises
         for future in futures:
             future.result()  # re-raises a failed write: the batch is not journaled
         self.manifest.append(rows)
