@@ -192,20 +192,19 @@ def sample_dataset(
             present.setdefault(row["class"], set()).add(_index_of(row))
         short = {name: wanted - sum(i < wanted for i in present.get(name, ())) for name, wanted in plan.items()}
         check_free_space(out, generator, fmt, sum(short.values()))  # before listing what is missing: -n may be absurd
+        batches = []
+        for name, wanted in plan.items():
+            result.existing[name], result.written[name], result.retried[name] = len(present.get(name, ())), 0, 0
+            todo = [i for i in range(wanted) if i not in present.get(name, ())]
+            batches += [(name, start, indices) for start, indices in _aligned_batches(todo, batch_size)]
+        checked = _checked_batches(generator, batches, batch_size, seed, truncation, check, retries, result)
         with _Writes(rows, on_batch) as writes:
-            for name, wanted in plan.items():
-                result.existing[name], result.written[name], result.retried[name] = len(present.get(name, ())), 0, 0
-                todo = [i for i in range(wanted) if i not in present.get(name, ())]
-                for start, indices in _aligned_batches(todo, batch_size):
-                    accepted = _generate_checked(generator, name, start, batch_size, seed, truncation, check, retries, result)
-                    if accepted is None:
-                        break
-                    batch, seeds, attempt, verdict = accepted
-                    keep = [i - start for i in indices]
-                    relatives = [image_path(name, index, fmt, subfolder) for index in indices]
-                    new_rows = _rows(relatives, name, [seeds[k] for k in keep], generator, truncation, attempt, verdict)
-                    writes.submit(out, relatives, batch[keep], fmt, new_rows)
-                    result.written[name] += len(new_rows)
+            for (name, start, indices), (batch, seeds, attempt, verdict) in checked:
+                keep = [i - start for i in indices]
+                relatives = [image_path(name, index, fmt, subfolder) for index in indices]
+                new_rows = _rows(relatives, name, [seeds[k] for k in keep], generator, truncation, attempt, verdict)
+                writes.submit(out, relatives, batch[keep], fmt, new_rows)
+                result.written[name] += len(new_rows)
     return result
 
 
@@ -261,19 +260,45 @@ def open_manifest(out: Path, name: str = MANIFEST) -> Manifest:
     return Manifest(out, name, MANIFEST_COLUMNS, order=lambda row: (row["class"], _index_of(row)), keep=_has_index)
 
 
-def _generate_checked(generator, name, start, batch_size, seed, truncation, check, retries, result):
-    """Generate the aligned batch at `start`; on rejection retry with fresh seeds. None when every attempt failed."""
-    for attempt in range(retries + 1):
-        seeds = [image_seed(seed, name, i, attempt) for i in range(start, start + batch_size)]
-        batch = generator.generate(generator.class_index(name), seeds, truncation)
-        verdict = check(name, batch)
+def _checked_batches(generator, batches, batch_size, seed, truncation, check, retries, result):
+    """(batch, accepted images) for every (class, start, indices) in `batches`, in order; a class stops at its first failure.
+
+    Batch j + 1 is generated while batch j is checked on the gate thread, so the generator seldom waits
+    for the gate; only a class that fails outright costs one batch generated in vain.
+    """
+    ahead = None
+    for job in [*batches, None]:
+        launched = _launch(generator, job, 0, batch_size, seed, truncation, check) if job and job[0] not in result.rejected else None
+        if ahead is not None and ahead[0][0] not in result.rejected:
+            accepted = _settle(generator, ahead, batch_size, seed, truncation, check, retries, result)
+            if accepted is not None:
+                yield ahead[0], accepted
+        ahead = launched
+
+
+def _launch(generator, job, attempt, batch_size, seed, truncation, check):
+    """Generate the aligned batch of `job` for `attempt` and hand it to the gate thread."""
+    name, start, _ = job
+    seeds = [image_seed(seed, name, i, attempt) for i in range(start, start + batch_size)]
+    batch = generator.generate(generator.class_index(name), seeds, truncation)
+    return job, attempt, seeds, batch, _GATE.submit(check, name, batch)
+
+
+def _settle(generator, launched, batch_size, seed, truncation, check, retries, result):
+    """The verdict on a launched batch; on rejection retry with fresh seeds. None when every attempt failed."""
+    job, attempt, seeds, batch, verdict = launched
+    name, start, _ = job
+    while True:
+        verdict = verdict.result()
         result.batches.append({"class": name, "start": start, "attempt": attempt, "accepted": verdict.accepted,
                                "figures": verdict.figures, "failed": verdict.failed})
         if verdict.accepted:
             return batch, seeds, attempt, verdict
-        result.retried[name] += attempt < retries
-    result.rejected[name] = f"{retries + 1} batches in a row rejected; last: {verdict.reason}"
-    return None
+        if attempt == retries:
+            result.rejected[name] = f"{retries + 1} batches in a row rejected; last: {verdict.reason}"
+            return None
+        result.retried[name] += 1
+        _, attempt, seeds, batch, verdict = _launch(generator, job, attempt + 1, batch_size, seed, truncation, check)
 
 
 def _aligned_batches(indices: list[int], batch_size: int) -> list[tuple[int, list[int]]]:
@@ -299,9 +324,21 @@ def _writer_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2), thread_name_prefix="synthgen-write")
 
 
-_WRITERS = _writer_pool()
-# A forked process has none of its parent's threads: the inherited pool would wait for them forever.
-os.register_at_fork(after_in_child=lambda: globals().update(_WRITERS=_writer_pool()))
+# The gate runs beside the generator with a quarter of the intra-op threads (one on 2 cores): the generator
+# keeps the cores, the gate fills the gaps its forward leaves, and the two oversubscribe the cores little.
+def _gate_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthgen-gate", initializer=_fewer_threads)
+
+
+def _fewer_threads() -> None:
+    # OpenMP's thread count is per thread, so the generator's stays; torch also keeps this as the default
+    # of threads that start torch work later (the sampling thread has started long before: it generated first).
+    torch.set_num_threads(max(1, torch.get_num_threads() // 4))
+
+
+_WRITERS, _GATE = _writer_pool(), _gate_thread()
+# A forked process has none of its parent's threads: the inherited pools would wait for them forever.
+os.register_at_fork(after_in_child=lambda: globals().update(_WRITERS=_writer_pool(), _GATE=_gate_thread()))
 
 
 def _write_one(path: Path, image: torch.Tensor, fmt: str) -> None:
