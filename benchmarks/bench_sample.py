@@ -38,8 +38,8 @@ from synthgen.metrics.domain import train_domain_classifier  # noqa: E402
 from synthgen.metrics.gate import Gate  # noqa: E402
 from synthgen.recipe import GateConfig, load_recipe  # noqa: E402
 
-CLASSES, PER_CLASS, BATCH, ROUNDS = 4, 256, 64, 3
-REAL_PER_CLASS = 600  # real images per class the gate is calibrated on
+CLASSES, PER_CLASS, BATCH, ROUNDS = 4, 192, 64, 3
+REAL_PER_CLASS = 300  # real images per class the gate is calibrated on
 MANIFEST_SIZES = (100, 500, 5000)  # -n per class, 10 classes
 MANIFEST_CLASSES = 10
 OLD_WAY_UP_TO = 500  # the per-batch rewrite is quadratic: measured up to this -n only
@@ -97,7 +97,13 @@ def speed_rows(workdir: Path) -> dict:
                 "sample to PNG, gated (default: gate beside G)": lambda: to_png(timed_gate),
                 "sample to PNG, gated, gate inline (no overlap)": lambda: to_png(timed_gate, INLINE)}
     forward_only()  # warm-up
-    rates = interleaved(variants, lambda run: run(), ROUNDS)
+
+    def run(variant) -> float:
+        rate = variant()
+        print(f"  {next(k for k, v in variants.items() if v is variant)}: {rate:.0f} img/s", flush=True)
+        return rate
+
+    rates = interleaved(variants, run, ROUNDS)
     return {"rates": rates, "gate_seconds_per_batch": gate_seconds, "images_per_round": total, "data": source,
             "gate_real_images": len(real.labels)}
 
@@ -148,6 +154,7 @@ def manifest_rows(workdir: Path, gated_rate: float) -> list[dict]:
         sampling_s = len(rows) / gated_rate
         journal = journal_seconds(workdir / "manifest", rows)
         old = rewrite_seconds(workdir / "manifest", rows) if n <= OLD_WAY_UP_TO else None
+        print(f"  manifest, -n {n} x {MANIFEST_CLASSES}: journal {journal:.2f} s, per-batch rewrite {old} s", flush=True)
         results.append({"n_per_class": n, "images": len(rows), "sampling_s_at_gated_rate": sampling_s, "journal_s": journal,
                         "journal_share": journal / (sampling_s + journal), "rewrite_per_batch_s": old,
                         "rewrite_per_batch_share": None if old is None else old / (sampling_s + old)})
