@@ -1,14 +1,21 @@
-"""Sampling speed to PNG files on disk at 32 px: synthgen's writer against a sequential one, side by side.
+"""Sampling speed against the generator's own, and what the manifest costs as a dataset grows.
 
-A 32 px recipes/acgan.yaml generator (one training step: sampling speed does
-not depend on how trained it is) writes a balanced dataset with
-`synthgen.sample.sample_dataset`. The baseline is the same code with the
-images encoded and written one after the other on the main thread under
-no_grad (what sampling did before the writer pool). Rounds are interleaved;
-every round writes into a fresh folder, and the outputs are checked to be
-byte-identical across writers and batch sizes (seeded per image). The
-plan is a multiple of every batch size: sample_dataset generates whole
-aligned batches, so a batch larger than what a class needs is wasted work.
+1. On one 32 px recipes/acgan.yaml checkpoint (one training step: speed does
+   not depend on how trained it is), side by side in interleaved rounds:
+   G's forward alone (the same batches and seeds, nothing written), sampling
+   to PNG without the gate, and sampling with the gate. The gate is the real
+   one (domain classifier, calibration on real Fashion-MNIST of the same
+   classes); it computes every figure of every batch but its verdict is
+   ignored, so every variant writes the same images (an untrained G would
+   be rejected and retried, which times something else). Goal: gated
+   sampling >= 0.9x the forward-only rate, the gate's share <= 10%.
+2. Manifest work as a share of sampling time at three sizes (-n per class x
+   10 classes): the journal's work exactly as sample_dataset does it (one
+   fsynced append per batch of 64, one sorted compaction at the end), timed
+   alone, against the time sampling those images takes at the gated rate
+   measured in 1; beside it the per-batch rewrite of the whole manifest that
+   sampling did before, measured at the sizes where it finishes quickly.
+   Goal: manifest work < 5% at -n 5000 x 10 classes.
 """
 
 from __future__ import annotations
@@ -16,89 +23,172 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
+from bench_gate import TimedCheck  # the real gate on every batch, its time summed, every batch accepted
 from benchlib import REPO, fashion_mnist_32px, interleaved, machine, median, peak_rss_mb, print_table, write_json
 
 import torch  # noqa: E402
 
 import synthgen.sample as sampling  # noqa: E402
-from synthgen.imaging import encode, to_uint8, write_atomic  # noqa: E402
-from synthgen.recipe import load_recipe  # noqa: E402
+from synthgen.data.loading import LabelledImages  # noqa: E402
+from synthgen.manifest import write_rows  # noqa: E402
+from synthgen.metrics.domain import train_domain_classifier  # noqa: E402
+from synthgen.metrics.gate import Gate  # noqa: E402
+from synthgen.recipe import GateConfig, load_recipe  # noqa: E402
 
-CLASSES, PER_CLASS, ROUNDS = 5, 128, 3
-
-
-def sequential_write(out, relatives, name, images, seeds, fmt, generator, truncation, attempt, verdict) -> list[dict]:
-    rows = []
-    for image, relative, seed in zip(images, relatives, seeds):
-        write_atomic(out / relative, encode(image, fmt))
-        rows.append({"file": relative, "class": name, "seed": str(seed), "checkpoint_sha256": generator.checkpoint_sha256,
-                     "truncation": "" if truncation is None else str(truncation),
-                     "attempt": str(attempt), "gate": "passed" if verdict.figures else verdict.reason})
-    return rows
+CLASSES, PER_CLASS, BATCH, ROUNDS = 4, 192, 64, 3
+REAL_PER_CLASS = 300  # real images per class the gate is calibrated on
+MANIFEST_SIZES = (100, 500, 5000)  # -n per class, 10 classes
+MANIFEST_CLASSES = 10
+OLD_WAY_UP_TO = 500  # the per-batch rewrite is quadratic: measured up to this -n only
 
 
-@torch.no_grad()
-def no_grad_generate(self, class_index, seeds, truncation):
-    z = torch.stack([sampling.latent(seed, self.recipe.model.z_dim, truncation) for seed in seeds]).to(self.device)
-    y = torch.full((len(seeds),), class_index, dtype=torch.long, device=self.device)
-    return to_uint8(self.generator(z, y))
-
-
-def trained_run(workdir: Path) -> Path:
+def trained_run(workdir: Path, data: LabelledImages) -> Path:
     import synthgen.train.cgan as cgan
     import synthgen.train.loop as loop
 
-    data, _ = fashion_mnist_32px()
     cgan.load_labelled = lambda *args, **kwargs: data
-    recipe = load_recipe(REPO / "recipes" / "acgan.yaml", ["data.root=unused", "data.image_size=32", "data.channels=1", "train.steps=1", f"train.out_dir={workdir}", "name=bench", "gate.eval_during_training=false"])
+    recipe = load_recipe(REPO / "recipes" / "acgan.yaml", ["data.root=unused", "data.image_size=32", "data.channels=1", "train.steps=1",
+                                                         f"train.out_dir={workdir}", "name=bench", "gate.eval_during_training=false"])
     return loop.train(recipe).run_dir
 
 
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.png"))}
+def real_subset(data: LabelledImages) -> LabelledImages:
+    keep = torch.cat([(data.labels == c).nonzero().flatten()[:REAL_PER_CLASS] for c in range(len(data.class_names))])
+    return LabelledImages(data.images[keep], data.labels[keep], data.class_names)
+
+
+def speed_rows(workdir: Path) -> dict:
+    data, source = fashion_mnist_32px()
+    real = real_subset(data)
+    generator = sampling.TrainedGenerator(trained_run(workdir, real))
+    classifier = train_domain_classifier(real.images, real.labels, real.class_names, steps=50)
+    gate = Gate(classifier, real.images, real.labels, BATCH, GateConfig())
+    timed_gate = TimedCheck(gate)
+    plan = sampling.plan_classes(generator, generator.class_names[:CLASSES], PER_CLASS)
+    total = sum(plan.values())
+
+    def forward_only() -> float:
+        start = time.perf_counter()
+        for name, n in plan.items():
+            for first in range(0, n, BATCH):
+                generator.generate(generator.class_index(name), [sampling.image_seed(0, name, i) for i in range(first, first + BATCH)], None)
+        return total / (time.perf_counter() - start)
+
+    def to_png(check, gate_thread=sampling._GATE) -> float:
+        out = workdir / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        timed_gate.seconds, default_thread, sampling._GATE = 0.0, sampling._GATE, gate_thread
+        start = time.perf_counter()
+        try:
+            sampling.sample_dataset(generator, plan, out, seed=0, batch_size=BATCH, check=check)
+        finally:
+            sampling._GATE = default_thread
+        seconds = time.perf_counter() - start
+        if check is timed_gate:
+            gate_seconds.setdefault("inline" if gate_thread is INLINE else "thread", []).append(timed_gate.seconds / (total / BATCH))
+        return total / seconds
+
+    gate_seconds: dict[str, list[float]] = {}
+    variants = {"G forward only (nothing written)": forward_only,
+                "sample to PNG, --no-gate": lambda: to_png(sampling.accept_all),
+                "sample to PNG, gated (default: gate beside G)": lambda: to_png(timed_gate),
+                "sample to PNG, gated, gate inline (no overlap)": lambda: to_png(timed_gate, INLINE)}
+    forward_only()  # warm-up
+
+    def run(variant) -> float:
+        rate = variant()
+        print(f"  {next(k for k, v in variants.items() if v is variant)}: {rate:.0f} img/s", flush=True)
+        return rate
+
+    rates = interleaved(variants, run, ROUNDS)
+    return {"rates": rates, "gate_seconds_per_batch": gate_seconds, "images_per_round": total, "data": source,
+            "gate_real_images": len(real.labels)}
+
+
+class _Inline:
+    """An executor that runs the check at once on the calling thread: the gate without overlap."""
+
+    @staticmethod
+    def submit(function, *args) -> Future:
+        future = Future()
+        future.set_result(function(*args))
+        return future
+
+
+INLINE = _Inline()
+
+
+def _rows_of(n: int) -> list[dict]:
+    """The manifest rows of -n n over 10 classes, in the order sample_dataset journals them."""
+    names = [f"class{c}" for c in range(MANIFEST_CLASSES)]
+    return [{"file": sampling.image_path(name, i, "png"), "class": name, "seed": str(sampling.image_seed(0, name, i)),
+             "checkpoint_sha256": "0" * 64, "truncation": "", "attempt": "0", "gate": "passed"} for name in names for i in range(n)]
+
+
+def journal_seconds(folder: Path, rows: list[dict]) -> float:
+    """What sample_dataset's manifest does for these rows: open, one append per batch, one compaction."""
+    shutil.rmtree(folder, ignore_errors=True)
+    start = time.perf_counter()
+    with sampling.open_manifest(folder) as manifest:
+        for first in range(0, len(rows), BATCH):
+            manifest.append(rows[first:first + BATCH])
+    return time.perf_counter() - start
+
+
+def rewrite_seconds(folder: Path, rows: list[dict]) -> float:
+    """What sampling did before the journal: the whole manifest rewritten, sorted, after every batch."""
+    shutil.rmtree(folder, ignore_errors=True)
+    start = time.perf_counter()
+    for first in range(0, len(rows), BATCH):
+        write_rows(folder, sampling.MANIFEST, rows[:first + BATCH], sampling.MANIFEST_COLUMNS, order=lambda row: (row["class"], row["file"]))
+    return time.perf_counter() - start
+
+
+def manifest_rows(workdir: Path, gated_rate: float) -> list[dict]:
+    results = []
+    for n in MANIFEST_SIZES:
+        rows = _rows_of(n)
+        sampling_s = len(rows) / gated_rate
+        journal = journal_seconds(workdir / "manifest", rows)
+        old = rewrite_seconds(workdir / "manifest", rows) if n <= OLD_WAY_UP_TO else None
+        print(f"  manifest, -n {n} x {MANIFEST_CLASSES}: journal {journal:.2f} s, per-batch rewrite {old} s", flush=True)
+        results.append({"n_per_class": n, "images": len(rows), "sampling_s_at_gated_rate": sampling_s, "journal_s": journal,
+                        "journal_share": journal / (sampling_s + journal), "rewrite_per_batch_s": old,
+                        "rewrite_per_batch_share": None if old is None else old / (sampling_s + old)})
+    return results
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        generator = sampling.TrainedGenerator(trained_run(workdir))
-        plan = sampling.plan_classes(generator, generator.class_names[:CLASSES], PER_CLASS)
-        total = sum(plan.values())
-        pooled_write, pooled_generate = sampling._write_images, sampling.TrainedGenerator.generate
-        variants = {
-            "sequential writer, no_grad, batch 64": (sequential_write, no_grad_generate, 64),
-            "synthgen default (writer pool, inference mode), batch 64": (pooled_write, pooled_generate, 64),
-            "synthgen default, --batch-size 128": (pooled_write, pooled_generate, 128),
-        }
-        outputs: dict[str, Path] = {}
+        speed = speed_rows(workdir)
+        rates = speed["rates"]
+        forward = median(rates["G forward only (nothing written)"])
+        gated = median(rates["sample to PNG, gated (default: gate beside G)"])
+        ungated = median(rates["sample to PNG, --no-gate"])
+        manifest = manifest_rows(workdir, gated)
 
-        def run(name: str) -> float:
-            write, generate, batch = variants[name]
-            sampling._write_images, sampling.TrainedGenerator.generate = write, generate
-            out = workdir / "out" / name.split()[0] / str(batch)
-            shutil.rmtree(out, ignore_errors=True)
-            start = time.perf_counter()
-            sampling.sample_dataset(generator, plan, out, seed=0, batch_size=batch)
-            rate = total / (time.perf_counter() - start)
-            outputs[name] = out
-            return rate
-
-        run(next(iter(variants)))  # warm-up
-        rates = interleaved({name: name for name in variants}, run, ROUNDS)
-        sampling._write_images, sampling.TrainedGenerator.generate = pooled_write, pooled_generate
-        reference = files_of(outputs[next(iter(variants))])
-        identical = all(files_of(out) == reference for out in outputs.values())
-
-    base = median(rates[next(iter(variants))])
-    rows = [[name, f"{median(r):.0f}", " ".join(f"{x:.0f}" for x in r), f"{median(r) / base:.2f}x"] for name, r in rates.items()]
     print(f"machine: {machine()}")
-    print_table(f"sampling to PNG, 32 px, {len(plan)} classes x {PER_CLASS} images ({ROUNDS} interleaved rounds, median)", ["writer", "img/s", "rounds", "vs sequential"], rows)
-    print(f"\nbyte-identical files across writers and batch sizes: {identical}; peak RSS {peak_rss_mb():.0f} MB")
-    write_json("bench_sample", {"img_per_s": rates, "median_img_per_s": {k: median(v) for k, v in rates.items()}, "byte_identical": identical, "images_per_round": total, "peak_rss_mb": peak_rss_mb()})
-    if not identical:
-        raise SystemExit("sampling outputs differ between writers or batch sizes")
+    rows = [[name, f"{median(r):.0f}", " ".join(f"{x:.0f}" for x in r), f"{median(r) / forward:.2f}x"] for name, r in rates.items()]
+    print_table(f"sampling, 32 px acgan.yaml, {CLASSES} classes x {PER_CLASS}, batch {BATCH} ({ROUNDS} interleaved rounds, median)",
+                ["variant", "img/s", "rounds", "vs forward"], rows)
+    share = 1 - gated / ungated  # the time the gate adds, as a share of gated sampling time
+    per_batch = {k: f"{median(v) * 1000:.0f} ms" for k, v in speed["gate_seconds_per_batch"].items()}
+    print(f"  gate share of gated sampling time: {share:.1%} (goal <= 10%); gated / forward-only: {gated / forward:.2f}x (goal >= 0.9x)")
+    print(f"  the gate's own time per batch of {BATCH}: {per_batch}")
+    table = [[f"-n {m['n_per_class']} x {MANIFEST_CLASSES}", f"{m['images']:,}", f"{m['sampling_s_at_gated_rate']:.1f}", f"{m['journal_s']:.2f}",
+              f"{m['journal_share']:.2%}", "-" if m["rewrite_per_batch_s"] is None else f"{m['rewrite_per_batch_s']:.2f}",
+              "-" if m["rewrite_per_batch_share"] is None else f"{m['rewrite_per_batch_share']:.1%}"] for m in manifest]
+    print_table("manifest work as a share of sampling time (sampling time = images / the gated rate above)",
+                ["size", "images", "sampling s", "journal s", "journal share", "rewrite/batch s (before)", "share (before)"], table)
+    print(f"  goal: journal share < 5% at -n 5000 x 10; peak RSS {peak_rss_mb():.0f} MB")
+    write_json("bench_sample", {"img_per_s": rates, "median_img_per_s": {k: median(v) for k, v in rates.items()},
+                                "gated_vs_forward": gated / forward, "gate_share": share, "gate_seconds_per_batch": speed["gate_seconds_per_batch"],
+                                "images_per_round": speed["images_per_round"], "data": speed["data"],
+                                "gate_real_images": speed["gate_real_images"], "manifest": manifest, "peak_rss_mb": peak_rss_mb()})
 
 
 if __name__ == "__main__":

@@ -32,12 +32,12 @@ from synthgen.data.folders import discover_labelled, target_count
 from synthgen.data.pairs import discover_paired
 from synthgen.errors import SynthgenError
 from synthgen.imaging import SAVE_FORMATS, UnreadableImage, encode_array, load_native, remove_stale_temporaries, write_atomic
-from synthgen.manifest import read_rows, write_rows
+from synthgen.manifest import Manifest
 
 MANIFEST = "manifest.csv"
 PIPELINE_FILE = "augment_pipeline.yaml"
 MANIFEST_COLUMNS = ["file", "partner", "class", "source", "copy", "seed", "transforms"]
-CHUNK = 64  # jobs between manifest updates
+CHUNK = 64  # jobs between journal appends
 MAX_REDRAWS = 8  # tries to draw parameters that change the image at all
 REFLECT = cv2.BORDER_REFLECT_101  # shifted/rotated-in borders continue the image instead of a black wedge
 
@@ -230,9 +230,17 @@ def augment(
     if out.is_dir():
         remove_stale_temporaries(out)  # half-written files of a killed run
     _check_pipeline_matches(out / pipeline_file, pipeline)
-    rows = read_rows(out, manifest)
-    done = {row["file"] for row in rows if not row["partner"] or (out / row["partner"]).exists()}
-    result, todo = AugmentResult(out), []
+    with Manifest(out, manifest, MANIFEST_COLUMNS, order=lambda row: (row["class"], row["file"])) as rows:
+        done = {row["file"] for row in rows.rows if not row["partner"] or (out / row["partner"]).exists()}
+        result, todo = _todo(AugmentResult(out), jobs, done, fmt)
+        _run(todo, _Worker(pipeline, out, root, seed, fmt), rows, result, on_image)
+    result.unreadable = sorted(set(result.unreadable))
+    return result
+
+
+def _todo(result: AugmentResult, jobs: list[Job], done: set[str], fmt: str) -> tuple[AugmentResult, list[Job]]:
+    """Count the planned and existing images per class; the jobs still to do."""
+    todo = []
     for job in jobs:
         group, already = job.source.group, job.source.files(job.copy, fmt)[0] in done
         result.planned[group] = result.planned.get(group, 0) + 1
@@ -240,21 +248,23 @@ def augment(
         result.written.setdefault(group, 0)
         if not already:
             todo.append(job)
-    worker = _Worker(pipeline, out, root, seed, fmt)
+    return result, todo
+
+
+def _run(todo: list[Job], worker: "_Worker", rows: Manifest, result: AugmentResult, on_image) -> None:
+    """Augment in chunks on a thread pool; each chunk's rows are journaled once its files are whole."""
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1), thread_name_prefix="synthgen-augment") as pool:
         for start in range(0, len(todo), CHUNK):
-            chunk = todo[start:start + CHUNK]
+            chunk, new_rows = todo[start:start + CHUNK], []
             for job, row in zip(chunk, pool.map(worker, chunk)):
                 if isinstance(row, str):
                     result.unreadable.append(row)
                     continue
-                rows.append(row)
+                new_rows.append(row)
                 result.written[job.source.group] += 1
-            write_rows(out, manifest, rows, MANIFEST_COLUMNS, order=lambda row: (row["class"], row["file"]))
+            rows.append(new_rows)
             if on_image:
                 on_image(len(chunk))
-    result.unreadable = sorted(set(result.unreadable))
-    return result
 
 
 def augment_folder(

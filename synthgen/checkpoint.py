@@ -61,10 +61,12 @@ class Checkpoint:
 
     def verified_sha256(self, name: str) -> str:
         """The weights file's sha256, after checking it against the one recorded when it was saved."""
-        actual = self.sha256(name)
         expected = self.state.get("weights_sha256", {}).get(name)
         if expected is None:
             raise SynthgenError(f"{self.path / STATE_FILE}: no sha256 recorded for {name}.safetensors (expected weights_sha256.{name}); the checkpoint is incomplete or edited")
+        if not (self.path / f"{name}.safetensors").is_file():
+            raise SynthgenError(f"{self.path / name}.safetensors: missing, though {STATE_FILE} records its sha256 {expected[:16]}: the checkpoint is incomplete; refusing it")
+        actual = self.sha256(name)
         if actual != expected:
             raise SynthgenError(f"{self.path / name}.safetensors: sha256 {actual[:16]} differs from the {expected[:16]} recorded at training (damaged or replaced); refusing it")
         return actual

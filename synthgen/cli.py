@@ -29,8 +29,21 @@ import_app = typer.Typer(no_args_is_help=True, help="Import datasets from other 
 app.add_typer(data_app, name="data")
 data_app.add_typer(import_app, name="import")
 
-out = Console()
-err = Console(stderr=True)
+
+UNWRAPPED_WIDTH = 10_000
+
+
+def _console(stderr: bool = False) -> Console:
+    """A rich console; writing to a file or a pipe (`synthgen train ... > log`, CI) it does not wrap at 80 columns:
+    a log line stays one line, a table one row per line."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = UNWRAPPED_WIDTH
+    return console
+
+
+out = _console()
+err = _console(stderr=True)
 settings = {"debug": False}
 
 
@@ -175,6 +188,7 @@ def sample(
     """Generate a class-balanced synthetic dataset, every batch gated against the real class (continues an existing OUT)."""
     from synthgen import sample as sampling
 
+    sampling.check_output_folder(out_dir)  # before the slow part: loading, calibrating
     generator = sampling.TrainedGenerator(weights or most_recent_run(), checkpoint=checkpoint)
     plan = _sampling_plan(sampling, generator, classes, n, balanced, fill_to, data)
     gate = _calibrated_gate(generator, no_gate, set_, batch_size, real)

@@ -190,6 +190,18 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise WriteFailed(path, exc) from None
 
 
+def append_synced(path: Path, data: bytes) -> None:
+    """Append `data` to `path` (created when missing) and fsync: once this returns, the bytes survive a kill."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:  # disk full, read-only folder: what was appended before is intact
+        raise WriteFailed(path, exc) from None
+
+
 TEMP_PREFIX = "."  # temporary files are hidden: `.name.tmp-PID`
 
 

@@ -1,9 +1,15 @@
 """The CSV manifest that sits beside every dataset synthgen writes (sample, augment, balance).
 
-One row per file, `file` being the path relative to the output folder. The
-manifest is rewritten atomically after every batch, so after a crash it
-lists a subset of the files on disk; a row whose file is gone does not
-count, which is how a re-run knows what is left to write.
+One row per file, `file` being the path relative to the output folder.
+
+While a command runs, new rows go to an append-only journal beside the
+manifest (`.NAME.journal`, CSV with the same header), one fsynced append per
+batch *after* the batch's files are whole, so the cost of a batch does not
+grow with the size of the dataset. The manifest itself is rewritten, sorted,
+once: when the command ends (`Manifest.close`), or, after a kill, when the
+next run opens the folder. So after a crash, manifest + journal list a
+subset of the files on disk; a row whose file is gone does not count, which
+is how a re-run knows what is left to write.
 """
 
 from __future__ import annotations
@@ -13,21 +19,54 @@ import io
 from pathlib import Path
 from typing import Callable
 
-from synthgen.errors import SynthgenError
-from synthgen.imaging import write_atomic
+from synthgen.errors import SynthgenError, WriteFailed
+from synthgen.imaging import append_synced, write_atomic
 
 
-def read_rows(out: Path, name: str) -> list[dict]:
-    """The well-formed rows of out/name whose files still exist (a file deleted by hand is written again)."""
-    path = out / name
+def journal_path(out: Path, name: str) -> Path:
+    return Path(out) / f".{name}.journal"
+
+
+def read_rows(out: Path, name: str, columns: list[str] | None = None) -> list[dict]:
+    """The well-formed rows of out/name and of its journal whose files still exist (a file deleted by hand is written again).
+
+    A file listed twice (a kill between compaction and the journal's removal) counts once, its last row winning.
+    With `columns`, a journal with another header (cut short by a kill) lists nothing.
+    """
+    out = Path(out)
+    rows = _parse(out / name, _read_text(out / name)) + _journal_rows(out, name, columns)
+    unique = {row.get("file"): row for row in rows if _counts(out, row)}
+    return list(unique.values())
+
+
+def _read_text(path: Path) -> str:
     if not path.exists():
-        return []
+        return ""
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, ValueError, csv.Error) as exc:
+        return path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:
         raise SynthgenError(f"{path}: unreadable manifest ({exc}); move it away to start this folder afresh") from None
-    return [row for row in rows if _counts(out, row)]
+
+
+def _parse(path: Path, text: str) -> list[dict]:
+    try:
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise SynthgenError(f"{path}: unreadable manifest ({exc}); move it away to start this folder afresh") from None
+
+
+def _journal_rows(out: Path, name: str, columns: list[str] | None) -> list[dict]:
+    """Rows of the journal a killed run left; a last line cut short by the kill (no newline yet) is left out.
+
+    A damaged journal lists nothing: its files are written again.
+    """
+    text = _read_text(journal_path(out, name))
+    reader = csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1], newline=""))
+    try:
+        rows = list(reader)
+    except csv.Error:
+        return []
+    return rows if columns is None or reader.fieldnames == columns else []
 
 
 def _counts(out: Path, row: dict) -> bool:
@@ -38,10 +77,63 @@ def _counts(out: Path, row: dict) -> bool:
     return not file.is_absolute() and ".." not in file.parts and file != Path(".") and (out / file).is_file()
 
 
-def write_rows(out: Path, name: str, rows: list[dict], columns: list[str], order: Callable[[dict], tuple]) -> None:
-    """Rewrite out/name with `rows` in a canonical order, atomically."""
+def _csv(rows: list[dict], columns: list[str], header: bool) -> bytes:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(sorted(rows, key=order))
-    write_atomic(out / name, buffer.getvalue().encode())
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def write_rows(out: Path, name: str, rows: list[dict], columns: list[str], order: Callable[[dict], tuple]) -> None:
+    """Rewrite out/name with `rows` in a canonical order, atomically."""
+    write_atomic(Path(out) / name, _csv(sorted(rows, key=order), columns, header=True))
+
+
+class Manifest:
+    """A manifest being added to: `rows` are what counts, `append` journals a batch, `close` compacts.
+
+    Opening it compacts the journal a killed run left, so every run starts
+    from one sorted manifest and an empty journal. `keep` drops rows a
+    caller cannot use (their files are written again).
+    """
+
+    def __init__(self, out: Path, name: str, columns: list[str], order: Callable[[dict], tuple], keep: Callable[[dict], bool] = lambda row: True):
+        self.out, self.name, self.columns, self.order = Path(out), name, columns, order
+        self.journal = journal_path(self.out, name)
+        self.rows = [row for row in read_rows(self.out, name, columns) if keep(row)]
+        self.rows_written = 0  # rows put on disk by this object, journal and compactions together
+        self.compactions = 0
+        if self.journal.exists():
+            self.compact()
+
+    def append(self, rows: list[dict]) -> None:
+        """Journal rows whose files are already whole: one fsynced append, its cost that of `rows` alone."""
+        if not rows:
+            return
+        append_synced(self.journal, _csv(rows, self.columns, header=not self.journal.exists()))
+        self.rows += rows
+        self.rows_written += len(rows)
+
+    def compact(self) -> None:
+        """Rewrite the manifest with every row, sorted, then drop the journal (a kill in between only repeats rows)."""
+        write_rows(self.out, self.name, self.rows, self.columns, self.order)
+        self.journal.unlink(missing_ok=True)
+        self.rows_written += len(self.rows)
+        self.compactions += 1
+
+    def close(self) -> None:
+        if self.journal.exists():
+            self.compact()
+
+    def __enter__(self) -> "Manifest":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            self.close()
+        except WriteFailed:
+            if error is None:
+                raise
+            # Stopped by an error and the disk refuses the compaction too: the journal stays for the next run.

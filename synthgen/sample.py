@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+import shutil
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -29,7 +31,7 @@ from synthgen import checkpoint as ckpt
 from synthgen.data.folders import class_counts, discover_labelled, target_count
 from synthgen.errors import SynthgenError
 from synthgen.imaging import SAVE_FORMATS, encode, remove_stale_temporaries, to_uint8, write_atomic
-from synthgen.manifest import read_rows, write_rows
+from synthgen.manifest import Manifest
 from synthgen.metrics.gate import Verdict
 from synthgen.models.conditioning import build_models
 from synthgen.recipe import validate
@@ -69,8 +71,9 @@ class TrainedGenerator:
             raise SynthgenError(f"{self.run_dir}: a {self.recipe.method} run translates images; use synthgen translate IN OUT --weights {self.run_dir}")
         self.class_names: list[str] = checkpoint.class_names
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-        weights = "G_ema" if (checkpoint.path / "G_ema.safetensors").exists() else "G"
-        self.checkpoint_sha256 = checkpoint.verified_sha256(weights)  # refuses a damaged or replaced file
+        # The recorded sha256s say which networks the checkpoint holds: a missing G_ema is an error, never a silent G.
+        weights = "G_ema" if "G_ema" in checkpoint.state["weights_sha256"] else "G"
+        self.checkpoint_sha256 = checkpoint.verified_sha256(weights)  # refuses a missing, damaged or replaced file
         self.generator, _ = build_models(self.recipe, len(self.class_names))
         ckpt.restore_network(self.generator, checkpoint.weights(weights), checkpoint.path / f"{weights}.safetensors")
         self.generator.to(self.device).eval()
@@ -174,47 +177,128 @@ def sample_dataset(
     """Write plan[c] images of each class c under out/<c>/[subfolder/], continuing what is already there.
 
     `subfolder` and `manifest` let `balance` keep its synthetic part beside the real and augmented ones.
+    A batch is encoded and written on the writer threads while the next one is generated and gated;
+    its rows are journaled once its files are whole (manifest.py).
     """
     if fmt not in SAVE_FORMATS:
         raise SynthgenError(f"--format {fmt}: expected one of {', '.join(SAVE_FORMATS)}")
-    out = Path(out)
+    out = check_output_folder(out)
     if out.is_dir():
         remove_stale_temporaries(out)  # half-written files of a killed run
-    rows = read_manifest(out, manifest)
     result = SampleResult(out)
-    for name, wanted in plan.items():
-        present = {_index_of(row) for row in rows if row["class"] == name}
-        missing = [i for i in range(wanted) if i not in present]
-        result.existing[name], result.written[name], result.retried[name] = len(present), 0, 0
-        for start, indices in _aligned_batches(missing, batch_size):
-            accepted = _generate_checked(generator, name, start, batch_size, seed, truncation, check, retries, result)
-            if accepted is None:
-                break
-            batch, seeds, attempt, verdict = accepted
-            keep = [i - start for i in indices]
-            relatives = [image_path(name, index, fmt, subfolder) for index in indices]
-            new_rows = _write_images(out, relatives, name, batch[keep], [seeds[k] for k in keep], fmt, generator, truncation, attempt, verdict)
-            rows += new_rows
-            write_manifest(out, rows, manifest)
-            result.written[name] += len(new_rows)
-            if on_batch:
-                on_batch(len(new_rows))
+    with open_manifest(out, manifest) as rows:
+        present: dict[str, set[int]] = {}
+        for row in rows.rows:
+            present.setdefault(row["class"], set()).add(_index_of(row))
+        short = {name: wanted - sum(i < wanted for i in present.get(name, ())) for name, wanted in plan.items()}
+        check_free_space(out, generator, fmt, sum(short.values()))  # before listing what is missing: -n may be absurd
+        batches = []
+        for name, wanted in plan.items():
+            result.existing[name], result.written[name], result.retried[name] = len(present.get(name, ())), 0, 0
+            todo = [i for i in range(wanted) if i not in present.get(name, ())]
+            batches += [(name, start, indices) for start, indices in _aligned_batches(todo, batch_size)]
+        checked = _checked_batches(generator, batches, batch_size, seed, truncation, check, retries, result)
+        with _Writes(rows, on_batch) as writes:
+            for (name, start, indices), (batch, seeds, attempt, verdict) in checked:
+                keep = [i - start for i in indices]
+                relatives = [image_path(name, index, fmt, subfolder) for index in indices]
+                new_rows = _rows(relatives, name, [seeds[k] for k in keep], generator, truncation, attempt, verdict)
+                writes.submit(out, relatives, batch[keep], fmt, new_rows)
+                result.written[name] += len(new_rows)
     return result
 
 
-def _generate_checked(generator, name, start, batch_size, seed, truncation, check, retries, result):
-    """Generate the aligned batch at `start`; on rejection retry with fresh seeds. None when every attempt failed."""
-    for attempt in range(retries + 1):
-        seeds = [image_seed(seed, name, i, attempt) for i in range(start, start + batch_size)]
-        batch = generator.generate(generator.class_index(name), seeds, truncation)
-        verdict = check(name, batch)
+def check_output_folder(out: Path, option: str = "--out") -> Path:
+    """`out` is a folder, or nothing yet (it is created): a file there is a one-line error naming the option."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SynthgenError(f"{option} {out}: is a file, expected a folder (created when missing); pass another path")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SynthgenError(f"{option} {out}: {parent} is a file, expected a folder; pass another path")
+            break
+    return out
+
+
+# Bytes per pixel channel of a typical file, against the raw uint8 pixels: PNG's deflate gains little on
+# generated images, JPEG/WebP at quality 95 keep about a third. Each file also takes whole blocks on disk.
+BYTES_PER_RAW = {"png": 0.8, "jpg": 0.35, "webp": 0.35}
+FILE_OVERHEAD = 200  # format headers
+ROW_BYTES = 400  # a manifest row, in the journal and again in the compacted manifest
+
+
+def estimated_bytes(images: int, channels: int, size: int, fmt: str, block: int = 4096) -> int:
+    """About what `images` files of size x size x channels take on disk in `fmt`, their manifest rows included."""
+    per_file = FILE_OVERHEAD + BYTES_PER_RAW[fmt] * channels * size * size
+    on_disk = -(-int(per_file) // block) * block
+    return images * (on_disk + ROW_BYTES)
+
+
+def check_free_space(out: Path, generator: TrainedGenerator, fmt: str, images: int) -> None:
+    """Refuse, before generating anything, a dataset that cannot fit on the disk of `out` (with the figures)."""
+    if not images:
+        return
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    usage = shutil.disk_usage(existing)
+    block = os.statvfs(existing).f_frsize if hasattr(os, "statvfs") else 4096
+    data = generator.recipe.data
+    needed = estimated_bytes(images, data.channels, data.image_size, fmt, block)
+    if needed > usage.free:
+        raise SynthgenError(
+            f"{out}: {images:,} {fmt} images of {data.image_size}x{data.image_size}x{data.channels} need about {_gb(needed)} "
+            f"({needed // images:,} bytes each on disk, manifest included), but {existing} has {_gb(usage.free)} free; lower -n or free some space"
+        )
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
+
+
+def open_manifest(out: Path, name: str = MANIFEST) -> Manifest:
+    """The sampling manifest of `out`, sorted by class and index when compacted."""
+    return Manifest(out, name, MANIFEST_COLUMNS, order=lambda row: (row["class"], _index_of(row)), keep=_has_index)
+
+
+def _checked_batches(generator, batches, batch_size, seed, truncation, check, retries, result):
+    """(batch, accepted images) for every (class, start, indices) in `batches`, in order; a class stops at its first failure.
+
+    Batch j + 1 is generated while batch j is checked on the gate thread, so the generator seldom waits
+    for the gate; only a class that fails outright costs one batch generated in vain.
+    """
+    ahead = None
+    for job in [*batches, None]:
+        launched = _launch(generator, job, 0, batch_size, seed, truncation, check) if job and job[0] not in result.rejected else None
+        if ahead is not None and ahead[0][0] not in result.rejected:
+            accepted = _settle(generator, ahead, batch_size, seed, truncation, check, retries, result)
+            if accepted is not None:
+                yield ahead[0], accepted
+        ahead = launched
+
+
+def _launch(generator, job, attempt, batch_size, seed, truncation, check):
+    """Generate the aligned batch of `job` for `attempt` and hand it to the gate thread."""
+    name, start, _ = job
+    seeds = [image_seed(seed, name, i, attempt) for i in range(start, start + batch_size)]
+    batch = generator.generate(generator.class_index(name), seeds, truncation)
+    return job, attempt, seeds, batch, _GATE.submit(check, name, batch)
+
+
+def _settle(generator, launched, batch_size, seed, truncation, check, retries, result):
+    """The verdict on a launched batch; on rejection retry with fresh seeds. None when every attempt failed."""
+    job, attempt, seeds, batch, verdict = launched
+    name, start, _ = job
+    while True:
+        verdict = verdict.result()
         result.batches.append({"class": name, "start": start, "attempt": attempt, "accepted": verdict.accepted,
                                "figures": verdict.figures, "failed": verdict.failed})
         if verdict.accepted:
             return batch, seeds, attempt, verdict
-        result.retried[name] += attempt < retries
-    result.rejected[name] = f"{retries + 1} batches in a row rejected; last: {verdict.reason}"
-    return None
+        if attempt == retries:
+            result.rejected[name] = f"{retries + 1} batches in a row rejected; last: {verdict.reason}"
+            return None
+        result.retried[name] += 1
+        _, attempt, seeds, batch, verdict = _launch(generator, job, attempt + 1, batch_size, seed, truncation, check)
 
 
 def _aligned_batches(indices: list[int], batch_size: int) -> list[tuple[int, list[int]]]:
@@ -240,19 +324,70 @@ def _writer_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2), thread_name_prefix="synthgen-write")
 
 
-_WRITERS = _writer_pool()
-# A forked process has none of its parent's threads: the inherited pool would wait for them forever.
-os.register_at_fork(after_in_child=lambda: globals().update(_WRITERS=_writer_pool()))
+# The gate runs beside the generator with a quarter of the intra-op threads (one on 2 cores): the generator
+# keeps the cores, the gate fills the gaps its forward leaves, and the two oversubscribe the cores little.
+def _gate_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthgen-gate", initializer=_fewer_threads)
+
+
+def _fewer_threads() -> None:
+    # OpenMP's thread count is per thread, so the generator's stays; torch also keeps this as the default
+    # of threads that start torch work later (the sampling thread has started long before: it generated first).
+    torch.set_num_threads(max(1, torch.get_num_threads() // 4))
+
+
+_WRITERS, _GATE = _writer_pool(), _gate_thread()
+# A forked process has none of its parent's threads: the inherited pools would wait for them forever.
+os.register_at_fork(after_in_child=lambda: globals().update(_WRITERS=_writer_pool(), _GATE=_gate_thread()))
 
 
 def _write_one(path: Path, image: torch.Tensor, fmt: str) -> None:
     write_atomic(path, encode(image, fmt))
 
 
-def _write_images(out, relatives, name, images, seeds, fmt, generator, truncation, attempt, verdict) -> list[dict]:
-    """Encode and write a batch on the writer threads; returns once every file is on disk."""
-    (out / relatives[0]).parent.mkdir(parents=True, exist_ok=True)
-    list(_WRITERS.map(_write_one, [out / r for r in relatives], images, [fmt] * len(relatives)))  # re-raises a failed write
+class _Writes:
+    """Batches being written on the writer threads while the next is generated; each journaled once whole.
+
+    At most `depth` batches are in flight (memory stays bounded); leaving the block waits for all of them,
+    and a failed write is raised once the others have finished, so no thread writes after it returns.
+    """
+
+    def __init__(self, manifest: Manifest, on_batch: Callable[[int], None] | None, depth: int = 2):
+        self.manifest, self.on_batch, self.depth = manifest, on_batch, depth
+        self.pending: deque[tuple[list[Future], list[dict]]] = deque()
+
+    def submit(self, out: Path, relatives: list[str], images: torch.Tensor, fmt: str, rows: list[dict]) -> None:
+        (out / relatives[0]).parent.mkdir(parents=True, exist_ok=True)
+        futures = [_WRITERS.submit(_write_one, out / relative, image, fmt) for relative, image in zip(relatives, images)]
+        self.pending.append((futures, rows))
+        while self.pending and (len(self.pending) > self.depth or all(f.done() for f in self.pending[0][0])):
+            self._finish_oldest()
+
+    def _finish_oldest(self) -> None:
+        futures, rows = self.pending.popleft()
+        wait(futures)  # all of them, even after a failure: no thread may still write once this raises
+        for future in futures:
+            future.result()  # re-raises a failed write: the batch is not journaled
+        self.manifest.append(rows)
+        if self.on_batch:
+            self.on_batch(len(rows))
+
+    def __enter__(self) -> "_Writes":
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        failure = None
+        while self.pending:
+            try:
+                self._finish_oldest()
+            except Exception as exc:  # noqa: BLE001 - keep finishing the others, raise the first failure below
+                failure = failure or exc
+        if failure is not None and error is None:
+            raise failure
+
+
+def _rows(relatives, name, seeds, generator, truncation, attempt, verdict) -> list[dict]:
+    """The manifest rows of one batch."""
     return [
         {
             "file": relative,
@@ -286,17 +421,9 @@ def write_gate_report(out: Path, result: SampleResult, generator: TrainedGenerat
     return out / GATE_REPORT
 
 
-def read_manifest(out: Path, name: str = MANIFEST) -> list[dict]:
-    return [row for row in read_rows(out, name) if _has_index(row)]
-
-
 def _has_index(row: dict) -> bool:
     try:
         _index_of(row)
     except ValueError:  # a row edited by hand: it does not count, its image is written again
         return False
     return True
-
-
-def write_manifest(out: Path, rows: list[dict], name: str = MANIFEST) -> None:
-    write_rows(out, name, rows, MANIFEST_COLUMNS, order=lambda row: (row["class"], _index_of(row)))

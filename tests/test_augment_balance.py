@@ -219,3 +219,14 @@ def test_balance_cli_gated_and_bad_input(skewed, generator, tmp_path):
         assert bad.exit_code != 0 and message in str(bad.exception or bad.output)
     inside = runner.invoke(app, ["balance", str(skewed), str(skewed / "x")])
     assert inside.exit_code != 0 and not (skewed / "x").exists()
+
+
+def test_augment_journals_each_row_once_and_rewrites_the_manifest_once(skewed, tmp_path, monkeypatch):
+    """Linear cost: every row is appended once (chunks of aug.CHUNK) and the manifest written once, at the end."""
+    from tests.test_sample import DiskRows
+
+    disk = DiskRows(monkeypatch)
+    jobs = aug.plan_copies(aug.labelled_sources(skewed), 3)
+    assert len(jobs) > 2 * aug.CHUNK  # several chunks: before the journal, each rewrote everything before it
+    result = aug.augment(jobs, tmp_path, aug.policy("light"), skewed, seed=1)
+    assert sum(result.written.values()) == len(jobs) == disk.appended == disk.rewritten and disk.rewrites == 1

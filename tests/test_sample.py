@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +124,13 @@ def test_cli_sample_and_its_errors(run, tmp_path):
                          cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("error:") and "Bag" in bad.stderr
+    (tmp_path / "a-file").write_text("not a folder")
+    for target in (tmp_path / "a-file", tmp_path / "a-file" / "below"):
+        onto_file = subprocess.run([synthgen, "sample", "--weights", str(run), "--balanced", "-n", "2", "--no-gate", "--out", str(target)],
+                                   cwd=REPO, capture_output=True, text=True)
+        assert onto_file.returncode == 2 and "Traceback" not in onto_file.stderr, onto_file.stderr
+        assert onto_file.stderr.startswith(f"error: --out {target}: ") and "expected a folder" in onto_file.stderr
+        assert len(onto_file.stderr.strip().splitlines()) == 1
 
 
 def test_report_of_a_real_run(run):
@@ -129,3 +138,104 @@ def test_report_of_a_real_run(run):
 
     page = render_report(run).read_text()
     assert "tiny" in page and page.count("data:image/png;base64,") >= 3
+
+
+# --- the journal: the manifest's cost grows linearly ---------------------------------------
+
+
+class DiskRows:
+    """Counts the manifest rows put on disk: appended to a journal, and rewritten in whole manifests."""
+
+    def __init__(self, monkeypatch):
+        from synthgen import manifest
+
+        self.appended, self.rewritten, self.rewrites = 0, 0, 0
+        append, rewrite = manifest.append_synced, manifest.write_atomic
+
+        def counted_append(path, data):
+            self.appended += data.count(b"\n") - (not path.exists())  # a new journal starts with its header
+            return append(path, data)
+
+        def counted_rewrite(path, data):
+            self.rewritten += data.count(b"\n") - 1
+            self.rewrites += 1
+            return rewrite(path, data)
+
+        monkeypatch.setattr(manifest, "append_synced", counted_append)
+        monkeypatch.setattr(manifest, "write_atomic", counted_rewrite)
+
+
+@pytest.mark.parametrize("n", [8, 32])
+def test_manifest_rows_written_grow_linearly_with_n(generator, tmp_path, monkeypatch, n):
+    """Every row is journaled once and the manifest rewritten once at the end: 2 rows on disk per image, whatever n.
+
+    (Rewriting the sorted manifest after every batch, as before the journal, wrote n²/(2 x batch) rows.)
+    """
+    disk = DiskRows(monkeypatch)
+    result = sample_dataset(generator, plan_classes(generator, ["Bag", "Sneaker"], n), tmp_path, seed=2, batch_size=4)
+    images = sum(result.written.values())
+    assert images == 2 * n
+    assert disk.appended == images and disk.rewrites == 1 and disk.rewritten == images
+    assert len(manifest(tmp_path)) == images
+    more = sample_dataset(generator, plan_classes(generator, ["Bag", "Sneaker"], n + 4), tmp_path, seed=2, batch_size=4)
+    assert sum(more.written.values()) == 8 and disk.appended == images + 8 and disk.rewrites == 2  # one more compaction
+
+
+def test_rerun_after_a_kill_compacts_the_journal_first(generator, tmp_path):
+    """A journal left by a killed run (its last line cut short) is compacted when the next run opens the folder."""
+    from synthgen.manifest import journal_path
+
+    sample_dataset(generator, plan_classes(generator, ["Bag"], 8), tmp_path / "whole", seed=4, batch_size=4)
+    out = tmp_path / "killed"
+    sample_dataset(generator, plan_classes(generator, ["Bag"], 8), out, seed=4, batch_size=4)
+    rows = (out / MANIFEST).read_text().splitlines()
+    (out / MANIFEST).unlink()
+    journal_path(out, MANIFEST).write_text("\n".join(rows[:6]) + "\n" + rows[6][:20])  # header, 5 rows, a torn one
+    again = sample_dataset(generator, plan_classes(generator, ["Bag"], 8), out, seed=4, batch_size=4)
+    assert again.existing == {"Bag": 5} and again.written == {"Bag": 3}
+    assert not journal_path(out, MANIFEST).exists()
+    assert (out / MANIFEST).read_bytes() == (tmp_path / "whole" / MANIFEST).read_bytes()
+
+
+# --- small defects ----------------------------------------------------------------------
+
+
+def test_missing_ema_weights_are_an_incomplete_checkpoint_not_a_silent_raw_g(run, tmp_path):
+    from synthgen.checkpoint import latest_checkpoint
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    checkpoint = latest_checkpoint(copy)
+    assert "G_ema" in checkpoint.state["weights_sha256"]
+    (checkpoint.path / "G_ema.safetensors").unlink()
+    with pytest.raises(SynthgenError, match="G_ema.safetensors: missing.*incomplete"):
+        TrainedGenerator(copy, checkpoint="latest")
+
+
+def test_a_dataset_that_cannot_fit_on_the_disk_is_refused_before_anything_is_written(generator, tmp_path):
+    from synthgen.sample import estimated_bytes
+
+    with pytest.raises(SynthgenError, match=r"need about [\d,.]+ [GT]B .* has [\d,.]+ [GM]B free; lower -n"):
+        sample_dataset(generator, plan_classes(generator, ["Bag"], 10**10), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    # The estimate is of the right size: within a factor 2 of what real files and their manifest take.
+    sample_dataset(generator, plan_classes(generator, ["Bag"], 64), tmp_path / "small")
+    used = sum(p.stat().st_blocks * 512 for p in (tmp_path / "small").rglob("*") if p.is_file())
+    estimate = estimated_bytes(64, 1, 28, "png", os.statvfs(tmp_path).f_frsize)
+    assert used / 2 <= estimate <= used * 2, (estimate, used)
+
+
+def test_log_lines_are_not_wrapped_when_output_is_not_a_terminal():
+    """`synthgen train ... > log`: each progress line and each table row is one line, however long."""
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"} | {"PYTHONPATH": str(REPO)}
+    progress = subprocess.run([sys.executable, "-c", (
+        "from synthgen.cli import TrainProgress, err\n"
+        "p = TrainProgress(err); p.start(10, 0)\n"
+        "p.update(5, {'step': 5, 'time': 0, 'img_per_s': 300.0, **{f'loss_{k}': 1.0 for k in 'abcdefghijklmnop'}})\n"
+        "p.note('x' * 300); p.stop()\n")], cwd=REPO, capture_output=True, text=True, env=env)
+    lines = progress.stderr.splitlines()
+    assert progress.returncode == 0, progress.stderr
+    assert any(line.startswith("step 5/10") and line.rstrip().endswith("loss_p 1.000") for line in lines), lines
+    assert "x" * 300 in lines
+    keys = subprocess.run([sys.executable, "-m", "synthgen", "recipes", "--keys"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert any("train.ema_decay" in line and "EMA decay, ramped up from 0 over the first steps." in line for line in keys.stdout.splitlines())

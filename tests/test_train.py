@@ -76,8 +76,35 @@ def test_existing_run_is_never_overwritten(four_classes, tmp_path):
     train(recipe)
     with pytest.raises(SynthgenError, match="exists.*--resume"):
         train(recipe)
-    with pytest.raises(SynthgenError, match="nothing to resume"):
-        train(tiny_recipe(four_classes, tmp_path, name="other"), resume=True)
+
+
+
+class Notes:
+    """A progress receiver that keeps the notes the loop sends (the CLI's TrainProgress prints them)."""
+
+    def __init__(self):
+        self.notes = []
+
+    def start(self, total, done):
+        self.done = done
+
+    def update(self, step, line):
+        pass
+
+    def note(self, text):
+        self.notes.append(text)
+
+
+def test_resume_before_the_first_checkpoint_starts_from_step_0_with_a_note(four_classes, tmp_path):
+    """A run killed before its first checkpoint (here: its folder with a log, no checkpoint) under a `--resume` loop."""
+    killed = tmp_path / "tiny"
+    killed.mkdir()
+    (killed / "log.jsonl").write_text('{"step": 1, "loss_d": 1.0}\n')
+    notes = Notes()
+    result = train(tiny_recipe(four_classes, tmp_path, train={"steps": 3}), resume=True, progress=notes)
+    assert result.step == 3 and notes.done == 0
+    assert any("no checkpoint to resume yet; starting from step 0" in note for note in notes.notes), notes.notes
+    assert [json.loads(line)["step"] for line in (killed / "log.jsonl").read_text().splitlines()] == [2, 3]
 
 
 def test_ctrl_c_checkpoints_exits_130_and_resumes_exactly(four_classes, tmp_path):

@@ -67,8 +67,10 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
     previous = ckpt.latest_checkpoint(run_dir)
     if previous and not resume:
         raise SynthgenError(f"{run_dir}: a run with this name exists (step {previous.step}); add --resume or --set name=...")
-    if resume and previous is None:
-        raise SynthgenError(f"{run_dir}: nothing to resume (no checkpoint); drop --resume to start a new run")
+    if resume and previous is None:  # killed before its first checkpoint: a `--resume` loop after preemption just starts
+        resume = False
+        if progress:
+            progress.note(f"{run_dir}: no checkpoint to resume yet; starting from step 0")
 
     torch.manual_seed(recipe.seed)  # the same weights in every process
     resolve_precision(recipe.train.precision, device)  # a precision this device cannot run is refused before loading data

@@ -7,7 +7,6 @@ uninterrupted run, byte for byte; the manifest lists the files on disk.
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 import shutil
@@ -21,7 +20,7 @@ from synthgen.balance import balance_dataset
 from synthgen.sample import TrainedGenerator
 from tests.robustness import tally
 from tests.robustness.conftest import fork, kill_after, kill_self, timed, wait
-from tests.robustness.test_kill_outputs import assert_whole_images, files_of
+from tests.robustness.test_kill_outputs import assert_whole_images, files_of, manifest_files
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +33,6 @@ def skewed(two_classes, tmp_path_factory) -> Path:
 
 
 timing: dict[str, float] = {}  # seconds of an uninterrupted run: kills are drawn inside it
-
-
-def manifest_files(out: Path, name: str = "manifest.csv") -> list[str]:
-    with open(out / name, newline="") as handle:
-        return [row["file"] for row in csv.DictReader(handle)]
 
 
 def image_files(out: Path) -> list[str]:
@@ -60,7 +54,8 @@ def assert_complete(out: Path, reference: dict[str, bytes]) -> None:
     """Whole files, byte-identical to an uninterrupted run's, and a manifest listing each image on disk once."""
     assert_whole_images(out)
     assert files_of(out) == reference, "files differ from an uninterrupted run (missing, extra or different bytes)"
-    listed = manifest_files(out)
+    assert not list(out.glob(".*.journal")), "a journal was not compacted into its manifest"
+    listed = manifest_files(out, "manifest.csv")
     assert sorted(listed) == image_files(out), "the manifest does not list exactly the images on disk"
 
 
@@ -131,7 +126,7 @@ def test_augment_disk_full_stops_cleanly_then_completes(skewed, augment_referenc
         run_augment(skewed, out)
     monkeypatch.undo()
     assert_whole_images(out)
-    assert set(manifest_files(out)) <= set(image_files(out))
+    assert set(manifest_files(out, "manifest.csv")) <= set(image_files(out))
     assert all(augment_reference[k] == v for k, v in files_of(out).items() if k.endswith(".png"))
     run_augment(skewed, out)
     assert_complete(out, augment_reference)

@@ -21,6 +21,7 @@ from PIL import Image
 
 from synthgen import imaging
 from synthgen.errors import WriteFailed
+from synthgen.manifest import journal_path
 from synthgen.sample import MANIFEST, TrainedGenerator, sample_dataset
 from synthgen.translate import Translator, translate_folder
 from tests.robustness import tally
@@ -28,6 +29,7 @@ from tests.robustness.conftest import cli, error_line, fork, kill_after, kill_se
 
 PLAN = {"Bag": 150, "Sneaker": 150}
 timing: dict[str, float] = {}  # seconds of an uninterrupted run: kills are drawn inside it
+reference_manifest: dict[str, bytes] = {}  # manifest.csv of the uninterrupted sample run
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -42,17 +44,24 @@ def assert_whole_images(folder: Path) -> None:
     assert not list(folder.rglob(".*.tmp-*")), "a temporary file was left"
 
 
-def manifest_files(out: Path) -> list[str]:
-    with open(out / MANIFEST, newline="") as handle:
-        return [row["file"] for row in csv.DictReader(handle)]
+def manifest_files(out: Path, name: str = MANIFEST) -> list[str]:
+    """Every file the manifest and its journal (rows of a run that has not compacted yet) list."""
+    listed = []
+    for path in (out / name, journal_path(out, name)):
+        if path.exists():
+            with open(path, newline="") as handle:
+                listed += [row["file"] for row in csv.DictReader(handle)]
+    return listed
 
 
 def assert_complete_sample(out: Path, reference: dict[str, bytes]) -> None:
     assert_whole_images(out)
     images = {k: v for k, v in files_of(out).items() if k.endswith(".png")}
     assert images == reference, "files differ from an uninterrupted run (missing, extra or different bytes)"
+    assert not journal_path(out, MANIFEST).exists(), "the journal was not compacted into the manifest"
     listed = manifest_files(out)
     assert sorted(listed) == sorted(images) and len(set(listed)) == len(listed), "manifest and disk disagree"
+    assert (out / MANIFEST).read_bytes() == reference_manifest["sample"], "the manifest differs from an uninterrupted run's"
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +73,7 @@ def generator(cgan_run) -> TrainedGenerator:
 def sample_reference(generator, tmp_path_factory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("sample-reference")
     _, timing["sample"] = timed(lambda: sample_dataset(generator, PLAN, out, seed=3, batch_size=16))
+    reference_manifest["sample"] = (out / MANIFEST).read_bytes()
     return {k: v for k, v in files_of(out).items() if k.endswith(".png")}
 
 
@@ -88,19 +98,41 @@ def _kill_before_rename(original, src, dst):
     return original(src, dst)
 
 
-def _kill_before_manifest(original, src, dst):
-    if Path(dst).name == MANIFEST and "_000032" in Path(src).read_text():
-        kill_self()  # the batch's images are on disk, the manifest does not list them yet
+def _kill_before_compaction(original, src, dst):
+    if Path(dst).name == MANIFEST:
+        kill_self()  # every image and its journal row are on disk, the sorted manifest is not written yet
     return original(src, dst)
 
 
-@pytest.mark.parametrize("action", [_kill_before_rename, _kill_before_manifest], ids=["image not renamed", "manifest not written"])
+def _kill_before_journal(original, path, data):
+    if b"_000032" in data:
+        kill_self()  # the batch's images are on disk, the journal does not list them yet
+    return original(path, data)
+
+
+def _kill_before_journal_removed(original, path, missing_ok=False):
+    if Path(path).name.endswith(".journal"):
+        kill_self()  # the manifest is compacted, the journal still lists the same rows
+    return original(path, missing_ok=missing_ok)
+
+
+@pytest.mark.parametrize("action", [_kill_before_rename, _kill_before_journal, _kill_before_compaction, _kill_before_journal_removed],
+                         ids=["image not renamed", "journal not appended", "manifest not compacted", "journal not removed"])
 def test_sample_killed_at_chosen_points_then_rerun(generator, sample_reference, tmp_path, action):
     out = tmp_path / "out"
 
     def work():
-        original = os.replace
-        os.replace = lambda src, dst: action(original, src, dst)
+        from synthgen import manifest
+
+        if action is _kill_before_journal:
+            original = manifest.append_synced
+            manifest.append_synced = lambda path, data: action(original, path, data)
+        elif action is _kill_before_journal_removed:
+            original = Path.unlink
+            Path.unlink = lambda path, missing_ok=False: action(original, path, missing_ok)
+        else:
+            original = os.replace
+            os.replace = lambda src, dst: action(original, src, dst)
         sample_dataset(generator, PLAN, out, seed=3, batch_size=16)
 
     fault = tally.fault(f"sample: SIGKILL, {action.__name__.strip('_').replace('_', ' ')}")
@@ -108,6 +140,31 @@ def test_sample_killed_at_chosen_points_then_rerun(generator, sample_reference, 
     sample_dataset(generator, PLAN, out, seed=3, batch_size=16)
     assert_complete_sample(out, sample_reference)
     fault.survived()
+
+
+def test_sample_killed_mid_run_leaves_a_journal_that_the_rerun_continues_and_compacts(generator, sample_reference, tmp_path):
+    out = tmp_path / "out"
+
+    def work():
+        from synthgen import manifest
+
+        original, appends = manifest.append_synced, [0]
+
+        def append(path, data):
+            appends[0] += 1
+            if appends[0] == 4:
+                kill_self()  # three batches journaled, the fourth's images written but not listed
+            return original(path, data)
+
+        manifest.append_synced = append
+        sample_dataset(generator, PLAN, out, seed=3, batch_size=16)
+
+    assert wait(fork(work)) == -signal.SIGKILL
+    assert not (out / MANIFEST).exists() and journal_path(out, MANIFEST).exists()
+    assert len(manifest_files(out)) == 3 * 16  # only rows whose files were whole
+    again = sample_dataset(generator, PLAN, out, seed=3, batch_size=16)
+    assert again.existing == {"Bag": 48, "Sneaker": 0} and again.written == {"Bag": 102, "Sneaker": 150}
+    assert_complete_sample(out, sample_reference)  # compacted: no journal, the manifest byte-equal to an uninterrupted run's
 
 
 def test_sample_killed_through_the_command_line_in_process_rerun(cgan_run, sample_reference, tmp_path):
