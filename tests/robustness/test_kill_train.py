@@ -138,7 +138,7 @@ def _delete_killed_half_way(original, path, *args, **kwargs):
     kill_self()
 
 
-def _log_line_cut(original, run_dir, step, timer, stats, progress):
+def _log_line_cut(original, run_dir, step, timer, stats, progress, clock=None):
     with open(run_dir / "log.jsonl", "a") as handle:
         handle.write('{"step": %d, "d_lo' % step)
     kill_self()
