@@ -238,4 +238,4 @@ def test_log_lines_are_not_wrapped_when_output_is_not_a_terminal():
     assert any(line.startswith("step 5/10") and line.rstrip().endswith("loss_p 1.000") for line in lines), lines
     assert "x" * 300 in lines
     keys = subprocess.run([sys.executable, "-m", "synthgen", "recipes", "--keys"], cwd=REPO, capture_output=True, text=True, env=env)
-    assert any("train.ema_decay" in line and "EMA decay, ramped up from 0 over the first steps." in line for line in keys.stdout.splitlines())
+    assert any("train.ema_decay" in line and "EMA decay, ramped up from 0 over the first steps (when ema_halflife_kimg is not set)." in line for line in keys.stdout.splitlines())

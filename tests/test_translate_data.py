@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from synthgen.data.pairs import discover_paired, discover_unpaired
 from synthgen.data.translation import TranslationBatches, load_paired, load_unpaired
 from synthgen.errors import SynthgenError
 from synthgen.recipe import validate
-from synthgen.translate import Original, hold_freed_memory, image_scores, output_mode, pad_to_multiple, ssim, to_original_mode
+from synthgen.translate import Original, image_scores, output_mode, pad_to_multiple, ssim, to_original_mode
 
 
 def images(fashion: Path, n: int, cls: str = "Coat") -> list[Image.Image]:
@@ -182,20 +181,3 @@ def test_identical_images_score_perfectly():
     assert scores.l1 == 0 and scores.ssim == pytest.approx(1.0) and scores.psnr >= 99
 
 
-def _page_faults_of_a_fresh_64_mib_tensor() -> int:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    torch.ones(16 * 2**20)  # 64 MiB: above glibc's largest mmap threshold
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-
-def test_held_memory_serves_the_next_big_tensor_without_page_faults():
-    if not hold_freed_memory(False):
-        pytest.skip("not glibc: no mallopt to tune")
-    try:
-        _page_faults_of_a_fresh_64_mib_tensor()
-        assert _page_faults_of_a_fresh_64_mib_tensor() > 10_000  # glibc's default: mmap, fault in 16,384 pages, unmap
-        assert hold_freed_memory(True)
-        _page_faults_of_a_fresh_64_mib_tensor()  # grows the heap once
-        assert _page_faults_of_a_fresh_64_mib_tensor() < 1_000  # the freed heap is reused
-    finally:
-        hold_freed_memory(True)  # what a Translator sets anyway
