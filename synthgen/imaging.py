@@ -175,15 +175,19 @@ def encode_array(array: np.ndarray, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
+def _write_synced(path: Path, data: bytes, mode: str) -> None:
+    with open(path, mode) as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: never a half-written file."""
     tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_synced(tmp, data, "wb")
         os.replace(tmp, path)
     except OSError as exc:  # disk full, read-only folder: the previous file (if any) is untouched
         tmp.unlink(missing_ok=True)
@@ -194,10 +198,7 @@ def append_synced(path: Path, data: bytes) -> None:
     """Append `data` to `path` (created when missing) and fsync: once this returns, the bytes survive a kill."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "ab") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_synced(path, data, "ab")
     except OSError as exc:  # disk full, read-only folder: what was appended before is intact
         raise WriteFailed(path, exc) from None
 

@@ -45,8 +45,9 @@ def init_from(method, source: str, class_names: list[str], device, progress=None
     checkpoint = source_checkpoint(source)
     report = {"source": str(checkpoint.path), "step": checkpoint.step, "networks": {}}
     for name, network in method.networks.items():
-        saved = name if (checkpoint.path / f"{name}.safetensors").is_file() else "G" if name == "G_ema" else None
-        if saved is None or not (checkpoint.path / f"{saved}.safetensors").is_file():
+        # A source without an EMA generator gives G_ema its G.
+        saved = next((n for n in (name, "G" if name == "G_ema" else None) if n and (checkpoint.path / f"{n}.safetensors").is_file()), None)
+        if saved is None:
             report["networks"][name] = {"loaded": 0, "initialised": "all (not in the source)"}
             continue
         checkpoint.verified_sha256(saved)
