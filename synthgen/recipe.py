@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from synthgen.errors import SynthgenError
 
 BUNDLED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-TRANSLATION_METHODS = ("pix2pix", "cyclegan")  # image -> image methods (train/pix2pix.py, train/cyclegan.py)
 
 
 def parse_budget(text: str) -> float:
@@ -221,15 +220,16 @@ class Recipe(Section):
     name: str = Field("run", description="Run name: the run is saved in train.out_dir/name/.")
     description: str = Field("", description="One line shown by `synthgen recipes`.")
     seed: int = Field(0, description="Seed for everything random in training.")
-    method: Literal["cgan", "pix2pix", "cyclegan"] = Field(
-        "cgan", description="Training method (train/ registry): cgan (labelled folders), pix2pix (paired), cyclegan (unpaired)."
-    )
+    method: str = Field("cgan", description="Training method (the train/ registry; `synthgen recipes --keys` lists them with their options).")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     conditioning: ConditioningConfig = Field(default_factory=ConditioningConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Keys of the chosen method alone (options.KEY), validated by the method's own schema."
+    )
 
     @field_validator("name")
     @classmethod
@@ -239,9 +239,24 @@ class Recipe(Section):
         return name
 
 
+    @field_validator("method")
+    @classmethod
+    def _method_is_known(cls, method: str) -> str:
+        from synthgen.train import METHODS
+
+        if method not in METHODS:
+            raise ValueError(f"unknown method (known: {', '.join(METHODS)})")
+        return method
+
+    @model_validator(mode="after")
+    def _method_options(self) -> "Recipe":
+        # Filled in with the method's defaults, so a saved recipe says every option it trained with.
+        self.options = method_options(self).model_dump(mode="json")
+        return self
+
     @model_validator(mode="after")
     def _keys_agree(self) -> "Recipe":
-        if self.method in TRANSLATION_METHODS:
+        if translates(self):
             if self.loss.type not in ("lsgan", "ns"):
                 raise ValueError(f"loss.type: {self.method} uses lsgan or ns (got {self.loss.type})")
             size = self.data.image_size
@@ -258,7 +273,34 @@ class Recipe(Section):
         return self
 
 
-SECTIONS = {"data", "model", "conditioning", "loss", "train", "gate"}
+SECTIONS = {"data", "model", "conditioning", "loss", "train", "gate", "options"}
+
+
+class NoOptions(Section):
+    """The schema of a method without keys of its own: options must stay empty."""
+
+
+def method_options(recipe: Recipe) -> Section:
+    """recipe.options validated by its method's schema (the method class's `Options`)."""
+    from synthgen.train import METHODS
+
+    schema = getattr(METHODS[recipe.method], "Options", NoOptions)
+    try:
+        return schema.model_validate(recipe.options)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(["options", *map(str, error["loc"])])
+        if error["type"] == "extra_forbidden":
+            known = ", ".join(schema.model_fields) or "none"
+            raise ValueError(f"{key}: not an option of method {recipe.method} (its options: {known})") from None
+        raise ValueError(f"{key}: {error['msg'].removeprefix('Value error, ')} (got {error.get('input')!r})") from None
+
+
+def translates(recipe: Recipe) -> bool:
+    """Whether the recipe's method maps images to images (translate) rather than labels to images (sample)."""
+    from synthgen.train import METHODS
+
+    return METHODS[recipe.method].produces == "translations"
 
 
 # --- loading -----------------------------------------------------------------
@@ -388,13 +430,23 @@ def recipe_to_yaml(recipe: Recipe) -> str:
 
 def describe_keys() -> list[tuple[str, Any, str]]:
     """(dotted key, default, description) for every key: the recipe reference."""
+    from synthgen.train import METHODS
+
     rows = []
     for section_name, section in Recipe.model_fields.items():
         annotation = section.annotation
         if isinstance(annotation, type) and issubclass(annotation, Section):
-            for key, field in annotation.model_fields.items():
-                default = field.default_factory() if field.default_factory else field.default
-                rows.append((f"{section_name}.{key}", default, field.description or ""))
-        else:
+            rows += _section_rows(section_name, annotation)
+        elif section_name != "options":
             rows.append((section_name, section.default, section.description or ""))
+    for name, method in METHODS.items():  # options.KEY, per method
+        rows += _section_rows("options", getattr(method, "Options", NoOptions), f" (method {name})")
+    return rows
+
+
+def _section_rows(prefix: str, section: type[Section], suffix: str = "") -> list[tuple[str, Any, str]]:
+    rows = []
+    for key, field in section.model_fields.items():
+        default = field.default_factory() if field.default_factory else field.default
+        rows.append((f"{prefix}.{key}", default, (field.description or "") + suffix))
     return rows

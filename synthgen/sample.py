@@ -33,7 +33,7 @@ from synthgen.errors import SynthgenError
 from synthgen.imaging import SAVE_FORMATS, encode, remove_stale_temporaries, to_uint8, write_atomic
 from synthgen.manifest import Manifest
 from synthgen.metrics.gate import Verdict
-from synthgen.models.conditioning import build_models
+from synthgen.train import METHODS
 from synthgen.recipe import validate
 
 MANIFEST = "manifest.csv"
@@ -67,14 +67,15 @@ class TrainedGenerator:
         self.run_dir = Path(run_dir)
         checkpoint = ckpt.require_checkpoint(self.run_dir, checkpoint)
         self.recipe = validate(checkpoint.recipe, source=f"{checkpoint.path}/state.json")
-        if self.recipe.method != "cgan":
+        self.method = METHODS[self.recipe.method]
+        if self.method.produces != "images":
             raise SynthgenError(f"{self.run_dir}: a {self.recipe.method} run translates images; use synthgen translate IN OUT --weights {self.run_dir}")
         self.class_names: list[str] = checkpoint.class_names
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
         # The recorded sha256s say which networks the checkpoint holds: a missing G_ema is an error, never a silent G.
         weights = "G_ema" if "G_ema" in checkpoint.state["weights_sha256"] else "G"
         self.checkpoint_sha256 = checkpoint.verified_sha256(weights)  # refuses a missing, damaged or replaced file
-        self.generator, _ = build_models(self.recipe, len(self.class_names))
+        self.generator = self.method.sampling_network(self.recipe, len(self.class_names))
         ckpt.restore_network(self.generator, checkpoint.weights(weights), checkpoint.path / f"{weights}.safetensors")
         self.generator.to(self.device).eval()
         self.step = checkpoint.step
@@ -98,7 +99,7 @@ class TrainedGenerator:
 
     def generate(self, class_index: int, seeds: list[int], truncation: float | None) -> torch.Tensor:
         """uint8 images [len(seeds), C, H, W], one per seed, in fp32 for reproducible bytes."""
-        z = torch.stack([latent(seed, self.recipe.model.z_dim, truncation) for seed in seeds]).to(self.device)
+        z = torch.stack([self.method.latent(self.recipe, seed, truncation) for seed in seeds]).to(self.device)
         y = torch.full((len(seeds),), class_index, dtype=torch.long, device=self.device)
         with torch.inference_mode():  # no autograd bookkeeping at all
             images = to_uint8(self.generator(z, y))

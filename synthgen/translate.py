@@ -36,7 +36,7 @@ from synthgen.errors import SynthgenError
 from synthgen.imaging import UnreadableImage, open_image, opened, remove_stale_temporaries, to_channels, to_model, to_uint8, write_atomic
 from synthgen.models.registry import build_translator
 from synthgen.precision import resolve_device, resolve_precision
-from synthgen.recipe import TRANSLATION_METHODS, validate
+from synthgen.recipe import translates, validate
 
 TILE_ABOVE = 1024  # images with a side longer than this are translated in tiles (memory stays bounded)
 TILE, OVERLAP = 512, 64  # tile side (rounded up to the stride) and the overlap blended between tiles
@@ -82,7 +82,7 @@ class Translator:
         checkpoint = ckpt.require_checkpoint(self.run_dir)
         self.recipe = validate(checkpoint.recipe, source=f"{checkpoint.path}/state.json")
         method = self.recipe.method
-        if method not in TRANSLATION_METHODS:
+        if not translates(self.recipe):
             raise SynthgenError(f"{self.run_dir}: a {method} run generates images from class labels; translate needs a pix2pix or cyclegan run")
         if direction not in (None, "AtoB", "BtoA"):
             raise SynthgenError(f"--direction {direction}: expected AtoB or BtoA")

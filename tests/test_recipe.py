@@ -316,3 +316,31 @@ def test_train_with_a_broken_set_is_one_error_line():
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- a method's own keys (options.*) ----------------------------------------------
+
+
+def test_an_unknown_method_lists_the_known_ones(tmp_path):
+    message = recipe_error(write(tmp_path, "method: stylegan9\n"))
+    assert "method: unknown method" in message and "cgan" in message and "cyclegan" in message
+
+
+def test_options_are_validated_by_the_methods_own_schema(tmp_path, monkeypatch):
+    from pydantic import Field
+
+    from synthgen.recipe import Section
+    from synthgen.train import METHODS, ConditionalGAN
+
+    class Options(Section):
+        info_weight: float = Field(1.0, ge=0, description="How much the test method's extra term weighs.")
+
+    monkeypatch.setitem(METHODS, "withkeys", type("WithKeys", (ConditionalGAN,), {"Options": Options}))
+    path = write(tmp_path, "method: withkeys\noptions:\n  info_weight: 2\n")
+    assert load_recipe(path).options == {"info_weight": 2.0}
+    assert load_recipe(write(tmp_path, "method: withkeys\n", "d.yaml")).options == {"info_weight": 1.0}, "defaults filled in"
+    assert "options.info_weight: " in recipe_error(path, ["options.info_weight=-1"])
+    message = recipe_error(path, ["options.info_wieght=1"])
+    assert "options.info_wieght: not an option of method withkeys (its options: info_weight)" in message
+    assert "not an option of method cgan (its options: none)" in recipe_error(path, ["method=cgan"])
+    assert ("options.info_weight", 1.0, "How much the test method's extra term weighs. (method withkeys)") in describe_keys()

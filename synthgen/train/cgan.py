@@ -57,6 +57,8 @@ class ConditionalGAN:
     own is needed (G's forward for the D step, D's forward for the G step).
     """
 
+    produces = "images"  # runs are used by `synthgen sample`: (latent, class) -> image
+
     def __init__(self, recipe, data: LabelledImages, precision: Precision):
         self.recipe, self.precision, self.device = recipe, precision, precision.device
         self.num_classes = len(data.class_names)
@@ -107,6 +109,20 @@ class ConditionalGAN:
             self.augment.load_state(state["augment"])
         if "lecam" in state:
             self.lecam.load_state(state["lecam"])
+
+    # --- what `synthgen sample` rebuilds from a checkpoint (a subclass with other latents overrides) ---
+
+    @staticmethod
+    def sampling_network(recipe, num_classes: int) -> torch.nn.Module:
+        """The network that maps (latent, class) to images, built empty for a checkpoint's weights."""
+        return build_models(recipe, num_classes)[0]
+
+    @staticmethod
+    def latent(recipe, seed: int, truncation: float | None) -> torch.Tensor:
+        """The latent vector image `seed` is generated from."""
+        from synthgen.sample import latent
+
+        return latent(seed, recipe.model.z_dim, truncation)
 
     @property
     def sampling_generator(self):

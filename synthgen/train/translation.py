@@ -18,6 +18,8 @@ PAPER_G_SCALE = {"lsgan": 2.0, "ns": 1.0}
 class TranslationMethod:
     """Base of the image -> image methods; subclasses build their networks and define train_step."""
 
+    produces = "translations"  # runs are used by `synthgen translate`
+
     def __init__(self, recipe, precision: Precision):
         self.recipe, self.precision, self.device = recipe, precision, precision.device
         self.loss = LOSSES[recipe.loss.type]
