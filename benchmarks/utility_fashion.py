@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -53,8 +52,8 @@ def synthgen(*args, ok=(0,)) -> int:
     """Run the CLI of this checkout; its output goes to the terminal. Exit codes outside `ok` stop the benchmark."""
     command = [sys.executable, "-m", "synthgen", *map(str, args)]
     print("$ synthgen " + " ".join(map(str, args)), flush=True)
-    env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "160")}  # tables unwrapped in a log file too
-    code = subprocess.run(command, cwd=REPO, env=env).returncode
+    # Without COLUMNS, output to a log file is not wrapped at all (cli._console): log lines stay whole.
+    code = subprocess.run(command, cwd=REPO).returncode
     if code not in ok:
         sys.exit(f"synthgen {args[0]} failed with exit code {code}")
     return code
