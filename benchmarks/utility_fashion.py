@@ -1,25 +1,31 @@
 """Does synthetic data help? Fashion-MNIST in a realistic small-data setting, end to end through the CLI.
 
-    make bench-utility          (or: .venv/bin/python benchmarks/utility_fashion.py [--gan-steps N] [--fresh])
+    make bench-utility          (or: .venv/bin/python benchmarks/utility_fashion.py [--recipes a.yaml,b.yaml] [--budget 20m] [--fresh])
 
 Not a bench_*.py: `make bench` runs those and stays at a few minutes; this
-one trains a GAN and 15 classifiers (about 25-35 minutes on 2 CPU cores).
+one trains a GAN per recipe for its budget and 18 classifiers per recipe
+(about 2 x (budget + 12) minutes on 2 CPU cores).
 
 1. data: Fashion-MNIST from ../shared/datasets/fashion-mnist (`synthgen data
    import idx`); a stratified, seeded 10% of the 60,000 training images
    (600 per class), then three classes (drawn with the same seed, not picked
    by hand) cut to a tenth of the others (60 each): 4,380 training images.
    The test set is the full official 10,000 (1,000 per class).
-2. GAN: recipes/demo.yaml as it is (AC-GAN, DCGAN backbone, class-balanced
-   batches), only data.root, train.out_dir, name and train.steps set.
-3. synthetic: `synthgen sample --fill-to 600 --data TRAIN` (gated): tops every
-   class up to the majority count, i.e. 540 images for each minority class.
-   For case (b), CAS, a complete gated set: `--balanced -n 600`.
-4. augmentation: `synthgen augment TRAIN --per-class 600` (policy medium):
+2. augmentation: `synthgen augment TRAIN --per-class 600` (policy medium):
    the same counts as the synthetic top-up, augmented images only.
-5. `synthgen eval --utility` over 3 seeds: the table, and
-   out/bench/utility_fashion.json (the figures plus this pipeline's settings,
-   gate verdicts and stage timings).
+3. per GAN recipe (default recipes/demo.yaml and recipes/small-data.yaml, each
+   as it is, only data.root, train.out_dir, name and train.budget set, one
+   after the other so each has the whole machine):
+   - `synthgen train` to the wall-clock budget (default 20m);
+   - synthetic: `synthgen sample --fill-to 600 --data TRAIN` (gated): tops every
+     class up to the majority count, i.e. 540 images for each minority class;
+     for case (b), CAS, a complete gated set: `--balanced -n 600`;
+   - `synthgen eval --per-class` of the complete set against TRAIN: within-class
+     MS-SSIM of every synthetic class beside its real class's;
+   - `synthgen eval --utility` over 3 seeds: cases (a)-(f), (f) being real only
+     with class-balanced batches (the re-sampling baseline).
+4. one summary table, and out/bench/utility_fashion.json (every figure, the
+   settings, gate verdicts and stage timings).
 
 Every stage is skipped when its output is complete (a stopped run continues);
 --fresh starts over. Intermediate folders: out/bench/utility_fashion/.
@@ -36,6 +42,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import machine, print_table, write_json  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FM = REPO.parent / "shared" / "datasets" / "fashion-mnist"
 OUT = REPO / "out" / "bench"
@@ -45,7 +54,6 @@ TRAIN_SHARE = 0.10  # of the official training set, per class
 MINORITY_CLASSES = 3
 MINORITY_SHARE = 0.10  # of the other classes' count
 SEED = 0
-RUN_NAME = "fm-small"
 
 
 def synthgen(*args, ok=(0,)) -> int:
@@ -82,17 +90,18 @@ def small_train_set(full_train: Path, dest: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gan-steps", type=int, default=4000, help="GAN training steps (recipes/demo.yaml: ~7 min per 3000 on 2 idle cores)")
+    parser.add_argument("--recipes", default=",".join(DEFAULT_RECIPES), help="Comma-separated GAN recipes, each trained to --budget")
+    parser.add_argument("--budget", default="20m", help="GAN training wall-clock budget per recipe (train.budget)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=1000, help="classifier steps per case and seed")
     parser.add_argument("--fresh", action="store_true", help="delete the intermediate folders and start over")
-    parser.add_argument("--only-data-and-gan", action="store_true", help="stop after training the GAN")
     args = parser.parse_args()
     if not (SHARED_FM / "train-images-idx3-ubyte.gz").exists():
         sys.exit(f"needs the Fashion-MNIST idx files in {SHARED_FM}")
     if args.fresh:
         shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine()}\nGAN budget: {args.budget} per recipe, one recipe at a time", flush=True)
     timings_file = WORK / "timings.json"  # stage timings survive a run that continues another
     timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.exists() else {}
 
@@ -106,8 +115,7 @@ def main() -> None:
         timings[name] = round(time.perf_counter() - start, 1)
         timings_file.write_text(json.dumps(timings))
 
-    full, train, run = WORK / "fashion-mnist", WORK / "train", WORK / "weights" / RUN_NAME
-    synthetic, cas, augmented = WORK / "synthetic", WORK / "synthetic_all", WORK / "augmented"
+    full, train, augmented = WORK / "fashion-mnist", WORK / "train", WORK / "augmented"
     stage("import", (full / "test").is_dir(), lambda: synthgen("data", "import", "idx", SHARED_FM, full, "--names", "fashion-mnist"))
     setting_file = WORK / "setting.json"
     stage("train set", train.is_dir() and setting_file.exists(),
@@ -115,39 +123,78 @@ def main() -> None:
     setting = json.loads(setting_file.read_text())
     majority = max(setting["counts"].values())
     print(f"train: {sum(setting['counts'].values())} images, minority classes {setting['minority']} ({min(setting['counts'].values())} each), others {majority}")
-
-    final = run / "checkpoints" / f"step-{args.gan_steps:07d}"
-    stage("gan", final.exists(), lambda: synthgen(
-        "train", "demo", "--set", f"data.root={train}", "--set", f"train.out_dir={run.parent}", "--set", f"name={RUN_NAME}",
-        "--set", f"train.steps={args.gan_steps}", *(["--resume"] if run.exists() else []),
-    ))
-    if args.only_data_and_gan:
-        return
-    # Exit 3 = the gate held back a class: that is a finding (recorded below), not a failed benchmark.
-    codes = {}
-    stage("sample fill-to", False, lambda: codes.__setitem__("fill_to", synthgen(
-        "sample", "--weights", run, "--fill-to", majority, "--data", train, "--out", synthetic, "--seed", SEED, ok=(0, 3))))
-    stage("sample balanced (CAS)", False, lambda: codes.__setitem__("balanced", synthgen(
-        "sample", "--weights", run, "--balanced", "-n", majority, "--out", cas, "--seed", SEED, ok=(0, 3))))
     stage("augment", (augmented / "manifest.csv").exists() and all(
         len(list((augmented / c).glob("*.png"))) == majority - n for c, n in setting["counts"].items() if n < majority),
         lambda: synthgen("augment", train, augmented, "--per-class", majority, "--seed", SEED))
-    result_file = OUT / "utility_fashion.json"
-    stage("utility", False, lambda: synthgen(
-        "eval", "--utility", "--train", train, "--test", full / "test", "--synthetic", synthetic, "--augmented", augmented,
-        "--cas", cas, "--seeds", args.seeds, "--steps", args.steps, "--json", result_file))
-
-    result = json.loads(result_file.read_text())
-    result["benchmark"] = {
-        "setting": setting,
-        "gan": {"recipe": "recipes/demo.yaml", "steps": args.gan_steps, "run": str(run.relative_to(REPO))},
-        "sample_exit_codes": codes,
-        "gate": {name: _gate_summary(folder) for name, folder in (("fill_to", synthetic), ("balanced", cas))},
-        "timings_s": timings,
-        "command": " ".join(sys.argv),
+    rows = {}
+    for recipe in args.recipes.split(","):
+        rows[Path(recipe).stem] = gan_case(recipe, args, stage, full, train, augmented, majority)
+    summary = [summary_row(name, row, setting) for name, row in rows.items()]
+    print_table(f"Fashion-MNIST, {sum(setting['counts'].values())} train images (3 classes at 60), GAN {args.budget} per recipe; "
+                f"classifier {args.steps} steps x {args.seeds} seeds; macro-F1 and minority recall, mean over seeds", SUMMARY_HEADER, summary)
+    result = {
+        "setting": setting, "budget": args.budget, "machine": machine(), "timings_s": timings, "command": " ".join(sys.argv),
+        "recipes": rows,
     }
-    result_file.write_text(json.dumps(result, indent=1))
-    print(f"written: {result_file}")
+    write_json("utility_fashion", result)
+
+
+DEFAULT_RECIPES = ["recipes/demo.yaml", "recipes/small-data.yaml"]
+SUMMARY_HEADER = ["recipe", "GAN steps", "(a) real", "(f) balanced", "(d) +aug", "(c) +synth", "(e) +synth+aug", "minority recall a/f/c/e",
+                  "CAS / real acc", "worst MS-SSIM ratio", "gate passed"]
+
+
+def gan_case(recipe: str, args, stage, full: Path, train: Path, augmented: Path, majority: int) -> dict:
+    """Train one recipe to the budget on the small set, sample its top-up and a complete set, and run the utility cases."""
+    name = Path(recipe).stem
+    folder = WORK / name
+    run, synthetic, cas = folder / "weights" / name, folder / "synthetic", folder / "synthetic_all"
+    trained = (run / "run.json").is_file() and (run / "checkpoints").is_dir()
+    if not trained:
+        shutil.rmtree(run, ignore_errors=True)  # a run killed mid-way starts over: its budget must be whole
+    stage(f"{name}: gan", trained, lambda: synthgen(
+        "train", recipe, "--set", f"data.root={train}", "--set", f"train.out_dir={run.parent}", "--set", f"name={name}",
+        "--set", f"train.budget={args.budget}", "--set", "train.steps=10000000"))
+    # Exit 3 = the gate held back a class: that is a finding (recorded below), not a failed benchmark.
+    codes = {}
+    stage(f"{name}: sample fill-to", False, lambda: codes.__setitem__("fill_to", synthgen(
+        "sample", "--weights", run, "--fill-to", majority, "--data", train, "--out", synthetic, "--seed", SEED, ok=(0, 3))))
+    stage(f"{name}: sample balanced (CAS)", False, lambda: codes.__setitem__("balanced", synthgen(
+        "sample", "--weights", run, "--balanced", "-n", majority, "--out", cas, "--seed", SEED, ok=(0, 3))))
+    diversity = folder / "ms_ssim.json"  # within-class MS-SSIM of the complete synthetic set against the real train images
+    stage(f"{name}: within-class MS-SSIM", diversity.exists(), lambda: synthgen(
+        "eval", "--real", train, "--fake", cas, "--weights", run, "--per-class", "--json", diversity))
+    utility = folder / "utility.json"
+    stage(f"{name}: utility", False, lambda: synthgen(
+        "eval", "--utility", "--train", train, "--test", full / "test", "--synthetic", synthetic, "--augmented", augmented,
+        "--cas", cas, "--seeds", args.seeds, "--steps", args.steps, "--json", utility))
+    state = json.loads((run / "run.json").read_text())
+    return {
+        "recipe": recipe, "gan_steps": state["step"], "precision": state.get("precision"), "sample_exit_codes": codes,
+        "gate": {kind: _gate_summary(f) for kind, f in (("fill_to", synthetic), ("balanced", cas))},
+        "ms_ssim": ms_ssim_per_class(json.loads(diversity.read_text())), "utility": json.loads(utility.read_text()),
+    }
+
+
+def ms_ssim_per_class(evaluation: dict) -> dict:
+    """{class: {synthetic, real, ratio}} from `synthgen eval --per-class` (real: the train images' own figure)."""
+    rows = {}
+    for name, metrics in evaluation["per_class"].items():
+        if "ms_ssim" in metrics:
+            generated, real = metrics["ms_ssim"]["generated"], metrics["ms_ssim"]["real"]
+            rows[name] = {"synthetic": generated, "real": real, "ratio": generated / real if real else None}
+    return rows
+
+
+def summary_row(name: str, row: dict, setting: dict) -> list:
+    cases = row["utility"]["cases"]
+    f1 = lambda key: f"{cases[key]['macro_f1']['mean']:.4f}" if key in cases else "-"  # noqa: E731
+    minority = "/".join(f"{cases[k]['minority_recall']['mean']:.3f}" if k in cases else "-" for k in "afce")
+    cas = f"{cases['b']['accuracy']['mean'] / cases['a']['accuracy']['mean']:.3f}" if "b" in cases else "-"
+    ratios = [r["ratio"] for r in row["ms_ssim"].values() if r["ratio"] is not None]
+    worst = f"{max(ratios):.2f}" if ratios else "-"
+    passed = sum(1 for c in row["gate"]["balanced"].get("classes", {}).values() if c.get("status") == "passed")
+    return [name, row["gan_steps"], f1("a"), f1("f"), f1("d"), f1("c"), f1("e"), minority, cas, worst, f"{passed}/{len(setting['classes'])}"]
 
 
 def _gate_summary(folder: Path) -> dict:

@@ -251,7 +251,7 @@ def eval_command(
     paired: Optional[Path] = typer.Option(None, "--paired", help="Held-out pairs (A/ + B/ or side-by-side) to score a translation run (--weights) on: L1, PSNR, SSIM."),
     features: str = typer.Option("domain", "--features", help="domain (a classifier trained on --real; fast) or inception (standard FID network)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="A run: its image size and its domain classifier are used."),
-    per_class: bool = typer.Option(False, "--per-class", help="Also FID and KID per class."),
+    per_class: bool = typer.Option(False, "--per-class", help="Also FID, KID and within-class MS-SSIM per class."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write every figure to this JSON file."),
     gate: bool = typer.Option(False, "--gate", help="Apply the gate to --fake: a verdict per class, exit 3 when any class fails."),
     batch_size: int = typer.Option(64, "--batch-size", min=2, help="With --gate: images per gated batch."),
@@ -295,10 +295,10 @@ def eval_command(
         result = ev.evaluate(folders, ev.extractor_for(folders, features, inception_weights), per_class)
     _print_evaluation(result, features)
     if per_class:
-        classes = Table("class", "FID", "FID real", "KID", "KID real", "n")
+        classes = Table("class", "FID", "FID real", "KID", "KID real", "MS-SSIM", "MS-SSIM real", "n")
         for name, row in result.per_class.items():
             get = lambda m, side: f"{row[m][side]:.4g}" if m in row and side in row[m] else "-"  # noqa: E731
-            classes.add_row(escape(name), get("fid", "generated"), get("fid", "real"), get("kid", "generated"), get("kid", "real"), get("n", "generated"))
+            classes.add_row(escape(name), *[get(m, side) for m in ("fid", "kid", "ms_ssim") for side in ("generated", "real")], get("n", "generated"))
         out.print(classes)
     if json_out:
         write_atomic(json_out, json.dumps(result.as_json(), indent=1).encode())

@@ -11,6 +11,8 @@ optimisation steps, the same seeds, trained on
     (c) real + synthetic
     (d) real + classic augmentation
     (e) real + synthetic + classic augmentation
+    (f) real only, class-balanced batches: what a user tries first against
+        a skewed dataset (re-sampling, as torch's WeightedRandomSampler does)
 
 and scored on the same real test set: accuracy, macro-F1 and the recall of
 every class (minority classes are where extra data should matter). Cases
@@ -18,8 +20,8 @@ whose folders were not given are skipped.
 
 The budget is counted in steps, not epochs, so a case with more images does
 not get more compute. Batches are drawn uniformly over the case's images
-(no class re-weighting, no on-the-fly augmentation): whatever changes
-between cases is the training data alone. With the same seed every case
+(no on-the-fly augmentation, and no class re-weighting except in (f)):
+whatever changes between cases is the training data alone. With the same seed every case
 starts from the same initial weights (a paired comparison).
 
 The network is the domain classifier's architecture (metrics/domain.py,
@@ -49,6 +51,7 @@ from synthgen.precision import resolve_device, resolve_precision
 class Case:
     label: str
     sources: tuple[str, ...]  # which folders are pooled into its training set
+    balanced: bool = False  # batches draw every class equally often instead of every image
 
 
 # The five training sets, in table order; a case runs when all its sources were given.
@@ -58,6 +61,7 @@ CASES = {
     "c": Case("real + synthetic", ("train", "synthetic")),
     "d": Case("real + augmentation", ("train", "augmented")),
     "e": Case("real + synthetic + augmentation", ("train", "synthetic", "augmented")),
+    "f": Case("real only, class-balanced batches", ("train",), balanced=True),
 }
 
 MINORITY_SHARE = 0.5  # a class with at most half the train images of the largest class is a minority class
@@ -153,8 +157,11 @@ def minority_classes(train_counts: list[int]) -> list[int]:
 # --- the classifier ---------------------------------------------------------------------
 
 
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, class_names: list[str], seed: int, config: UtilityConfig) -> DomainNet:
-    """Train a fresh CNN for config.steps steps on uint8 images [N, C, H, W]; batches drawn uniformly from a seeded generator."""
+def train_classifier(
+    images: torch.Tensor, labels: torch.Tensor, class_names: list[str], seed: int, config: UtilityConfig, balanced: bool = False
+) -> DomainNet:
+    """Train a fresh CNN for config.steps steps on uint8 images [N, C, H, W], batches drawn from a seeded generator:
+    uniformly over the images, or with `balanced` uniformly over the classes (each image weighted by 1 / its class's count)."""
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(seed)
@@ -164,9 +171,10 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, class_names: li
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps, pct_start=0.15)
     scaler = precision.grad_scaler()
+    draw = batch_drawer(labels, config.batch_size, balanced, gen)
     net.train()
     for _ in range(config.steps):
-        pick = torch.randint(len(labels), (config.batch_size,), generator=gen)
+        pick = draw()
         x = to_model(images[pick].to(device)).contiguous(memory_format=precision.memory_format)  # uint8 crosses to the GPU
         with precision.autocast():
             _, logits, _ = net(x)  # the rotation head of the domain network is unused here
@@ -177,6 +185,14 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, class_names: li
         scaler.update()
         schedule.step()
     return net.eval()
+
+
+def batch_drawer(labels: torch.Tensor, batch_size: int, balanced: bool, gen: torch.Generator) -> Callable[[], torch.Tensor]:
+    """Indices of one batch per call: uniform over the images, or with `balanced` over the classes first."""
+    if not balanced:
+        return lambda: torch.randint(len(labels), (batch_size,), generator=gen)
+    weights = 1.0 / torch.bincount(labels)[labels].double()  # each class's images share one class's weight
+    return lambda: torch.multinomial(weights, batch_size, replacement=True, generator=gen)
 
 
 @torch.inference_mode()
@@ -305,7 +321,7 @@ def evaluate_utility(
         for seed in config.seeds:
             if progress:
                 progress(key, seed)
-            net = train_classifier(images, labels, class_names, seed, config)
+            net = train_classifier(images, labels, class_names, seed, config, case.balanced)
             scores = score(predict(net, test.images, config), test.labels, k)
             result.runs.append({"seed": seed, **asdict(scores)})
         cases[key] = result

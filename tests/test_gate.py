@@ -207,12 +207,18 @@ def test_cli_sample_gated_and_eval_halves(trained_gan, four_classes, tmp_path):
             for source in files[i::2]:
                 (side / name / source.name).symlink_to(source)
     steps = ("--set", f"gate.domain_steps={CLI_DOMAIN_STEPS}")
-    evaluated = run("eval", "--real", halves["a"], "--fake", halves["b"], "--json", tmp_path / "e.json", *steps)
+    evaluated = run("eval", "--real", halves["a"], "--fake", halves["b"], "--per-class", "--json", tmp_path / "e.json", *steps)
     assert evaluated.returncode == 0, evaluated.stderr
-    figures = json.loads((tmp_path / "e.json").read_text())["metrics"]
+    saved = json.loads((tmp_path / "e.json").read_text())
+    figures = saved["metrics"]
     kid, spread = figures["kid"]["generated"], figures["kid_std"]["generated"]
     print(f"KID of two real halves: {kid:.5f} +- {spread:.5f}")
     assert abs(kid) < 3 * spread
+    # Within-class MS-SSIM per class: two real halves of a class are about as diverse as each other.
+    for name in ("Bag", "Trouser"):
+        ms_ssim = saved["per_class"][name]["ms_ssim"]
+        assert 0 < ms_ssim["real"] < 1 and abs(ms_ssim["generated"] - ms_ssim["real"]) < 0.1, (name, ms_ssim)
+    assert "MS-SSIM real" in evaluated.stdout
     gated = run("eval", "--real", halves["a"], "--fake", halves["b"], "--gate", *steps)
     assert gated.returncode == 0, gated.stdout + gated.stderr
     collapsed = tmp_path / "collapsed" / "Bag"

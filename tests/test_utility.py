@@ -113,6 +113,7 @@ def test_real_only_beats_chance_by_a_wide_margin(realistic):
     print(f"real only: accuracy {accuracy:.3f}, macro-F1 {f1:.3f} (chance 0.25)")
     assert accuracy > 0.8 and f1 > 0.8
     assert set(realistic.skipped) == {"d", "e"}  # no augmented folder given
+    assert realistic.cases["f"].train_images == realistic.cases["a"].train_images  # the same images, drawn by class
 
 
 def test_a_perfect_generator_scores_close_to_real_data(realistic):
@@ -157,6 +158,19 @@ def test_minority_classes_come_from_the_train_counts(splits, tmp_path):
     assert report.as_json()["train_counts"]["Bag"] == 20
 
 
+def test_class_balanced_batches_draw_every_class_equally_often():
+    """Case (f), the re-sampling baseline: batches drawn by class see a class of 8 images as often as one of 400."""
+    from synthgen.utility import batch_drawer
+
+    labels = torch.cat([torch.zeros(8), torch.ones(400), torch.full((100,), 2)]).long()
+    counts = {}
+    for balanced in (False, True):
+        draw = batch_drawer(labels, 64, balanced, torch.Generator().manual_seed(0))
+        counts[balanced] = torch.bincount(labels[torch.cat([draw() for _ in range(300)])], minlength=3) / (300 * 64)
+    assert torch.allclose(counts[True], torch.full((3,), 1 / 3), atol=0.02), counts[True]
+    assert torch.allclose(counts[False], torch.tensor([8, 400, 100]) / 508, atol=0.02), counts[False]
+
+
 def synthgen(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}  # the table unwrapped
     return subprocess.run([sys.executable, "-m", "synthgen", *map(str, args)], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
@@ -168,7 +182,7 @@ def test_cli_prints_the_table_and_writes_json(splits, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "(a) real only" in done.stdout and "synthetic only (CAS)" in done.stdout and "±" in done.stdout
     saved = json.loads((tmp_path / "u.json").read_text())
-    assert set(saved["cases"]) == {"a", "b", "c"} and saved["config"]["seeds"] == [0, 1]
+    assert set(saved["cases"]) == {"a", "b", "c", "f"} and saved["config"]["seeds"] == [0, 1]
     assert saved["cases"]["c"]["train_counts"] == {name: 300 for name in sorted(FOUR_CLASSES)}
 
 

@@ -163,11 +163,12 @@ def _per_class(real: LabelledImages, half_a, sides, real_features) -> dict:
     for c, name in enumerate(real.class_names):
         reference = real_features[half_a[real.labels[half_a] == c]]
         row = {}
-        for side, (_, labels, features, _) in sides.items():
+        for side, (images, labels, features, _) in sides.items():
             mine = features[labels == c]
             if len(mine) >= 2 and len(reference) >= 2:
                 row.setdefault("fid", {})[side] = fid(reference, mine) if len(mine) > 2 else float("nan")
                 row.setdefault("kid", {})[side] = kid(reference, mine)[0]
+                row.setdefault("ms_ssim", {})[side] = mean_pairwise_ms_ssim(images[labels == c], pairs=128)
                 row.setdefault("n", {})[side] = float(len(mine))
         if row:
             table[name] = row
