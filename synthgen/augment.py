@@ -31,7 +31,7 @@ import yaml
 from synthgen.data.folders import discover_labelled, target_count
 from synthgen.data.pairs import discover_paired
 from synthgen.errors import SynthgenError
-from synthgen.imaging import SAVE_FORMATS, UnreadableImage, encode_array, load_native, remove_stale_temporaries, write_atomic
+from synthgen.imaging import SAVE_FORMATS, UnreadableImage, encode_array, load_native, make_durable, remove_stale_temporaries, write_atomic
 from synthgen.manifest import Manifest
 
 MANIFEST = "manifest.csv"
@@ -262,6 +262,7 @@ def _run(todo: list[Job], worker: "_Worker", rows: Manifest, result: AugmentResu
                     continue
                 new_rows.append(row)
                 result.written[job.source.group] += 1
+            make_durable([worker.out / f for row in new_rows for f in (row["file"], row["partner"]) if f])
             rows.append(new_rows)
             if on_image:
                 on_image(len(chunk))
@@ -340,12 +341,13 @@ class _Worker:
         seed, result = self.transform(job, _with_channels(a, colour), _with_channels(b, colour))
         out_a, out_b = _with_channels(result["image"], a.shape[2]), _with_channels(result["image_b"], b.shape[2])
         file_a, file_b = source.files(job.copy, self.fmt)
+        # Not fsynced one by one: _run makes a chunk durable at once before journaling it.
         if source.side_by_side:
-            write_atomic(self.out / file_a, encode_array(np.concatenate([out_a, out_b], axis=1), self.fmt))
+            write_atomic(self.out / file_a, encode_array(np.concatenate([out_a, out_b], axis=1), self.fmt), durable=False)
         else:
-            write_atomic(self.out / file_a, encode_array(out_a, self.fmt))
+            write_atomic(self.out / file_a, encode_array(out_a, self.fmt), durable=False)
             if file_b:
-                write_atomic(self.out / file_b, encode_array(out_b, self.fmt))
+                write_atomic(self.out / file_b, encode_array(out_b, self.fmt), durable=False)
         return {
             "file": file_a, "partner": file_b, "class": source.group,
             "source": _relative(source.image, self.root) + (f";{_relative(source.partner, self.root)}" if source.partner else ""),

@@ -175,23 +175,40 @@ def encode_array(array: np.ndarray, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def _write_synced(path: Path, data: bytes, mode: str) -> None:
+def _write_synced(path: Path, data: bytes, mode: str, sync: bool = True) -> None:
     with open(path, mode) as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if sync:
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: never a half-written file."""
+def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write to a temporary file beside `path`, then rename: never a half-written file.
+
+    `durable=False` skips the fsync (about 4 ms a file on these disks, ten times the write): for many small
+    files whose caller makes them durable together with `make_durable` before recording them anywhere.
+    A killed process loses nothing either way (the page cache survives it); only a power cut could.
+    """
     tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_synced(tmp, data, "wb")
+        _write_synced(tmp, data, "wb", sync=durable)
         os.replace(tmp, path)
     except OSError as exc:  # disk full, read-only folder: the previous file (if any) is untouched
         tmp.unlink(missing_ok=True)
         raise WriteFailed(path, exc) from None
+
+
+def make_durable(paths: list[Path]) -> None:
+    """Put files written with `write_atomic(..., durable=False)` on disk: one sync() for all of them where
+    the OS has it (one journal commit instead of one per file), an fsync per file elsewhere."""
+    if hasattr(os, "sync"):
+        os.sync()
+        return
+    for path in paths:
+        with open(path, "rb+") as handle:
+            os.fsync(handle.fileno())
 
 
 def append_synced(path: Path, data: bytes) -> None:

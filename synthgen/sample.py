@@ -30,7 +30,7 @@ import torch
 from synthgen import checkpoint as ckpt
 from synthgen.data.folders import class_counts, discover_labelled, target_count
 from synthgen.errors import SynthgenError
-from synthgen.imaging import SAVE_FORMATS, encode, remove_stale_temporaries, to_uint8, write_atomic
+from synthgen.imaging import SAVE_FORMATS, encode, make_durable, remove_stale_temporaries, to_uint8, write_atomic
 from synthgen.manifest import Manifest
 from synthgen.metrics.gate import Verdict
 from synthgen.train import METHODS
@@ -343,7 +343,7 @@ os.register_at_fork(after_in_child=lambda: globals().update(_WRITERS=_writer_poo
 
 
 def _write_one(path: Path, image: torch.Tensor, fmt: str) -> None:
-    write_atomic(path, encode(image, fmt))
+    write_atomic(path, encode(image, fmt), durable=False)  # made durable per batch, before it is journaled
 
 
 class _Writes:
@@ -355,20 +355,22 @@ class _Writes:
 
     def __init__(self, manifest: Manifest, on_batch: Callable[[int], None] | None, depth: int = 2):
         self.manifest, self.on_batch, self.depth = manifest, on_batch, depth
-        self.pending: deque[tuple[list[Future], list[dict]]] = deque()
+        self.pending: deque[tuple[list[Future], list[Path], list[dict]]] = deque()
 
     def submit(self, out: Path, relatives: list[str], images: torch.Tensor, fmt: str, rows: list[dict]) -> None:
         (out / relatives[0]).parent.mkdir(parents=True, exist_ok=True)
-        futures = [_WRITERS.submit(_write_one, out / relative, image, fmt) for relative, image in zip(relatives, images)]
-        self.pending.append((futures, rows))
+        paths = [out / relative for relative in relatives]
+        futures = [_WRITERS.submit(_write_one, path, image, fmt) for path, image in zip(paths, images)]
+        self.pending.append((futures, paths, rows))
         while self.pending and (len(self.pending) > self.depth or all(f.done() for f in self.pending[0][0])):
             self._finish_oldest()
 
     def _finish_oldest(self) -> None:
-        futures, rows = self.pending.popleft()
+        futures, paths, rows = self.pending.popleft()
         wait(futures)  # all of them, even after a failure: no thread may still write once this raises
         for future in futures:
             future.result()  # re-raises a failed write: the batch is not journaled
+        make_durable(paths)  # a journaled row names a file on disk, even after a power cut
         self.manifest.append(rows)
         if self.on_batch:
             self.on_batch(len(rows))

@@ -197,6 +197,25 @@ def test_rerun_after_a_kill_compacts_the_journal_first(generator, tmp_path):
     assert (out / MANIFEST).read_bytes() == (tmp_path / "whole" / MANIFEST).read_bytes()
 
 
+def test_a_batch_is_made_durable_before_the_journal_names_it(generator, tmp_path, monkeypatch):
+    """Images are written without an fsync each and synced once per batch: every journaled file was synced
+    first, and no file handed to the sync is in the journal yet."""
+    import synthgen.sample as sampling
+    from synthgen.manifest import journal_path
+
+    out, synced = tmp_path / "o", set()
+
+    def sync_then_check(paths):
+        journal = journal_path(out, MANIFEST)
+        listed = journal.read_text() if journal.exists() else ""
+        assert paths and all(path.is_file() and path.relative_to(out).as_posix() not in listed for path in paths)
+        synced.update(path.relative_to(out).as_posix() for path in paths)
+
+    monkeypatch.setattr(sampling, "make_durable", sync_then_check)
+    sample_dataset(generator, plan_classes(generator, ["Bag", "Trouser"], 10), out, seed=4, batch_size=4)
+    assert {row["file"] for row in manifest(out)} == synced and len(synced) == 20
+
+
 # --- small defects ----------------------------------------------------------------------
 
 
