@@ -218,7 +218,7 @@ def test_cli_sample_gated_and_eval_halves(trained_gan, four_classes, tmp_path):
     for name in ("Bag", "Trouser"):
         ms_ssim = saved["per_class"][name]["ms_ssim"]
         assert 0 < ms_ssim["real"] < 1 and abs(ms_ssim["generated"] - ms_ssim["real"]) < 0.1, (name, ms_ssim)
-    assert "MS-SSIM real" in evaluated.stdout
+    assert "MS-SSIM" in evaluated.stdout  # the per-class table's column (its header may wrap)
     gated = run("eval", "--real", halves["a"], "--fake", halves["b"], "--gate", *steps)
     assert gated.returncode == 0, gated.stdout + gated.stderr
     collapsed = tmp_path / "collapsed" / "Bag"
