@@ -15,7 +15,6 @@ a crash writes only what is missing; manifest.csv is rebuilt from the parts.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,8 +22,8 @@ from typing import Callable
 from synthgen import augment as aug
 from synthgen.data.folders import class_counts, discover_labelled, target_count
 from synthgen.errors import SynthgenError
-from synthgen.imaging import copy_atomic, remove_stale_temporaries, write_atomic
-from synthgen.manifest import read_rows, write_rows
+from synthgen.imaging import copy_atomic, remove_stale_temporaries
+from synthgen.manifest import continue_only_with, read_rows, write_rows
 
 MANIFEST = "manifest.csv"
 SETTINGS = "balance.json"
@@ -178,14 +177,7 @@ def _check_settings(out: Path, data: Path, to, mix: dict[str, float], seed: int,
     """A re-run continues OUT only with the settings that started it: otherwise the parts would not add up."""
     mix = {kind: weight for kind, weight in mix.items() if kind != "vary" or weight}  # folders balanced before vary existed continue
     settings = {"data": str(data.resolve()), "to": str(to), "mix": mix, "seed": seed, **({"spread": spread} if spread is not None else {})}
-    path = out / SETTINGS
-    if path.exists():
-        before = json.loads(path.read_text())
-        changed = [key for key in settings if before.get(key) != settings[key]]
-        if changed:
-            raise SynthgenError(f"{out}: was balanced with other settings ({', '.join(f'{k}={before.get(k)}' for k in changed)}); write to a new folder")
-        return
-    write_atomic(path, json.dumps(settings, indent=1).encode())
+    continue_only_with(out, SETTINGS, settings, "was balanced")
 
 
 def _check_generator(generator, wanted: dict[str, int], data: Path, kind: str) -> None:

@@ -28,7 +28,7 @@ no class to keep: its variations are written unchecked.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,7 +39,7 @@ from synthgen import checkpoint as ckpt
 from synthgen.data.folders import discover_labelled
 from synthgen.errors import SynthgenError
 from synthgen.imaging import SAVE_FORMATS, UnreadableImage, encode as encode_image, load_image, remove_stale_temporaries, to_model, to_uint8, write_atomic
-from synthgen.manifest import Manifest
+from synthgen.manifest import Manifest, continue_only_with
 from synthgen.metrics.gate import Verdict
 from synthgen.recipe import validate
 from synthgen.sample import GATE_REPORT, MANIFEST, TrainedGenerator, check_output_folder
@@ -217,7 +217,7 @@ def vary_folder(
     """`synthgen vary`: n variations of every image under SRC into OUT (see the module doc)."""
     sources = image_sources(src, encoder, class_name)
     settings = {"source": str(Path(src).resolve()), "spread": spread, "seed": seed, "to_class": to_class, "decoder_sha256": encoder.checkpoint_sha256}
-    _check_settings(check_output_folder(out), settings)
+    continue_only_with(check_output_folder(out), SETTINGS, settings, "holds variations made")
     return vary(encoder, aug.plan_copies(sources, n), out, spread, seed, to_class, fmt, batch_size, check, retries, root=Path(src), on_image=on_image)
 
 
@@ -296,19 +296,6 @@ def _vary_one(encoder, source, image, missing: dict[int, str], out, spread, seed
                 })
         rows.append(new_rows)
         result.written[target] += len(new_rows)
-
-
-def _check_settings(out: Path, settings: dict) -> None:
-    """A re-run continues OUT only with the settings that started it: other ones would mix two sets of variations."""
-    path = out / SETTINGS
-    if path.exists():
-        before = json.loads(path.read_text())
-        changed = [key for key in settings if before.get(key) != settings[key]]
-        if changed:
-            raise SynthgenError(f"{out}: holds variations made with other settings ({', '.join(f'{k}={before.get(k)}' for k in changed)}); write to a new folder")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(settings, indent=1).encode())
 
 
 def write_vary_report(out: Path, result: VaryResult, encoder: TrainedEncoder, check) -> Path:

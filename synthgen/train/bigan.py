@@ -82,7 +82,5 @@ class BiGAN(EncodingGAN):
             aux = self._class_loss(fake_classes, fake[2])
             total = adversarial + self.recipe.conditioning.aux_weight * aux
         self._update(self.opt_G, self.scaler_G, total)
-        self.D.requires_grad_(True)
-        if self.ema:
-            self.ema.update(self.G, step)
+        self._after_generator_update(step)
         return {"g_loss": adversarial, "g_aux": aux}

@@ -203,10 +203,13 @@ class ConditionalGAN:
             aux = self._class_loss(fake_classes, y_fake)
             total = adversarial + self.recipe.conditioning.aux_weight * aux
         self._update(self.opt_G, self.scaler_G, total)
+        self._after_generator_update(step)
+        return {"g_loss": adversarial, "g_aux": aux}
+
+    def _after_generator_update(self, step: int) -> None:
         self.D.requires_grad_(True)
         if self.ema:
             self.ema.update(self.G, step)
-        return {"g_loss": adversarial, "g_aux": aux}
 
     def _real_logits_for_generator(self, step: int) -> torch.Tensor:
         """A relativistic G judges its fakes against reals: D's logits on a real batch (no gradient needed)."""

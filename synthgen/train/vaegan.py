@@ -105,9 +105,7 @@ class VAEGAN(EncodingGAN):
             encoder_loss = self.options.kl_weight * prior + likelihood
             decoder_loss = self.options.gamma * likelihood + adversarial + self.recipe.conditioning.aux_weight * aux
         self._update_each(encoder_loss, decoder_loss)
-        self.D.requires_grad_(True)
-        if self.ema:
-            self.ema.update(self.G, step)
+        self._after_generator_update(step)
         return {"g_loss": adversarial, "g_aux": aux, "kl": prior, "llike": likelihood}
 
     def _update_each(self, encoder_loss: torch.Tensor, decoder_loss: torch.Tensor) -> None:
