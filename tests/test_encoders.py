@@ -102,6 +102,7 @@ def test_reconstructions_are_closer_to_their_sources_than_random_samples(trained
     random = encoder.decode(torch.randn(len(labels), encoder.z_dim, generator=torch.Generator().manual_seed(1)), labels).float()
     distance = lambda a: (a - images.float()).abs().flatten(1).mean(1)  # noqa: E731 - L1 per image, 0..255
     closer = (distance(reconstructions) < distance(random)).float().mean().item()
+    print(f"{encoder.recipe.method}: mean L1 reconstruction {distance(reconstructions).mean():.1f}, random {distance(random).mean():.1f}, closer for {closer:.0%}")
     # Measured: vaegan 38.8 vs 58.6 (closer for 96% of the images); bigan, whose inversion is learnt slowly, 40.6 vs 43.1 (61%).
     assert distance(reconstructions).mean() < 0.97 * distance(random).mean(), (distance(reconstructions).mean(), distance(random).mean())
     assert closer > 0.55
@@ -222,11 +223,11 @@ def test_cli_vary_encode_and_a_run_without_an_encoder(trained, four_classes, sou
     plain = train(tiny_recipe(four_classes, tmp_path / "cgan", train={"steps": 1})).run_dir
     synthgen = str(Path(sys.executable).with_name("synthgen"))
     run = lambda *args: subprocess.run([synthgen, *map(str, args)], cwd=REPO, capture_output=True, text=True)  # noqa: E731
-    ok = run("vary", sources / "Sneaker", "--weights", trained, "--class", "Sneaker", "-n", "2", "--out", tmp_path / "v", "--set", "gate.domain_steps=40")
+    ok = run("vary", sources / "Bag", "--weights", trained, "--class", "Bag", "-n", "2", "--out", tmp_path / "v", "--set", "gate.domain_steps=40")
     assert ok.returncode in (0, 3), ok.stderr
     report = json.loads((tmp_path / "v" / "gate_report.json").read_text())
-    assert (ok.returncode == 3) == bool(report["rejected_sources"])
-    assert len(list((tmp_path / "v" / "Sneaker").rglob("*.png"))) == 2 * (3 - len(report["rejected_sources"]))
+    assert (ok.returncode == 3) == bool(report["rejected_sources"]) and report["classes"]["Bag"]["status"] == "checked"
+    assert len(list((tmp_path / "v" / "Bag").rglob("*.png"))) == 2 * (3 - len(report["rejected_sources"]))
     assert run("encode", sources, "--weights", trained, "--out", tmp_path / "z.safetensors").returncode == 0
     for command in (["vary", sources, "-n", "2", "--out", tmp_path / "w"], ["encode", sources, "--out", tmp_path / "y.safetensors"]):
         bad = run(command[0], *command[1:], "--weights", plain)
