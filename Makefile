@@ -7,7 +7,7 @@ DEMO := out/demo
 DEMO_T := out/demo-translate
 UTIL := out/utility
 
-.PHONY: setup test demo demo-translate bench bench-utility bench-quality utility clean-demo balance pipeline
+.PHONY: setup test demo demo-translate bench bench-utility bench-quality bench-encoders utility clean-demo balance pipeline
 
 setup: $(STAMP)
 
@@ -123,6 +123,13 @@ bench-utility: $(STAMP)
 BUDGET ?= 10m
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality_fashion.py --budget $(BUDGET)
+
+# BiGAN and VAE-GAN on the Fashion-MNIST training set (../shared), trained unconditionally for the same steps: a linear
+# probe on E(x), the share of reconstructions G(E(x)) that keep their class (domain classifier), their L1 and SSIM, and
+# sample FID/KID, each encoder figure beside a randomly initialised encoder. QUICK=1: the smoke setting (minutes).
+# Not part of `make bench`.
+bench-encoders: $(STAMP)
+	$(BIN)/python benchmarks/encoders_fashion.py $(if $(QUICK),--quick,)
 
 clean-demo:
 	rm -rf $(DEMO) $(DEMO_T) $(UTIL)

@@ -234,6 +234,78 @@ def _sampling_plan(sampling, generator, classes, n, balanced, fill_to, data) -> 
     return sampling.plan_classes(generator, names, n)
 
 
+# --- encoders: encode and vary (runs of a method with an encoder, e.g. bigan, vaegan) ----------------
+
+
+@app.command()
+def encode(
+    src: Path = typer.Argument(..., help="An image, a labelled folder (class subfolders) or a folder of images."),
+    out_file: Path = typer.Option(..., "--out", help="Output file, e.g. latents.safetensors: latents [N, z_dim], labels [N], the source files in its metadata."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="A run of a method with an encoder (default: the most recent run in weights/)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best (scored best during training; else the latest), latest, or a step number."),
+    class_name: Optional[str] = typer.Option(None, "--class", help="The class of SRC when it has no class folders; with class folders, keep only this one."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images encoded together."),
+):
+    """Encode real images into the run's latent space: E(x) (a Gaussian encoder's mean), one row per image."""
+    from synthgen import encode as enc
+
+    encoder = enc.TrainedEncoder(weights or most_recent_run(), checkpoint=checkpoint)
+    result = enc.encode_folder(encoder, src, out_file, class_name, batch_size)
+    _print_unreadable(result.unreadable)
+    out.print(f"{result.out}: {result.encoded} latents of {encoder.z_dim} dims from {encoder.run_dir} (checkpoint step {encoder.step})")
+
+
+@app.command()
+def vary(
+    src: Path = typer.Argument(..., help="An image, a labelled folder (class subfolders) or a folder of images."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder: OUT/<class>/<source>_varNNN.png plus manifest.csv (each row names its source) and gate_report.json."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="A run of a method with an encoder (default: the most recent run in weights/)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best (scored best during training; else the latest), latest, or a step number."),
+    n: int = typer.Option(10, "-n", min=1, help="Variations per source image."),
+    spread: float = typer.Option(0.3, "--spread", min=0.0, help="Latent perturbation: z = E(x) + spread * N(0, I); 0 gives the reconstruction."),
+    class_name: Optional[str] = typer.Option(None, "--class", help="The class of SRC when it has no class folders; with class folders, vary only this one."),
+    to_class: Optional[str] = typer.Option(None, "--to-class", help="Decode under this class instead of the source's (a conditional run: the same style, another class)."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
+    fmt: str = typer.Option("png", "--format", help="png, jpg or webp."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Variations of one source decoded and checked together."),
+    no_gate: bool = typer.Option(False, "--no-gate", help="Write every variation unchecked."),
+    real: Optional[Path] = typer.Option(None, "--real", help="The run's training images, for its domain classifier (default: its data.root)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a gate setting, e.g. --set gate.fidelity_ratio=0.7."),
+):
+    """Variations of given real images: encode, perturb the latent, decode; written like sample (continues an existing OUT)."""
+    from synthgen import encode as enc
+
+    enc.check_output_folder(out_dir)  # before the slow part: loading, the domain classifier
+    encoder = enc.TrainedEncoder(weights or most_recent_run(), checkpoint=checkpoint)
+    check = _variation_check(encoder, no_gate, set_, real)
+    with Progress(TextColumn("[bold]vary"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
+        task = bar.add_task("vary", total=None)
+        result = enc.vary_folder(encoder, src, out_dir, n, spread, seed, class_name, to_class, fmt, batch_size,
+                                 check=check, retries=encoder.recipe.gate.retries if check else 0, on_image=lambda k: bar.advance(task, k))
+    report = enc.write_vary_report(out_dir, result, encoder, check)
+    _print_unreadable(result.unreadable)
+    table = Table("class", "existing", "written")
+    for name in result.written:
+        table.add_row(escape(name), str(result.existing[name]), str(result.written[name]))
+    out.print(table)
+    for source, reason in result.rejected.items():
+        err.print(f"[red]refused:[/red] variations of {escape(source)}: {escape(reason)}", highlight=False, soft_wrap=True)
+    out.print(f"variations: {out_dir} (manifest: {out_dir / enc.MANIFEST}, gate report: {report}), checkpoint step {encoder.step}")
+    if result.rejected:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+def _variation_check(encoder, no_gate: bool, overrides: list[str], real: Optional[Path]):
+    """The fidelity check of variations (encode.py) with `--set gate.*` applied; None when off or for a one-class run."""
+    from synthgen import encode as enc
+
+    if no_gate or not encoder.recipe.gate.enabled:
+        return None
+    encoder.override_gate(overrides)
+    with err.status("gate: the run's domain classifier (trained once, the first time)"):
+        return enc.variation_check(encoder, real)
+
+
 # --- metrics -------------------------------------------------------------------------
 
 METRIC_LABELS = {
@@ -482,10 +554,11 @@ def augment(
 @app.command()
 def balance(
     data: Path = typer.Argument(..., help="A labelled folder (class subfolders); never modified."),
-    dest: Path = typer.Argument(..., help="Output: DEST/<class>/{real,synthetic,augmented}/ plus manifest.csv and gate_report.json."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="A trained cgan run for the synthetic part."),
+    dest: Path = typer.Argument(..., help="Output: DEST/<class>/{real,synthetic,augmented,varied}/ plus manifest.csv and gate_report.json."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="A trained run for the synthetic part (and, for a run with an encoder, the varied part)."),
     to: str = typer.Option("max", "--to", help="Images per class: max (the largest class) or a number. Real images are never dropped."),
-    mix: Optional[str] = typer.Option(None, "--mix", help="How to fill the gap, e.g. synthetic=0.5,augment=0.5 (default: synthetic=1 with --weights, else augment=1)."),
+    mix: Optional[str] = typer.Option(None, "--mix", help="How to fill the gap, e.g. synthetic=0.5,augment=0.5 or vary=0.5,augment=0.5 (default: synthetic=1 with --weights, else augment=1)."),
+    spread: float = typer.Option(0.3, "--spread", min=0.0, help="With --mix vary=W: the latent perturbation of the variations (see synthgen vary)."),
     link: bool = typer.Option(False, "--link", help="Hard-link the real images instead of copying them (falls back to copying across file systems)."),
     policy: Optional[str] = typer.Option(None, "--policy", help="Augmentation policy: light, medium (default) or heavy."),
     pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="An albumentations pipeline YAML instead of --policy."),
@@ -501,25 +574,33 @@ def balance(
     from synthgen import balance as bal
     from synthgen import sample as sampling
 
+    from synthgen import encode as enc
+
     parsed_mix = bal.parse_mix(mix) if mix else None
-    generator = sampling.TrainedGenerator(weights, checkpoint=checkpoint) if weights is not None else None
+    wants_vary = weights is not None and parsed_mix is not None and parsed_mix["vary"] > 0
+    loader = enc.TrainedEncoder if wants_vary else sampling.TrainedGenerator  # an encoder's run is a generator too
+    generator = loader(weights, checkpoint=checkpoint) if weights is not None else None
     chosen = aug.choose_pipeline(policy, pipeline, flip=not no_flip)
     wants_synthetic = generator is not None and (parsed_mix is None or parsed_mix["synthetic"] > 0)
     gate = _calibrated_gate(generator, no_gate, set_, batch_size, data) if wants_synthetic else None
+    vary_check = _variation_check(generator, no_gate, set_, data) if wants_vary else None
     with Progress(TextColumn("[bold]balance"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err) as bar:
         task = bar.add_task("balance", total=None)
         result = bal.balance_dataset(
             data, dest, to, parsed_mix, generator, check=gate, retries=generator.recipe.gate.retries if gate else 0,
             pipeline=chosen, link=link, seed=seed, batch_size=batch_size, on_image=lambda k: bar.advance(task, k),
+            encoder=generator if wants_vary else None, vary_check=vary_check, spread=spread,
         )
     if result.sample_result is not None:
         sampling.write_gate_report(dest, result.sample_result, generator, gate)
     _print_unreadable(result.unreadable)
     plan = result.plan
-    table = Table("class", "real", "synthetic", "augmented", "target", "now", "gate")
+    table = Table("class", "real", "synthetic", "augmented", "varied", "target", "now", "gate")
     for name in plan.real:
-        status = f"[red]refused: {escape(result.rejected[name])}" if name in result.rejected else ("passed" if gate and plan.synthetic[name] else "")
-        table.add_row(escape(name), str(plan.real[name]), str(plan.synthetic[name]), str(plan.augmented[name]), str(plan.target[name]), str(result.final[name]), status)
+        checked = (gate and plan.synthetic[name]) or (vary_check and plan.varied[name])
+        status = f"[red]refused: {escape(result.rejected[name])}" if name in result.rejected else ("passed" if checked else "")
+        table.add_row(escape(name), str(plan.real[name]), str(plan.synthetic[name]), str(plan.augmented[name]), str(plan.varied[name]),
+                      str(plan.target[name]), str(result.final[name]), status)
     out.print(table)
     how = "hard-linked" if result.linked else "copied"
     out.print(f"{dest}: real images {how}; manifest {dest / bal.MANIFEST}" + (f", gate report {dest / sampling.GATE_REPORT}" if gate else ""))

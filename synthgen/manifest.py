@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -84,6 +85,18 @@ def _csv(rows: list[dict], columns: list[str], header: bool) -> bytes:
         writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue().encode()
+
+
+def continue_only_with(out: Path, file: str, settings: dict, what: str) -> None:
+    """A re-run continues OUT only with the settings that started it (kept in out/file); other ones are refused."""
+    path = Path(out) / file
+    if path.exists():
+        before = json.loads(path.read_text())
+        changed = [key for key in settings if before.get(key) != settings[key]]
+        if changed:
+            raise SynthgenError(f"{out}: {what} with other settings ({', '.join(f'{k}={before.get(k)}' for k in changed)}); write to a new folder")
+        return
+    write_atomic(path, json.dumps(settings, indent=1).encode())
 
 
 def write_rows(out: Path, name: str, rows: list[dict], columns: list[str], order: Callable[[dict], tuple]) -> None:

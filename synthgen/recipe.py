@@ -439,8 +439,13 @@ def describe_keys() -> list[tuple[str, Any, str]]:
             rows += _section_rows(section_name, annotation)
         elif section_name != "options":
             rows.append((section_name, section.default, section.description or ""))
-    for name, method in METHODS.items():  # options.KEY, per method
-        rows += _section_rows("options", getattr(method, "Options", NoOptions), f" (method {name})")
+    options: dict[str, tuple] = {}  # options.KEY -> (default, description -> the methods that have it)
+    for name, method in METHODS.items():
+        for key, default, description in _section_rows("options", getattr(method, "Options", NoOptions)):
+            options.setdefault(key, (default, {}))[1].setdefault(description, []).append(name)
+    for key, (default, described) in options.items():  # a key several methods share is one row naming them
+        text = "; ".join(f"{d} (method{'s' if len(names) > 1 else ''} {', '.join(names)})" for d, names in described.items())
+        rows.append((key, default, text))
     return rows
 
 

@@ -245,6 +245,12 @@ def _kid_scales(classifier, images, features, by_class) -> list[float]:
 
 def gate_for_run(run_dir: Path, recipe, class_names: list[str], batch_size: int, real_root: str | Path | None = None, device="cpu", progress=None) -> Gate:
     """The gate of a trained run: its real images (data.root, or `real_root`), its domain classifier, its thresholds."""
+    data, classifier = run_domain_classifier(run_dir, recipe, class_names, real_root, device, progress)
+    return Gate(classifier, data.images, data.labels, batch_size, recipe.gate)
+
+
+def run_domain_classifier(run_dir: Path, recipe, class_names: list[str], real_root: str | Path | None = None, device="cpu", progress=None):
+    """(the run's real images, its domain classifier): from data.root or `real_root`, which must hold the run's classes."""
     from synthgen.data.loading import load_labelled
     from synthgen.metrics.features import DOMAIN_FOLDER, domain_classifier
 
@@ -256,5 +262,4 @@ def gate_for_run(run_dir: Path, recipe, class_names: list[str], batch_size: int,
     data = load_labelled(root, recipe.data.image_size, recipe.data.channels, recipe.data.resize)
     if data.class_names != class_names:
         raise SynthgenError(f"gate: {root} has classes {data.class_names}, the run was trained on {class_names}; pass --real with the training images")
-    classifier = domain_classifier(data, Path(run_dir) / DOMAIN_FOLDER, recipe.gate.domain_steps, recipe.data.hflip, device, progress)
-    return Gate(classifier, data.images, data.labels, batch_size, recipe.gate)
+    return data, domain_classifier(data, Path(run_dir) / DOMAIN_FOLDER, recipe.gate.domain_steps, recipe.data.hflip, device, progress)

@@ -45,8 +45,13 @@ class Concat(Unconditional):
         return num_classes
 
     def prepare_input(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        one_hot = F.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None]
-        return torch.cat([x, one_hot.expand(-1, -1, *x.shape[2:])], dim=1).contiguous(memory_format=_layout(x))
+        return join_label_planes(x, y, self.num_classes)
+
+
+def join_label_planes(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """x [B, C, H, W] with one constant one-hot plane per class joined: [B, C + num_classes, H, W]."""
+    one_hot = F.one_hot(y, num_classes).to(x.dtype)[:, :, None, None]
+    return torch.cat([x, one_hot.expand(-1, -1, *x.shape[2:])], dim=1).contiguous(memory_format=_layout(x))
 
 
 class Projection(Unconditional):

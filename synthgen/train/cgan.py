@@ -63,7 +63,7 @@ class ConditionalGAN:
         self.recipe, self.precision, self.device = recipe, precision, precision.device
         self.num_classes = len(data.class_names)
         t, fmt = recipe.train, precision.memory_format
-        self.G, self.D = (m.to(self.device, memory_format=fmt) for m in build_models(recipe, self.num_classes))
+        self.G, self.D = (m.to(self.device, memory_format=fmt) for m in self.build_networks(recipe, self.num_classes))
         self.ema = EMA(self.G, t.ema_decay, t.ema_halflife_kimg, t.ema_rampup, t.batch_size) if t.ema else None
         distributed.shard_size(t.batch_size, recipe.model.pack)  # the global batch must split evenly
         self.G_train, self.D_train = distributed.wrap(self.G, self.device), distributed.wrap(self.D, self.device)
@@ -86,6 +86,11 @@ class ConditionalGAN:
         data = load_labelled(d.root, d.image_size, d.channels, d.resize)
         _, channels, size, _ = data.images.shape
         return data, recipe.model_copy(update={"data": d.model_copy(update={"image_size": size, "channels": channels})})
+
+    @staticmethod
+    def build_networks(recipe, num_classes: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """G and D, freshly initialised; a family with another D (BiGAN's joint D(x, z)) overrides this."""
+        return build_models(recipe, num_classes)
 
     # --- state the loop saves and restores ---------------------------------
 
@@ -198,10 +203,13 @@ class ConditionalGAN:
             aux = self._class_loss(fake_classes, y_fake)
             total = adversarial + self.recipe.conditioning.aux_weight * aux
         self._update(self.opt_G, self.scaler_G, total)
+        self._after_generator_update(step)
+        return {"g_loss": adversarial, "g_aux": aux}
+
+    def _after_generator_update(self, step: int) -> None:
         self.D.requires_grad_(True)
         if self.ema:
             self.ema.update(self.G, step)
-        return {"g_loss": adversarial, "g_aux": aux}
 
     def _real_logits_for_generator(self, step: int) -> torch.Tensor:
         """A relativistic G judges its fakes against reals: D's logits on a real batch (no gradient needed)."""
