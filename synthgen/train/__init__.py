@@ -2,6 +2,8 @@
 
 from synthgen.train.cgan import ConditionalGAN
 from synthgen.train.cyclegan import CycleGAN
+from synthgen.train.infogan import InfoGAN
 from synthgen.train.pix2pix import Pix2Pix
+from synthgen.train.sgan import SemiSupervisedGAN
 
-METHODS = {"cgan": ConditionalGAN, "pix2pix": Pix2Pix, "cyclegan": CycleGAN}
+METHODS = {"cgan": ConditionalGAN, "pix2pix": Pix2Pix, "cyclegan": CycleGAN, "sgan": SemiSupervisedGAN, "infogan": InfoGAN}

@@ -241,7 +241,7 @@ class ConditionalGAN:
             terms = self.discriminator_step(step, sub)
         terms.update(self.generator_step(step))
         if self.recipe.conditioning.type != "acgan" or self.num_classes == 1:
-            terms.pop("d_aux"), terms.pop("g_aux")
+            terms.pop("d_aux", None), terms.pop("g_aux", None)
         terms = {k: v.detach() for k, v in terms.items()}
         r_t = self.augment.adjust(step, lambda stats: distributed.mean_across_ranks(stats, self.device))
         if self.augment.adaptive:  # logged as averages over the log interval, like the losses
