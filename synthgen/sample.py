@@ -87,7 +87,7 @@ class TrainedGenerator:
             return
         with_codes = [name for name, method in METHODS.items() if hasattr(method, "parse_codes")]
         if not hasattr(self.method, "parse_codes"):
-            raise SynthgenError(f"--code: {self.run_dir} is a {self.recipe.method} run, which has no latent codes (methods with codes: {', '.join(with_codes)})")
+            raise SynthgenError(f"--code: {self.run_dir} is a run of method {self.recipe.method}, which has no latent codes (methods with codes: {', '.join(with_codes)})")
         self.latent_options = {"codes": self.method.parse_codes(self.recipe, assignments)}
 
     def override_gate(self, overrides: list[str]) -> None:
