@@ -16,6 +16,7 @@ Logged per code: mi_<name> = H(c) + E log Q(c | x), the bound in nats
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -25,7 +26,6 @@ from synthgen.models.infogan import InfoDiscriminator, LatentCodes
 from synthgen.models.registry import get_backbone
 from synthgen.recipe import Section, method_options
 from synthgen.train.cgan import ConditionalGAN
-from typing import Literal
 
 CODES_SEED = 0x1F0_6A4  # the codes of sampled image `seed` come from their own stream, apart from its z
 
@@ -39,11 +39,11 @@ class CodeSpec(Section):
 class InfoGANOptions(Section):
     codes: list[CodeSpec] = Field(
         default_factory=lambda: [CodeSpec(kind="categorical", size=10), CodeSpec(kind="continuous"), CodeSpec(kind="continuous")],
-        description="infogan: latent codes beside z, named c0, c1, ... in order unless named, e.g. [{kind: categorical, size: 10}, {kind: continuous}] (the paper's MNIST: one 10-way, two continuous).",
+        description="Latent codes beside z, each {kind: categorical (one-hot of `size` values, default 10) or continuous (uniform in [-1, 1]), name: optional (default c<position>)}, e.g. [{kind: categorical, size: 10}, {kind: continuous}]; default: the paper's MNIST codes (one 10-way, two continuous).",
     )
-    lambda_categorical: float = Field(1.0, ge=0, description="infogan: weight of the mutual-information bound of each categorical code (the paper: 1).")
-    lambda_continuous: float = Field(0.1, ge=0, description="infogan: weight of each continuous code's bound (smaller: its Gaussian log-likelihood has a larger scale).")
-    q_hidden: int = Field(128, ge=1, description="infogan: width of the hidden layer of the Q head on D's trunk features.")
+    lambda_categorical: float = Field(1.0, ge=0, description="Weight of the mutual-information bound of each categorical code (the paper: 1).")
+    lambda_continuous: float = Field(0.1, ge=0, description="Weight of each continuous code's bound (smaller: its Gaussian log-likelihood has a larger scale).")
+    q_hidden: int = Field(128, ge=1, description="Width of the hidden layer of the Q head on D's trunk features.")
 
     @field_validator("codes")
     @classmethod

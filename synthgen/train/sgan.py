@@ -40,13 +40,13 @@ SGAN_LOSSES = ("ns", "minimax", "hinge")
 
 class SGANOptions(Section):
     unlabelled: str = Field(
-        "", description="sgan: folder of unlabelled images (any layout, searched recursively, folder names ignored); the labelled data.root images count as unlabelled too. Empty: only those."
+        "", description="Folder of unlabelled images (any layout, searched recursively, folder names ignored); the labelled data.root images count as unlabelled too. Empty: only those."
     )
-    feature_matching: bool = Field(True, description="sgan: G matches the mean of D's trunk features on unlabelled images (Salimans et al. 2016) instead of fooling D.")
-    unsupervised_weight: float = Field(1.0, ge=0, description="sgan: weight of the unsupervised GAN loss against the supervised cross-entropy on labelled images.")
-    dropout: float = Field(0.5, ge=0, lt=1, description="sgan: dropout on D's trunk features before its classifier (regularises the few labels).")
-    conditional_g: bool = Field(False, description="sgan: G takes the class too (AC-GAN-style cross-entropy on its images), so `synthgen sample` can draw a class.")
-    supervised_only: bool = Field(False, description="sgan: the baseline: train D on the labelled images alone (no G, no unlabelled images), same steps and batches.")
+    feature_matching: bool = Field(True, description="G matches the mean of D's trunk features on unlabelled images (Salimans et al. 2016) instead of fooling D.")
+    unsupervised_weight: float = Field(1.0, ge=0, description="Weight of the unsupervised GAN loss against the supervised cross-entropy on labelled images.")
+    dropout: float = Field(0.5, ge=0, lt=1, description="Dropout on D's trunk features before its classifier (regularises the few labels).")
+    conditional_g: bool = Field(False, description="G takes the class too (AC-GAN-style cross-entropy on its images), so `synthgen sample` can draw a class.")
+    supervised_only: bool = Field(False, description="The baseline: train D on the labelled images alone (no G, no unlabelled images), same steps and batches.")
 
 
 @dataclass
