@@ -46,14 +46,14 @@ WORK = OUT / "infogan_fashion"
 CODES = "options.codes=[{kind: categorical, size: 10}]"
 
 
-def flat_folder(train: Path, dest: Path) -> int:
-    """Links to every training image in one folder: one class, so the run is unconditional."""
+def flat_folder(train: Path, dest: Path, per_class: int | None = None) -> int:
+    """Links to every training image (or the first `per_class` of each class) in one folder: one class, so the run is unconditional."""
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     count = 0
     for folder in sorted(d for d in train.iterdir() if d.is_dir()):
-        for path in sorted(folder.iterdir()):
+        for path in sorted(folder.iterdir())[:per_class]:
             (tmp / f"{folder.name}-{path.name}").symlink_to(path.resolve())
             count += 1
     shutil.rmtree(dest, ignore_errors=True)
@@ -77,14 +77,15 @@ def code_of_real_images(run: Path, images: torch.Tensor, batch_size: int = 500) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6000, help="training steps")
-    parser.add_argument("--quick", action="store_true", help="smoke setting: 30 steps, narrow networks, 1,000 test images")
+    parser.add_argument("--quick", action="store_true", help="smoke setting: 30 steps, narrow networks, 2,000 training and 1,000 test images")
     parser.add_argument("--set", action="append", default=[], dest="sets", help="extra recipe overrides, e.g. model.d_channels=32")
+    parser.add_argument("--fashion", type=Path, help="an existing `synthgen data import idx` folder of Fashion-MNIST to use")
     args = parser.parse_args()
     steps = 30 if args.quick else args.steps
-    fm = import_fashion()
+    fm = import_fashion(args.fashion)
     shutil.rmtree(WORK / "weights", ignore_errors=True)
     flat = WORK / "flat"
-    images = flat_folder(fm / "train", flat)
+    images = flat_folder(fm / "train", flat, 200 if args.quick else None)
     print(f"machine: {machine()}\n{images} unlabelled training images, {steps} steps", flush=True)
     sets = [f"data.root={flat}", f"train.out_dir={WORK / 'weights'}", f"train.steps={steps}", "name=infogan", CODES,
             "gate.eval_during_training=false", *args.sets]

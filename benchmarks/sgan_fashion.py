@@ -41,8 +41,12 @@ IMPORTED = OUT / "fashion-mnist-png"  # shared with infogan_fashion.py
 SEED = 0
 
 
-def import_fashion() -> Path:
-    """Fashion-MNIST as PNG class folders (train/, test/), imported once for the benchmarks that need it."""
+def import_fashion(existing: Path | None = None) -> Path:
+    """Fashion-MNIST as PNG class folders (train/, test/), imported once for the benchmarks that need it (or `existing`)."""
+    if existing is not None:
+        if not (existing / "train").is_dir() or not (existing / "test").is_dir():
+            sys.exit(f"--fashion {existing}: expected the train/ and test/ folders of `synthgen data import idx`")
+        return existing
     if not (SHARED_FM / "train-images-idx3-ubyte.gz").exists():
         sys.exit(f"needs the Fashion-MNIST idx files in {SHARED_FM}")
     if not (IMPORTED / "test").is_dir():
@@ -50,8 +54,9 @@ def import_fashion() -> Path:
     return IMPORTED
 
 
-def split_labels(train: Path, dest: Path, per_class: int) -> dict:
-    """Links: dest/labelled/<class>/ (per_class drawn with the seed), dest/unlabelled/<class>/ (the rest; names unused)."""
+def split_labels(train: Path, dest: Path, per_class: int, unlabelled_per_class: int | None = None) -> dict:
+    """Links: dest/labelled/<class>/ (per_class drawn with the seed), dest/unlabelled/<class>/ (the rest, or
+    the first `unlabelled_per_class` of it; folder names unused)."""
     rng = random.Random(SEED)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -59,8 +64,9 @@ def split_labels(train: Path, dest: Path, per_class: int) -> dict:
     for folder in sorted(d for d in train.iterdir() if d.is_dir()):
         files = sorted(folder.iterdir())
         chosen = set(rng.sample(range(len(files)), per_class))
-        for i, path in enumerate(files):
-            part = "labelled" if i in chosen else "unlabelled"
+        rest = [i for i in range(len(files)) if i not in chosen][:unlabelled_per_class]
+        for i in sorted(chosen | set(rest)):
+            path, part = files[i], "labelled" if i in chosen else "unlabelled"
             (tmp / part / folder.name).mkdir(parents=True, exist_ok=True)
             (tmp / part / folder.name / path.name).symlink_to(path.resolve())
             counts[part] += 1
@@ -90,13 +96,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6000, help="training steps of each run")
     parser.add_argument("--labels-per-class", type=int, default=100)
-    parser.add_argument("--quick", action="store_true", help="smoke setting: 30 steps, 100 test images per class")
+    parser.add_argument("--quick", action="store_true", help="smoke setting: 30 steps, 200 unlabelled and 100 test images per class")
     parser.add_argument("--set", action="append", default=[], dest="sets", help="extra recipe overrides for both runs, e.g. model.d_channels=32")
+    parser.add_argument("--fashion", type=Path, help="an existing `synthgen data import idx` folder of Fashion-MNIST to use")
     args = parser.parse_args()
     steps = 30 if args.quick else args.steps
-    fm = import_fashion()
+    fm = import_fashion(args.fashion)
     shutil.rmtree(WORK / "weights", ignore_errors=True)  # runs start fresh: the figures are of one training
-    counts = split_labels(fm / "train", WORK / "data", args.labels_per_class)
+    counts = split_labels(fm / "train", WORK / "data", args.labels_per_class, 200 if args.quick else None)
     test = test_subset(fm / "test", WORK / "test-subset", 100 if args.quick else None)
     print(f"machine: {machine()}\nlabelled {counts['labelled']}, unlabelled {counts['unlabelled']}, {steps} steps each", flush=True)
     common = [f"data.root={WORK / 'data' / 'labelled'}", f"options.unlabelled={WORK / 'data' / 'unlabelled'}",

@@ -78,7 +78,7 @@ def unconditional_run(four_classes, tmp_path_factory) -> Path:
             (flat / f"{folder.name}-{image.name}").symlink_to(image.resolve())
     recipe = tiny_recipe(
         flat, tmp_path_factory.mktemp("info"), name="info", method="infogan",
-        train={"steps": 150, "batch_size": 32, "log_every": 10, "sample_every": 150, "checkpoint_every": 150},
+        train={"steps": 100, "batch_size": 32, "log_every": 10, "sample_every": 100, "checkpoint_every": 100},
         options={"codes": [{"kind": "categorical", "size": 4}]},
     )
     return train(recipe).run_dir

@@ -283,12 +283,11 @@ class ConditionalGAN:
         gen = torch.Generator().manual_seed(self.recipe.seed + 1)
         if self.num_classes == 1:  # unconditional: an 8x8 grid of different z
             rows, columns = [0] * 8, 8
-            z = torch.randn(len(rows) * columns, self.recipe.model.z_dim, generator=gen)
-        else:  # the same z in every row, so rows differ only by class
+            z = self._with_codes(torch.randn(len(rows) * columns, self.recipe.model.z_dim, generator=gen), gen)
+        else:  # the same z (and codes) in every row, so rows differ only by class
             rows = list(range(min(self.num_classes, max_rows)))
-            z = torch.randn(columns, self.recipe.model.z_dim, generator=gen).repeat(len(rows), 1)
+            z = self._with_codes(torch.randn(columns, self.recipe.model.z_dim, generator=gen), gen).repeat(len(rows), 1)
         y = torch.tensor(rows).repeat_interleave(columns)
-        z = self._with_codes(z, gen)
         generator = self.sampling_generator
         was_training = generator.training
         generator.eval()
