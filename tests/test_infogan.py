@@ -149,3 +149,14 @@ def test_codes_on_a_run_without_codes_are_one_line_errors(four_classes, tmp_path
         validate(tiny_recipe(four_classes, tmp_path, method="infogan").model_dump() | {"options": {"codes": []}})
     with pytest.raises(SynthgenError, match="model.pack"):
         tiny_recipe(four_classes, tmp_path, method="infogan", model={"pack": 2})
+
+
+def test_purity_and_kmeans_follow_their_definitions():
+    """purity = (1/N) sum over clusters of their largest class; k-means finds two well-separated blobs."""
+    from synthgen.metrics.purity import kmeans_assignments, purity
+
+    clusters, classes = torch.tensor([0, 0, 0, 1, 1, 2]), torch.tensor([1, 1, 2, 0, 0, 0])
+    assert purity(clusters, classes) == pytest.approx((2 + 2 + 1) / 6)
+    assert purity(torch.zeros(6, dtype=torch.long), classes) == pytest.approx(3 / 6)  # one cluster: the largest class's share
+    blobs = torch.cat([torch.randn(20, 2, generator=torch.Generator().manual_seed(0)) + 10, torch.randn(20, 2, generator=torch.Generator().manual_seed(1))])
+    assert purity(kmeans_assignments(blobs, 2), torch.tensor([0] * 20 + [1] * 20)) == 1.0
