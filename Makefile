@@ -7,7 +7,7 @@ DEMO := out/demo
 DEMO_T := out/demo-translate
 UTIL := out/utility
 
-.PHONY: setup test demo demo-translate bench bench-utility bench-quality bench-encoders utility clean-demo balance pipeline
+.PHONY: setup test demo demo-translate bench bench-utility bench-quality bench-encoders bench-sgan bench-infogan utility clean-demo balance pipeline
 
 setup: $(STAMP)
 
@@ -115,6 +115,16 @@ utility: $(STAMP)
 # (GAN 18 min, the 15 classifier runs 29 min). Not part of `make bench`.
 bench-utility: $(STAMP)
 	$(BIN)/python benchmarks/utility_fashion.py
+
+# SGAN with 100 labels per class of Fashion-MNIST (the rest unlabelled) against the same classifier trained on
+# the 1,000 labels alone; STEPS per run (default 6000). ARGS=--quick for a smoke run.
+bench-sgan: $(STAMP)
+	$(BIN)/python benchmarks/sgan_fashion.py --steps $(or $(STEPS),6000) $(ARGS)
+
+# Unconditional InfoGAN on Fashion-MNIST with one 10-way categorical code: purity of the code against the true
+# class, beside k-means on the domain features. ARGS=--quick for a smoke run.
+bench-infogan: $(STAMP)
+	$(BIN)/python benchmarks/infogan_fashion.py --steps $(or $(STEPS),6000) $(ARGS)
 
 # Quality per CPU-minute: recipes/small-data.yaml and recipes/acgan.yaml, each trained for BUDGET of wall-clock
 # time on the Fashion-MNIST training set (../shared), then 1,000 per class sampled and scored against the test

@@ -184,12 +184,14 @@ def sample(
     no_gate: bool = typer.Option(False, "--no-gate", help="Write every batch unchecked."),
     real: Optional[Path] = typer.Option(None, "--real", help="Real images the gate compares with (default: the run's data.root)."),
     set_: list[str] = typer.Option([], "--set", help="Override a gate threshold, e.g. --set gate.kid_margin=1.0 (see `synthgen recipes --keys`)."),
+    codes: list[str] = typer.Option([], "--code", help="Fix a latent code in every image, e.g. --code c0=3 --code c1=0.8 (infogan runs; repeatable)."),
 ):
     """Generate a class-balanced synthetic dataset, every batch gated against the real class (continues an existing OUT)."""
     from synthgen import sample as sampling
 
     sampling.check_output_folder(out_dir)  # before the slow part: loading, calibrating
     generator = sampling.TrainedGenerator(weights or most_recent_run(), checkpoint=checkpoint)
+    generator.fix_codes(codes)
     plan = _sampling_plan(sampling, generator, classes, n, balanced, fill_to, data)
     gate = _calibrated_gate(generator, no_gate, set_, batch_size, real)
     total = sum(plan.values())
@@ -514,6 +516,53 @@ def translate_eval(
         table.add_row(name, f"{scores.l1:.4f}", f"{scores.psnr:.2f}", f"{scores.ssim:.4f}")
     out.print(table)
     out.print(f"{result.pairs} pairs in {pairs}")
+
+
+# --- latent-structure GANs: SGAN's classifier, InfoGAN's codes --------------------------
+
+
+@app.command()
+def classify(
+    folder: Path = typer.Argument(..., help="Images to classify (any layout, searched recursively)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="An sgan run folder (default: the most recent run in weights/)."),
+    output: Path = typer.Option(Path("predictions.csv"), "--out", help="CSV to write: file (relative to FOLDER), class, confidence."),
+    checkpoint: str = typer.Option("latest", "--checkpoint", help="latest, best or a step number."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images classified together."),
+):
+    """Classify every image of a folder with the classifier a run trained (SGAN's discriminator)."""
+    from synthgen.classify import TrainedClassifier, classify_folder
+
+    classifier = TrainedClassifier(weights or most_recent_run(), checkpoint=checkpoint)
+    with Progress(TextColumn("[bold]classify"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
+        task = bar.add_task("classify", total=None)
+        result = classify_folder(classifier, folder, output, batch_size, on_images=lambda k: bar.advance(task, k))
+    _print_unreadable(result.unreadable)
+    table = Table("class", "images")
+    for name, count in result.counts.items():
+        table.add_row(escape(name), str(count))
+    out.print(table)
+    out.print(f"predictions: {output} ({sum(result.counts.values())} images; {classifier.run_dir}, step {classifier.step})")
+
+
+@app.command()
+def traverse(
+    output: Path = typer.Option(..., "--out", help="PNG to write: columns sweep the code, rows vary z."),
+    codes: list[str] = typer.Option(..., "--code", help="The code to sweep (e.g. --code c1); others may be fixed with --code NAME=VALUE."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="An infogan run folder (default: the most recent run in weights/)."),
+    class_name: Optional[str] = typer.Option(None, "--class", help="The class (class-conditional runs)."),
+    steps: int = typer.Option(9, "--steps", min=2, help="Columns for a continuous code (a categorical one shows each of its values)."),
+    rows: int = typer.Option(8, "--rows", min=1, help="Rows, each with its own z."),
+    span: float = typer.Option(1.0, "--span", min=0.01, help="A continuous code is swept from -SPAN to SPAN (trained on -1..1)."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same grid."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, latest or a step number."),
+):
+    """A grid that sweeps one latent code of an InfoGAN run across the columns, with z varied down the rows."""
+    from synthgen.sample import TrainedGenerator
+    from synthgen.traverse import write_traverse
+
+    generator = TrainedGenerator(weights or most_recent_run(), checkpoint=checkpoint)
+    path = write_traverse(generator, output, codes, steps=steps, rows=rows, class_name=class_name, seed=seed, span=span)
+    out.print(f"grid: {path} ({rows} rows; {generator.run_dir}, step {generator.step})")
 
 
 # --- augmentation and balancing ------------------------------------------------------

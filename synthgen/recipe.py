@@ -270,6 +270,10 @@ class Recipe(Section):
             raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of model.pack ({self.model.pack})")
         if self.loss.type == "wgan-gp" and self.model.d_norm == "batch":
             raise ValueError("model.d_norm: batch norm in D breaks the gradient penalty of wgan-gp; use none")
+        from synthgen.train import METHODS
+
+        if (check := getattr(METHODS[self.method], "check_recipe", None)) is not None:
+            check(self)  # the method's own rules across sections (raises ValueError naming the key)
         return self
 
 

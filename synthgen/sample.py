@@ -79,6 +79,16 @@ class TrainedGenerator:
         ckpt.restore_network(self.generator, checkpoint.weights(weights), checkpoint.path / f"{weights}.safetensors")
         self.generator.to(self.device).eval()
         self.step = checkpoint.step
+        self.latent_options: dict = {}  # keyword arguments of the method's `latent` (InfoGAN: fixed codes)
+
+    def fix_codes(self, assignments: list[str]) -> None:
+        """`--code NAME=VALUE`: those latent codes take that value in every image (methods that declare codes)."""
+        if not assignments:
+            return
+        with_codes = [name for name, method in METHODS.items() if hasattr(method, "parse_codes")]
+        if not hasattr(self.method, "parse_codes"):
+            raise SynthgenError(f"--code: {self.run_dir} is a run of method {self.recipe.method}, which has no latent codes (methods with codes: {', '.join(with_codes)})")
+        self.latent_options = {"codes": self.method.parse_codes(self.recipe, assignments)}
 
     def override_gate(self, overrides: list[str]) -> None:
         """Apply `gate.KEY=VALUE` overrides (sample --set) to the run's gate settings."""
@@ -99,7 +109,7 @@ class TrainedGenerator:
 
     def generate(self, class_index: int, seeds: list[int], truncation: float | None) -> torch.Tensor:
         """uint8 images [len(seeds), C, H, W], one per seed, in fp32 for reproducible bytes."""
-        z = torch.stack([self.method.latent(self.recipe, seed, truncation) for seed in seeds]).to(self.device)
+        z = torch.stack([self.method.latent(self.recipe, seed, truncation, **self.latent_options) for seed in seeds]).to(self.device)
         y = torch.full((len(seeds),), class_index, dtype=torch.long, device=self.device)
         with torch.inference_mode():  # no autograd bookkeeping at all
             images = to_uint8(self.generator(z, y))

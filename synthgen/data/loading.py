@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from synthgen.data.folders import discover_labelled
+from synthgen.data.folders import _images_under, discover_labelled
 from synthgen.errors import SynthgenError
 from synthgen.imaging import UnreadableImage, load_image, opened
 
@@ -108,8 +108,22 @@ def load_labelled(root: str | Path, image_size: int | str, channels: int | str, 
     `auto` size or channels are resolved from the images; the tensors' shape says what was chosen.
     """
     found = discover_labelled(root)
-    image_size, channels = resolve_auto(found.files, image_size, channels)
-    key = cache_key(found.files, found.labels, image_size, channels, resize)
+    return load_files(found.files, found.labels, found.class_names, image_size, channels, resize, progress)
+
+
+def load_unlabelled(root: str | Path, image_size: int, channels: int, resize: str, progress=None) -> LabelledImages:
+    """Every image below `root`, at any depth and in any folder layout, as one class (folder names are ignored)."""
+    root = Path(root).expanduser()
+    files = _images_under(root) if root.is_dir() else []
+    if not files:
+        raise SynthgenError(f"{root}: no images found (expected a folder of unlabelled images, any layout)")
+    return load_files(files, [0] * len(files), ["unlabelled"], image_size, channels, resize, progress)
+
+
+def load_files(files: list[Path], labels: list[int], class_names: list[str], image_size, channels, resize, progress=None) -> LabelledImages:
+    """`files` decoded (or read from the cache when it is current) with their labels."""
+    image_size, channels = resolve_auto(files, image_size, channels)
+    key = cache_key(files, labels, image_size, channels, resize)
     tensors_path = cache_dir() / f"{key}.safetensors"
     meta_path = cache_dir() / f"{key}.json"
     if tensors_path.exists() and meta_path.exists():
@@ -119,7 +133,7 @@ def load_labelled(root: str | Path, image_size: int | str, channels: int | str, 
             return LabelledImages(tensors["images"], tensors["labels"], meta["class_names"], meta["unreadable"])
         except DAMAGED_CACHE:
             pass  # a damaged cache entry (disk trouble, edited by hand) is decoded again
-    data = decode_all(found.files, found.labels, found.class_names, image_size, channels, resize, progress)
+    data = decode_all(files, labels, class_names, image_size, channels, resize, progress)
     write_cache(tensors_path, meta_path, data)
     return data
 

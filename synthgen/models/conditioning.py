@@ -110,11 +110,15 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor):
         """x [B, C, H, W], y [B] -> (logits [B / pack], class logits [B / pack, pack, K] or None)."""
+        return self.head(self.trunk_features(x, y), y.view(-1, self.pack))
+
+    def trunk_features(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The trunk's features [B / pack, F] of (packed) images, which the head judges (and InfoGAN's Q reads)."""
         x = self.head.prepare_input(x, y)
         if self.pack > 1:
             b, c, h, w = x.shape
             x = x.reshape(b // self.pack, self.pack * c, h, w)
-        return self.head(self.trunk(x), y.view(-1, self.pack))
+        return self.trunk(x)
 
 
 def build_models(recipe, num_classes: int):

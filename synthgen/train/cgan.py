@@ -117,10 +117,10 @@ class ConditionalGAN:
 
     # --- what `synthgen sample` rebuilds from a checkpoint (a subclass with other latents overrides) ---
 
-    @staticmethod
-    def sampling_network(recipe, num_classes: int) -> torch.nn.Module:
+    @classmethod
+    def sampling_network(cls, recipe, num_classes: int) -> torch.nn.Module:
         """The network that maps (latent, class) to images, built empty for a checkpoint's weights."""
-        return build_models(recipe, num_classes)[0]
+        return cls.build_networks(recipe, num_classes)[0]
 
     @staticmethod
     def latent(recipe, seed: int, truncation: float | None) -> torch.Tensor:
@@ -144,7 +144,18 @@ class ConditionalGAN:
         return F.cross_entropy(class_logits.flatten(0, 1).float(), labels)
 
     def _noise(self) -> torch.Tensor:
-        return torch.randn(self.batches.shard_size, self.recipe.model.z_dim, device=self.device)
+        """G's input for one training batch: z, and whatever a family joins to it (InfoGAN's codes)."""
+        z = torch.randn(self.batches.shard_size, self.recipe.model.z_dim, device=self.device)
+        return self._with_codes(z)
+
+    def _with_codes(self, z: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        """z as G takes it: here z alone; InfoGAN joins latent codes drawn from `gen` (the global RNG when None)."""
+        return z
+
+    def _code_terms(self, latent: torch.Tensor, extra: list) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """A loss on generated images from D's extra outputs (InfoGAN's mutual-information bound), added to
+        both D's and G's loss, and the terms to log; none here."""
+        return torch.zeros((), device=self.device), {}
 
     def discriminator_step(self, step: int, sub: int) -> dict[str, torch.Tensor]:
         # Spectral norm's weights are computed once for the whole D update (one
@@ -163,15 +174,17 @@ class ConditionalGAN:
         real.requires_grad_(use_r1)
         with self.precision.autocast():
             with torch.no_grad():
-                fake = self.G(self._noise(), y_fake)
+                latent = self._noise()
+                fake = self.G(latent, y_fake)
             fake.requires_grad_(use_r2)
             real_in, fake_in = self._augment(real), self._augment(fake)
-            real_logits, real_classes = self.D_train(real_in, y_real)
-            fake_logits, fake_classes = self.D_train(fake_in, y_fake)
+            real_logits, real_classes, *_ = self.D_train(real_in, y_real)
+            fake_logits, fake_classes, *fake_extra = self.D_train(fake_in, y_fake)
             adversarial = self.loss.discriminator(real_logits, fake_logits)
             aux = self._class_loss(real_classes, y_real) + self._class_loss(fake_classes, y_fake)
-            total = adversarial + aux_weight * aux
-            terms = {"d_loss": adversarial, "d_aux": aux}
+            code_loss, code_terms = self._code_terms(latent, fake_extra)
+            total = adversarial + aux_weight * aux + code_loss
+            terms = {"d_loss": adversarial, "d_aux": aux, **code_terms}
             if self.gp_weight > 0:
                 critic = lambda mixed: self.D_train(mixed, y_real)[0]  # noqa: E731
                 gp = gradient_penalty(critic, real_in.detach(), fake_in.detach())
@@ -198,13 +211,15 @@ class ConditionalGAN:
         self.D.requires_grad_(False)  # no D gradients needed for G's update
         with self.precision.autocast():
             real_logits = self._real_logits_for_generator(step) if self.loss.relativistic else None
-            fake_logits, fake_classes = self.D(self._augment(self.G_train(self._noise(), y_fake)), y_fake)
+            latent = self._noise()
+            fake_logits, fake_classes, *fake_extra = self.D(self._augment(self.G_train(latent, y_fake)), y_fake)
             adversarial = self.loss.generator(fake_logits, real_logits)
             aux = self._class_loss(fake_classes, y_fake)
-            total = adversarial + self.recipe.conditioning.aux_weight * aux
+            code_loss, code_terms = self._code_terms(latent, fake_extra)
+            total = adversarial + self.recipe.conditioning.aux_weight * aux + code_loss
         self._update(self.opt_G, self.scaler_G, total)
         self._after_generator_update(step)
-        return {"g_loss": adversarial, "g_aux": aux}
+        return {"g_loss": adversarial, "g_aux": aux, **code_terms}
 
     def _after_generator_update(self, step: int) -> None:
         self.D.requires_grad_(True)
@@ -229,7 +244,7 @@ class ConditionalGAN:
             terms = self.discriminator_step(step, sub)
         terms.update(self.generator_step(step))
         if self.recipe.conditioning.type != "acgan" or self.num_classes == 1:
-            terms.pop("d_aux"), terms.pop("g_aux")
+            terms.pop("d_aux", None), terms.pop("g_aux", None)
         terms = {k: v.detach() for k, v in terms.items()}
         r_t = self.augment.adjust(step, lambda stats: distributed.mean_across_ranks(stats, self.device))
         if self.augment.adaptive:  # logged as averages over the log interval, like the losses
@@ -243,7 +258,13 @@ class ConditionalGAN:
     def prepare_for_sampling(self) -> None:
         """Give the sampling generator BN statistics that match its weights."""
         if self.ema:
-            recalibrate_batchnorm(self.ema.model, self.recipe.model.z_dim, self.num_classes, self.device, seed=self.recipe.seed)
+            recalibrate_batchnorm(self.ema.model, self.random_inputs, self.device, seed=self.recipe.seed)
+
+    def random_inputs(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latent, class) for `n` random samples from `gen`, on the CPU: what G is fed outside training."""
+        z = torch.randn(n, self.recipe.model.z_dim, generator=gen)
+        y = torch.randint(0, self.num_classes, (n,), generator=gen)
+        return self._with_codes(z, gen), y
 
     @torch.no_grad()
     def evaluation_images(self, z: torch.Tensor, class_index: int) -> torch.Tensor:
@@ -254,7 +275,8 @@ class ConditionalGAN:
         was_training = generator.training
         generator.eval()
         y = torch.full((len(z),), class_index, dtype=torch.long, device=self.device)
-        images = to_uint8(generator(z.to(self.device), y))
+        latent = self._with_codes(z, torch.Generator().manual_seed(self.recipe.seed + 3))  # the same codes at every checkpoint
+        images = to_uint8(generator(latent.to(self.device), y))
         generator.train(was_training)
         return images
 
@@ -264,10 +286,10 @@ class ConditionalGAN:
         gen = torch.Generator().manual_seed(self.recipe.seed + 1)
         if self.num_classes == 1:  # unconditional: an 8x8 grid of different z
             rows, columns = [0] * 8, 8
-            z = torch.randn(len(rows) * columns, self.recipe.model.z_dim, generator=gen)
-        else:  # the same z in every row, so rows differ only by class
+            z = self._with_codes(torch.randn(len(rows) * columns, self.recipe.model.z_dim, generator=gen), gen)
+        else:  # the same z (and codes) in every row, so rows differ only by class
             rows = list(range(min(self.num_classes, max_rows)))
-            z = torch.randn(columns, self.recipe.model.z_dim, generator=gen).repeat(len(rows), 1)
+            z = self._with_codes(torch.randn(columns, self.recipe.model.z_dim, generator=gen), gen).repeat(len(rows), 1)
         y = torch.tensor(rows).repeat_interleave(columns)
         generator = self.sampling_generator
         was_training = generator.training

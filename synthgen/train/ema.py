@@ -35,12 +35,12 @@ class EMA:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(generator: nn.Module, z_dim: int, num_classes: int, device, seed: int, batches: int = 8, batch_size: int = 64) -> None:
+def recalibrate_batchnorm(generator: nn.Module, inputs, device, seed: int, batches: int = 8, batch_size: int = 64) -> None:
     """Recompute BN running statistics for these (averaged) weights.
 
     Statistics copied from the live G belong to other weights; a few forward
     passes with a private generator (so training's RNG is untouched) give the
-    averaged G its own.
+    averaged G its own. `inputs(n, gen)` draws n (latent, class) pairs on the CPU.
     """
     norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -51,7 +51,6 @@ def recalibrate_batchnorm(generator: nn.Module, z_dim: int, num_classes: int, de
     generator.train()
     gen = torch.Generator().manual_seed(seed)
     for _ in range(batches):
-        z = torch.randn(batch_size, z_dim, generator=gen).to(device)
-        y = torch.randint(0, num_classes, (batch_size,), generator=gen).to(device)
-        generator(z, y)
+        z, y = inputs(batch_size, gen)
+        generator(z.to(device), y.to(device))
     generator.eval()

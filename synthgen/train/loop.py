@@ -273,7 +273,7 @@ def _forget_log_after(log: Path, step: int) -> None:
 
 def _evaluator(recipe: Recipe, method, data, run_dir: Path, device, progress):
     """The gate-based evaluator when the recipe asks for it and the method can generate per class."""
-    if not recipe.gate.eval_during_training or not hasattr(method, "evaluation_images"):
+    if not recipe.gate.eval_during_training or getattr(method, "evaluation_images", None) is None:  # None: no per-class G
         return None
     from synthgen.train.evaluation import TrainingEvaluator
 
