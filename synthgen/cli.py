@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from synthgen.errors import SynthgenError
+from synthgen.errors import SynthgenError, TrainingInterrupted
 
 EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -737,8 +737,6 @@ def import_idx_command(
 
 
 def main() -> None:
-    from synthgen.train.loop import TrainingInterrupted
-
     try:
         app()
     except SynthgenError as exc:

@@ -17,3 +17,11 @@ class WriteFailed(SynthgenError):
     def __init__(self, path: os.PathLike | str, exc: OSError, kept: str = ""):
         reason = exc.strerror or str(exc)
         super().__init__(f"{path}: could not write ({reason}){'; ' + kept if kept else ''}")
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C: a checkpoint was written; the CLI exits with 130."""
+
+    def __init__(self, checkpoint: os.PathLike | str):
+        super().__init__(f"interrupted: checkpoint saved to {checkpoint}")
+        self.checkpoint = checkpoint

@@ -133,11 +133,14 @@ def load_image(path: Path, channels: int, size: int, policy: str) -> torch.Tenso
     """Decode one file into a uint8 tensor [C, size, size]. Raises UnreadableImage."""
     with reading(path):  # conversion failures of an odd file count as unreadable too
         image = fit(to_channels(open_image(path), channels), size, policy)
+    return pil_to_tensor(image)
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """An 8-bit L or RGB picture as uint8 [C, H, W] (torchvision's function of that name, without
+    importing torchvision: that costs ~3 s, torch._dynamo included, in every command that reads images)."""
     array = np.asarray(image, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[None]
-    else:
-        array = array.transpose(2, 0, 1)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.from_numpy(array.copy())
 
 

@@ -27,13 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.transforms.functional import pil_to_tensor
 
 from synthgen import checkpoint as ckpt
 from synthgen.data.folders import _images_under
 from synthgen.data.pairs import Pair, discover_paired
 from synthgen.errors import SynthgenError
-from synthgen.imaging import UnreadableImage, open_image, opened, remove_stale_temporaries, to_channels, to_model, to_uint8, write_atomic
+from synthgen.imaging import (
+    UnreadableImage, open_image, opened, pil_to_tensor, remove_stale_temporaries, to_channels, to_model, to_uint8, write_atomic,
+)
 from synthgen.models.registry import build_translator
 from synthgen.precision import resolve_device, resolve_precision
 from synthgen.recipe import translates, validate

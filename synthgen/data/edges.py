@@ -14,11 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
-from torchvision.transforms.functional import pil_to_tensor
 
 from synthgen.data.folders import _images_under
 from synthgen.errors import SynthgenError
-from synthgen.imaging import encode, flatten_alpha, open_image, to_8bit, write_atomic
+from synthgen.imaging import encode, flatten_alpha, open_image, pil_to_tensor, to_8bit, write_atomic
 
 LOW, HIGH = 50, 150  # Canny hysteresis thresholds for 8-bit images (OpenCV's tutorial values)
 

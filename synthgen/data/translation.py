@@ -20,12 +20,11 @@ import albumentations as A
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torchvision.transforms.functional import pil_to_tensor
 
 from synthgen.data.loading import DAMAGED_CACHE, all_grayscale, cache_dir, image_headers, median_short_side, round_down_to
 from synthgen.data.pairs import Pair, discover_paired, discover_unpaired
 from synthgen.errors import SynthgenError
-from synthgen.imaging import UnreadableImage, fit, load_image, open_image, to_channels, to_model
+from synthgen.imaging import UnreadableImage, fit, load_image, open_image, pil_to_tensor, to_channels, to_model
 
 CACHE_VERSION = 1
 AUTO_SIZES = (32, 64, 128, 256)  # `auto`: the images' median short side rounded down to one of these

@@ -18,7 +18,7 @@ import torch
 from synthgen import checkpoint as ckpt
 from synthgen import distributed
 from synthgen.data.loading import refuse_unreadable
-from synthgen.errors import SynthgenError
+from synthgen.errors import SynthgenError, TrainingInterrupted
 from synthgen.imaging import remove_stale_temporaries, save_grid, to_uint8, write_atomic
 from synthgen.precision import resolve_device, resolve_precision
 from synthgen.recipe import Recipe, parse_budget, recipe_to_yaml
@@ -26,14 +26,6 @@ from synthgen.speed import build_fast
 from synthgen.train.schedule import lr_factor
 from synthgen.train.warm_start import init_from
 from synthgen.train.nonfinite import ROLLBACKS, NonFiniteGuard
-
-
-class TrainingInterrupted(Exception):
-    """Ctrl-C: a checkpoint was written; the CLI exits with 130."""
-
-    def __init__(self, checkpoint: Path):
-        super().__init__(f"interrupted: checkpoint saved to {checkpoint}")
-        self.checkpoint = checkpoint
 
 
 @dataclass
