@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from synthgen.data.inspect import inspect_folder
 from synthgen.data.loading import load_labelled, resolve_auto
 from synthgen.errors import SynthgenError
 from synthgen.imaging import ALPHA_BACKGROUND
+from tests.cli import synthgen
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHGEN = Path(sys.executable).with_name("synthgen")
@@ -544,9 +544,7 @@ def test_cli_data_inspect(tmp_path):
     root = tmp_path / "set"
     make_classes(root, {"roses": 6, "tulips": 2})
     (root / "tulips" / "broken.png").write_bytes(b"garbage")
-    result = subprocess.run(
-        [str(SYNTHGEN), "data", "inspect", str(root)], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+    result = synthgen("data", "inspect", root)
     assert result.returncode == 0, result.stderr
     assert "roses" in result.stdout and "tulips" in result.stdout
     assert "imbalance" in result.stdout
@@ -556,9 +554,7 @@ def test_cli_data_inspect(tmp_path):
 
 
 def test_cli_data_inspect_of_a_missing_folder_is_one_error_line(tmp_path):
-    result = subprocess.run(
-        [str(SYNTHGEN), "data", "inspect", str(tmp_path / "nope")], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+    result = synthgen("data", "inspect", tmp_path / "nope")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr

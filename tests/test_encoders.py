@@ -8,8 +8,6 @@ import csv
 import json
 import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,13 +16,21 @@ from safetensors.torch import load_file, safe_open
 from torchvision.datasets import ImageFolder
 
 from synthgen import balance as bal
-from synthgen.encode import MANIFEST, TrainedEncoder, encode_folder, encoding_methods, image_sources, vary_folder
+from synthgen.encode import (
+    MANIFEST,
+    TrainedEncoder,
+    encode_folder,
+    encoding_methods,
+    image_sources,
+    vary_folder,
+)
 from synthgen.errors import SynthgenError
 from synthgen.imaging import load_image
 from synthgen.metrics.gate import Verdict
 from synthgen.train.loop import train
 from synthgen.train.vaegan import feature_reconstruction_loss, kl_divergence
-from tests.conftest import REPO, tiny_recipe
+from tests.cli import synthgen
+from tests.conftest import tiny_recipe
 from tests.test_train import assert_same_tensors, final_tensors
 
 TINY = dict(model={"g_channels": 16, "d_channels": 16, "z_dim": 16}, conditioning={"type": "projection"}, options={"e_channels": 16})
@@ -221,8 +227,7 @@ def test_combinations_the_encoder_families_do_not_take_are_one_line_errors(four_
 
 def test_cli_vary_encode_and_a_run_without_an_encoder(trained, four_classes, sources, tmp_path):
     plain = train(tiny_recipe(four_classes, tmp_path / "cgan", train={"steps": 1})).run_dir
-    synthgen = str(Path(sys.executable).with_name("synthgen"))
-    run = lambda *args: subprocess.run([synthgen, *map(str, args)], cwd=REPO, capture_output=True, text=True)  # noqa: E731
+    run = synthgen
     ok = run("vary", sources / "Bag", "--weights", trained, "--class", "Bag", "-n", "2", "--out", tmp_path / "v", "--set", "gate.domain_steps=40")
     assert ok.returncode in (0, 3), ok.stderr
     report = json.loads((tmp_path / "v" / "gate_report.json").read_text())

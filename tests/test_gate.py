@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,8 +15,15 @@ from synthgen.metrics.features import domain_classifier
 from synthgen.metrics.gate import Gate
 from synthgen.metrics.kid import mmd2_unbiased
 from synthgen.recipe import GateConfig
-from synthgen.sample import GATE_REPORT, MANIFEST, TrainedGenerator, image_seed, plan_balanced, sample_dataset
-from tests.conftest import REPO
+from synthgen.sample import (
+    GATE_REPORT,
+    MANIFEST,
+    TrainedGenerator,
+    image_seed,
+    plan_balanced,
+    sample_dataset,
+)
+from tests.cli import synthgen
 
 BATCH = 64
 DOMAIN_STEPS = 120  # enough for these four classes (held-out accuracy asserted below); the recipe default is 600
@@ -188,8 +192,7 @@ def test_a_collapsed_class_is_stopped_while_the_others_complete(generator, gate,
 
 def test_cli_sample_gated_and_eval_halves(trained_gan, four_classes, tmp_path):
     """The commands a user runs: sample with the gate (report and exit status), eval of two real halves."""
-    synthgen = str(Path(sys.executable).with_name("synthgen"))
-    run = lambda *args: subprocess.run([synthgen, *map(str, args)], cwd=REPO, capture_output=True, text=True)  # noqa: E731
+    run = synthgen
     sampled = run("sample", "--weights", trained_gan, "--class", "Sneaker,T-shirt-top", "-n", BATCH, "--out", tmp_path / "s",
                   "--set", f"gate.domain_steps={CLI_DOMAIN_STEPS}")
     assert sampled.returncode == 0, sampled.stdout + sampled.stderr
@@ -274,11 +277,10 @@ def test_cli_fid_with_inception_caches_features(fashion_test_split, tmp_path):
             (folder / source.name).symlink_to(source)
         folders[side] = tmp_path / side
     cache = tmp_path / "cache"
-    env = {**__import__("os").environ, "SYNTHGEN_CACHE": str(cache)}
-    command = [str(Path(sys.executable).with_name("synthgen")), "fid", str(folders["a"]), str(folders["b"])]
-    first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+    env = {"SYNTHGEN_CACHE": str(cache)}
+    first = synthgen("fid", folders["a"], folders["b"], env=env)
     assert first.returncode == 0, first.stderr
     assert "FID (inception, 6 vs 6 images)" in first.stdout
     assert len(list((cache / "features").glob("*.safetensors"))) == 2
-    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+    again = synthgen("fid", folders["a"], folders["b"], env=env)
     assert again.stdout == first.stdout

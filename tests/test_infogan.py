@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,14 +22,11 @@ from synthgen.recipe import validate
 from synthgen.sample import TrainedGenerator
 from synthgen.train.infogan import InfoGAN
 from synthgen.train.loop import train
-from tests.conftest import REPO, tiny_recipe
+from tests.cli import synthgen
+from tests.conftest import tiny_recipe
 from tests.test_train import assert_same_tensors, final_tensors
 
 SYNTHGEN = str(Path(sys.executable).with_name("synthgen"))
-
-
-def synthgen(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([SYNTHGEN, *map(str, args)], cwd=REPO, capture_output=True, text=True)
 
 
 # --- definitions on hand-made inputs ---------------------------------------------------------

@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from synthgen.checkpoint import latest_checkpoint
 from synthgen.data.diffaugment import AdaptiveAugment

@@ -19,6 +19,7 @@ from synthgen.recipe import (
     load_recipe,
     recipe_to_yaml,
 )
+from tests.cli import synthgen
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHGEN = Path(sys.executable).with_name("synthgen")
@@ -294,13 +295,10 @@ def test_a_bad_run_name(tmp_path):
 # --- the command line --------------------------------------------------------------
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SYNTHGEN), *args], cwd=REPO, capture_output=True, text=True, timeout=120)
-
-
 def test_train_with_a_bad_recipe_is_one_error_line(tmp_path):
+    """Through the installed `synthgen` script in a process of its own, as a user runs it."""
     bad = write(tmp_path, "train:\n  step: 100\n", name="bad.yaml")
-    result = run_cli("train", str(bad))
+    result = subprocess.run([str(SYNTHGEN), "train", str(bad)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -311,7 +309,7 @@ def test_train_with_a_bad_recipe_is_one_error_line(tmp_path):
 
 
 def test_train_with_a_broken_set_is_one_error_line():
-    result = run_cli("train", "acgan", "--set", "train.diffaugment=[color")
+    result = synthgen("train", "acgan", "--set", "train.diffaugment=[color")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr

@@ -14,8 +14,18 @@ import torch
 from torchvision.datasets import ImageFolder
 
 from synthgen.errors import SynthgenError
-from synthgen.sample import MANIFEST, TrainedGenerator, Verdict, latent, plan_balanced, plan_classes, plan_fill_to, sample_dataset
+from synthgen.sample import (
+    MANIFEST,
+    TrainedGenerator,
+    Verdict,
+    latent,
+    plan_balanced,
+    plan_classes,
+    plan_fill_to,
+    sample_dataset,
+)
 from synthgen.train.loop import train
+from tests.cli import synthgen
 from tests.conftest import REPO, tiny_recipe
 
 
@@ -115,19 +125,15 @@ def test_truncation_keeps_every_entry_inside_psi():
 
 
 def test_cli_sample_and_its_errors(run, tmp_path):
-    synthgen = str(Path(sys.executable).with_name("synthgen"))
-    ok = subprocess.run([synthgen, "sample", "--weights", str(run), "--class", "Bag,Sneaker", "-n", "3", "--out", str(tmp_path / "o"), "--seed", "1", "--no-gate"],
-                        cwd=REPO, capture_output=True, text=True)
+    ok = synthgen("sample", "--weights", run, "--class", "Bag,Sneaker", "-n", "3", "--out", tmp_path / "o", "--seed", "1", "--no-gate")
     assert ok.returncode == 0, ok.stderr
     assert len(list((tmp_path / "o" / "Sneaker").iterdir())) == 3
-    bad = subprocess.run([synthgen, "sample", "--weights", str(run), "--class", "Cat", "--out", str(tmp_path / "x")],
-                         cwd=REPO, capture_output=True, text=True)
+    bad = synthgen("sample", "--weights", run, "--class", "Cat", "--out", tmp_path / "x")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("error:") and "Bag" in bad.stderr
     (tmp_path / "a-file").write_text("not a folder")
     for target in (tmp_path / "a-file", tmp_path / "a-file" / "below"):
-        onto_file = subprocess.run([synthgen, "sample", "--weights", str(run), "--balanced", "-n", "2", "--no-gate", "--out", str(target)],
-                                   cwd=REPO, capture_output=True, text=True)
+        onto_file = synthgen("sample", "--weights", run, "--balanced", "-n", "2", "--no-gate", "--out", target)
         assert onto_file.returncode == 2 and "Traceback" not in onto_file.stderr, onto_file.stderr
         assert onto_file.stderr.startswith(f"error: --out {target}: ") and "expected a folder" in onto_file.stderr
         assert len(onto_file.stderr.strip().splitlines()) == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,15 +20,12 @@ from synthgen.models.sgan import real_logit
 from synthgen.sample import TrainedGenerator
 from synthgen.train.loop import train
 from synthgen.train.sgan import feature_matching
-from tests.conftest import REPO, tiny_recipe
+from tests.cli import synthgen
+from tests.conftest import tiny_recipe
 from tests.test_train import assert_same_tensors, final_tensors
 
 SYNTHGEN = str(Path(sys.executable).with_name("synthgen"))
 LABELS_PER_CLASS, HELD_OUT_PER_CLASS = 5, 100
-
-
-def synthgen(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([SYNTHGEN, *map(str, args)], cwd=REPO, capture_output=True, text=True)
 
 
 # --- definitions on hand-made logits ----------------------------------------------------------

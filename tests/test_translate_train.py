@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +14,14 @@ from PIL import Image
 from synthgen.checkpoint import latest_checkpoint
 from synthgen.errors import SynthgenError
 from synthgen.train.loop import train
-from synthgen.translate import Translator, evaluate_paired, read_for_model, translate_folder
-from tests.conftest import REPO, tiny_recipe
+from synthgen.translate import (
+    Translator,
+    evaluate_paired,
+    read_for_model,
+    translate_folder,
+)
+from tests.cli import synthgen
+from tests.conftest import tiny_recipe
 from tests.test_train import assert_same_tensors, final_tensors
 from tests.translate_helpers import tiny_translation_recipe
 
@@ -126,9 +129,8 @@ def _with_alpha(image: Image.Image) -> Image.Image:
 def test_translate_cli_keeps_names_sizes_and_modes_and_reports_a_corrupt_file(trained_pix2pix, fashion_test_split, tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     expected = make_awkward_folder(src, fashion_test_split)
-    command = [sys.executable, "-m", "synthgen", "translate", str(src), str(out), "--weights", str(trained_pix2pix), "--batch-size", "2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    command = ["translate", src, out, "--weights", trained_pix2pix, "--batch-size", "2"]
+    done = synthgen(*command)
     assert done.returncode == 0, done.stderr
     assert "broken.png" in done.stderr and "Traceback" not in done.stderr
     assert re.search(r"7\s*│\s*6\s*│\s*0\s*│\s*1", done.stdout), done.stdout  # images, translated, kept, unreadable
@@ -141,7 +143,7 @@ def test_translate_cli_keeps_names_sizes_and_modes_and_reports_a_corrupt_file(tr
         assert before.getchannel("A").tobytes() == after.getchannel("A").tobytes()  # alpha carried over exactly
 
     # A second run keeps what is there; --overwrite translates again.
-    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    again = synthgen(*command)
     assert again.returncode == 0 and re.search(r"7\s*│\s*0\s*│\s*6\s*│\s*1", again.stdout), again.stdout
 
 
@@ -208,8 +210,7 @@ def test_translated_outputs_are_closer_to_the_target_domain_than_the_inputs(trai
 
 
 def test_eval_paired_cli_prints_model_beside_identity(trained_pix2pix, edge_pairs):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "synthgen", "eval", *map(str, a)], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)  # noqa: E731
+    run = lambda *a: synthgen("eval", *a)  # noqa: E731
     done = run("--paired", edge_pairs / "test", "--weights", trained_pix2pix)
     assert done.returncode == 0, done.stderr
     assert "identity (input as output)" in done.stdout and "100 pairs" in done.stdout

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,8 @@ import torch
 
 from synthgen.errors import SynthgenError
 from synthgen.utility import UtilityConfig, evaluate_utility, macro_f1, score
-from tests.conftest import FOUR_CLASSES, REPO
+from tests.cli import synthgen
+from tests.conftest import FOUR_CLASSES
 
 STEPS = 100  # enough for four distinct classes at 28 px (about 5 s a run on 2 cores)
 
@@ -169,11 +167,6 @@ def test_class_balanced_batches_draw_every_class_equally_often():
         counts[balanced] = torch.bincount(labels[torch.cat([draw() for _ in range(300)])], minlength=3) / (300 * 64)
     assert torch.allclose(counts[True], torch.full((3,), 1 / 3), atol=0.02), counts[True]
     assert torch.allclose(counts[False], torch.tensor([8, 400, 100]) / 508, atol=0.02), counts[False]
-
-
-def synthgen(*args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200"}  # the table unwrapped
-    return subprocess.run([sys.executable, "-m", "synthgen", *map(str, args)], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_cli_prints_the_table_and_writes_json(splits, tmp_path):
