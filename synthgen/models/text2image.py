@@ -38,10 +38,13 @@ class TextToImageGenerator(nn.Module):
 
 
 class MatchingDiscriminator(nn.Module):
-    """D(x, phi): the backbone's trunk features of x joined with a projection of phi, then an MLP to one logit.
+    """D(x, phi) = psi(h) + <h, V u(phi)>: h the backbone's trunk features of x, u a projection of the text embedding.
 
-    Reed et al. join the text (projected to 128 dims, replicated spatially) to D's 4x4 feature map
-    and go on with a 1x1 convolution; on flattened trunk features that is this MLP.
+    The text enters as a compatibility score between image features and text, the form of Reed et al.'s
+    joint embedding of images and captions (F(v, t) = theta(v)^T phi(t)) and of the projection
+    discriminator (Miyato & Koyama 2018), instead of the paper's text planes joined to D's 4x4 map:
+    on flattened trunk features a joined text vector is a small part of a wide input, and the pair's match
+    is learned far more slowly (measured on the tests' captioned Fashion-MNIST).
     """
 
     def __init__(self, recipe, options):
@@ -50,10 +53,9 @@ class MatchingDiscriminator(nn.Module):
         sn = m.spectral_norm
         self.trunk = get_backbone(m.backbone).trunk(m, d.image_size, d.channels)
         self.text = nn.Sequential(nn.Linear(options.text_dim, options.d_text_dim), nn.LeakyReLU(0.2))
-        self.joint = nn.Sequential(
-            spectral(nn.Linear(self.trunk.features + options.d_text_dim, options.d_hidden), sn), nn.LeakyReLU(0.2),
-            spectral(nn.Linear(options.d_hidden, 1), sn),
-        )
+        self.adversarial = spectral(nn.Linear(self.trunk.features, 1), sn)
+        self.match = spectral(nn.Linear(options.d_text_dim, self.trunk.features, bias=False), sn)
 
     def forward(self, x: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-        return self.joint(torch.cat([self.trunk(x), self.text(phi.to(x.dtype))], dim=1)).squeeze(1)
+        h = self.trunk(x)
+        return self.adversarial(h).squeeze(1) + (h * self.match(self.text(phi.to(h.dtype)))).sum(dim=1)

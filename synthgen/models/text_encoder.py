@@ -44,6 +44,9 @@ class ConditioningAugmentation(nn.Module):
 
 
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)), summed over dimensions, averaged over the batch."""
+    """KL(N(mu, exp(logvar)) || N(0, I)) per dimension, averaged over dimensions and batch (StackGAN's code).
+
+    Per dimension rather than summed, so that its weight (StackGAN: 1) does not grow with c_dim.
+    """
     mu, logvar = mu.float(), logvar.float()
-    return (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).sum(dim=1).mean()
+    return (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).mean()

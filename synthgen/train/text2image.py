@@ -49,12 +49,12 @@ class Text2ImageOptions(Section):
     embed_dim: int = Field(64, ge=1, description="Word embedding size.")
     text_dim: int = Field(128, ge=1, description="Text embedding size phi(t): the GRU's state.")
     c_dim: int = Field(32, ge=1, description="Conditioning augmentation's output c joined to z (StackGAN: 128).")
-    kl_weight: float = Field(1.0, ge=0, description="Weight of KL(N(mu, sigma) || N(0, I)) in G's loss (StackGAN: 1).")
+    kl_weight: float = Field(1.0, ge=0, description="Weight of KL(N(mu, sigma) || N(0, I)) in G's loss, the KL averaged per dimension as StackGAN's code does (StackGAN: 1).")
     mismatch_weight: float = Field(0.5, ge=0, le=1, description="D's weight of real image + wrong text; fake + right text gets 1 - this (GAN-CLS: 0.5).")
     int_weight: float = Field(1.0, ge=0, description="Weight of G's loss on interpolated embeddings (GAN-INT; 0 = off).")
     int_beta: float = Field(0.5, ge=0, le=1, description="GAN-INT: h = beta h1 + (1 - beta) h2 (the paper: 0.5).")
-    d_text_dim: int = Field(64, ge=1, description="D's projection of the text embedding joined to its image features (Reed: 128).")
-    d_hidden: int = Field(256, ge=1, description="Width of D's joint layer over image features and text.")
+    d_text_dim: int = Field(64, ge=1, description="D's projection of the text embedding, matched with its image features (Reed: 128).")
+    lr_text: float = Field(1e-3, gt=0, description="Learning rate of the text encoder (trained by D's loss, beside D's lr_d).")
 
 
 def gan_cls_discriminator_loss(real_right: torch.Tensor, real_wrong: torch.Tensor, fake_right: torch.Tensor, mismatch_weight: float = 0.5) -> torch.Tensor:
@@ -132,7 +132,8 @@ class Text2Image(ConditionalGAN):
         # phi is trained by D's loss (module docstring): its parameters sit in D's optimiser.
         encoder = set(map(id, self.G.encoder.parameters()))
         self.opt_G = adam([p for p in self.G.parameters() if id(p) not in encoder], t.lr_g, (t.beta1, t.beta2))
-        self.opt_D = adam([*self.D.parameters(), *self.G.encoder.parameters()], t.lr_d, (t.beta1, t.beta2))
+        groups = [{"params": list(self.D.parameters())}, {"params": list(self.G.encoder.parameters()), "lr": self.options.lr_text}]
+        self.opt_D = adam(groups, t.lr_d, (t.beta1, t.beta2))
         self.scaler_G, self.scaler_D = precision.grad_scaler(), precision.grad_scaler()
         self.batches = CaptionBatches(data, t.batch_size, recipe.seed, self.options.max_words)
         self.images_per_step = t.batch_size * t.n_dis
@@ -187,6 +188,11 @@ class Text2Image(ConditionalGAN):
     @staticmethod
     def prompt_vocabulary(checkpoint) -> Vocabulary:
         return Vocabulary.from_json(checkpoint.state.get("method_state", {}).get("vocabulary"), f"{checkpoint.path}/state.json")
+
+    @staticmethod
+    def prompt_ids(recipe, vocabulary: Vocabulary, prompts: list[str]) -> torch.Tensor:
+        """Word ids [len(prompts), max_words] of prompts, as the captions were encoded in training."""
+        return vocabulary.encode(prompts, method_options(recipe).max_words)
 
     @staticmethod
     def latent(recipe, seed: int, truncation: float | None) -> torch.Tensor:
