@@ -7,7 +7,7 @@ DEMO := out/demo
 DEMO_T := out/demo-translate
 UTIL := out/utility
 
-.PHONY: setup test demo demo-translate bench bench-utility bench-quality bench-encoders bench-sgan bench-infogan utility clean-demo balance pipeline
+.PHONY: setup test demo demo-translate bench bench-utility bench-quality bench-encoders bench-sgan bench-infogan bench-text2image utility clean-demo balance pipeline
 
 setup: $(STAMP)
 
@@ -125,6 +125,10 @@ bench-sgan: $(STAMP)
 # class, beside k-means on the domain features. ARGS=--quick for a smoke run.
 bench-infogan: $(STAMP)
 	$(BIN)/python benchmarks/infogan_fashion.py --steps $(or $(STEPS),6000) $(ARGS)
+
+# Text-to-image on Fashion-MNIST captioned "a bright/dark <class>": prompt match rates vs shuffled prompts. QUICK=1: smoke only.
+bench-text2image: $(STAMP)
+	$(BIN)/python benchmarks/text2image_fashion.py $(if $(QUICK),--quick,--steps $(or $(STEPS),6000)) $(ARGS)
 
 # Quality per CPU-minute: recipes/small-data.yaml and recipes/acgan.yaml, each trained for BUDGET of wall-clock
 # time on the Fashion-MNIST training set (../shared), then 1,000 per class sampled and scored against the test

@@ -169,11 +169,11 @@ def most_recent_run(weights_dir: Path = Path("weights")) -> Path:
 
 @app.command()
 def sample(
-    out_dir: Path = typer.Option(..., "--out", help="Output folder: OUT/<class>/<file> plus OUT/manifest.csv and OUT/gate_report.json."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder: OUT/<class>/<file> plus OUT/manifest.csv, OUT/metadata.jsonl (imagefolder) and OUT/gate_report.json."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Run folder (default: the most recent run in weights/)."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best (scored best during training; else the latest), latest, or a step number."),
     classes: list[str] = typer.Option([], "--class", help="Class to sample; repeat it or give a comma list."),
-    n: int = typer.Option(100, "-n", min=1, help="Images per class (with --fill-to: the target per class)."),
+    n: int = typer.Option(100, "-n", min=1, help="Images per class or prompt (with --fill-to: the target per class)."),
     balanced: bool = typer.Option(False, "--balanced", help="n images of every class."),
     fill_to: Optional[str] = typer.Option(None, "--fill-to", help="Top every class of --data up to N images, or `max` (as many as its largest class)."),
     data: Optional[Path] = typer.Option(None, "--data", help="The real dataset that --fill-to tops up."),
@@ -185,15 +185,22 @@ def sample(
     real: Optional[Path] = typer.Option(None, "--real", help="Real images the gate compares with (default: the run's data.root)."),
     set_: list[str] = typer.Option([], "--set", help="Override a gate threshold, e.g. --set gate.kid_margin=1.0 (see `synthgen recipes --keys`)."),
     codes: list[str] = typer.Option([], "--code", help="Fix a latent code in every image, e.g. --code c0=3 --code c1=0.8 (infogan runs; repeatable)."),
+    texts: list[str] = typer.Option([], "--text", help="A prompt (text2image runs; repeatable): n images of it in OUT/<its words>/, the prompt in the manifest."),
+    captions: Optional[Path] = typer.Option(None, "--captions", help="A file of prompts, one per line (text2image runs): n images of each."),
 ):
     """Generate a class-balanced synthetic dataset, every batch gated against the real class (continues an existing OUT)."""
     from synthgen import sample as sampling
 
     sampling.check_output_folder(out_dir)  # before the slow part: loading, calibrating
+    prompts = [*texts, *(sampling.read_prompts(captions) if captions else [])]
     generator = sampling.TrainedGenerator(weights or most_recent_run(), checkpoint=checkpoint)
     generator.fix_codes(codes)
-    plan = _sampling_plan(sampling, generator, classes, n, balanced, fill_to, data)
-    gate = _calibrated_gate(generator, no_gate, set_, batch_size, real)
+    if prompts or generator.text_conditioned:
+        plan = _prompt_plan(sampling, generator, prompts, n, classes or balanced or fill_to is not None, "--text" if texts else "--captions")
+        gate = None  # the gate compares a class with its real images; prompts have none
+    else:
+        plan = _sampling_plan(sampling, generator, classes, n, balanced, fill_to, data)
+        gate = _calibrated_gate(generator, no_gate, set_, batch_size, real)
     total = sum(plan.values())
     with Progress(TextColumn("[bold]sample"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
         task = bar.add_task("sample", total=total)
@@ -203,10 +210,11 @@ def sample(
             on_batch=lambda k: bar.advance(task, k),
         )
     report = sampling.write_gate_report(out_dir, result, generator, gate)
-    table = Table("class", "existing", "written", "retried", "gate")
+    table = Table("prompt" if generator.text_conditioned else "class", "existing", "written", "retried", "gate")
     for name in plan:
         status = f"[red]rejected: {escape(result.rejected[name])}" if name in result.rejected else ("[green]passed" if gate else "off")
-        table.add_row(escape(name), str(result.existing[name]), str(result.written[name]), str(result.retried[name]), status)
+        shown = generator.prompts.get(name, name)
+        table.add_row(escape(shown), str(result.existing[name]), str(result.written[name]), str(result.retried[name]), status)
     out.print(table)
     out.print(f"dataset: {out_dir} (manifest: {out_dir / sampling.MANIFEST}, gate report: {report}), checkpoint step {generator.step}")
     if result.rejected:
@@ -220,6 +228,12 @@ def _calibrated_gate(generator, no_gate: bool, overrides: list[str], batch_size:
     generator.override_gate(overrides)
     with err.status("gate: calibrating on the real images (the first time also trains the domain classifier)"):
         return generator.gate(batch_size, real)
+
+
+def _prompt_plan(sampling, generator, prompts: list[str], n: int, class_options: bool, option: str) -> dict[str, int]:
+    if generator.text_conditioned and (class_options or not prompts):
+        raise SynthgenError(f"{generator.run_dir} is a {generator.recipe.method} run: give --text PROMPT or --captions FILE (not --class, --balanced or --fill-to)")
+    return sampling.plan_prompts(generator, prompts, n, option)
 
 
 def _sampling_plan(sampling, generator, classes, n, balanced, fill_to, data) -> dict[str, int]:

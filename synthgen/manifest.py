@@ -99,6 +99,22 @@ def continue_only_with(out: Path, file: str, settings: dict, what: str) -> None:
     write_atomic(path, json.dumps(settings, indent=1).encode())
 
 
+IMAGEFOLDER_METADATA = "metadata.jsonl"
+
+
+def write_imagefolder_metadata(out: Path, rows: list[dict], columns: list[str], order: Callable[[dict], tuple]) -> Path:
+    """out/metadata.jsonl: one line per file, `file_name` (the relative path) and the manifest's other columns.
+
+    The metadata file of the Hugging Face `imagefolder` layout, so that
+    `datasets.load_dataset("imagefolder", data_dir=out)` has the manifest's columns as features;
+    torchvision's ImageFolder ignores it (it reads class folders only). Rewritten whole, atomically,
+    from the manifest every time the folder is written to, so a continued folder stays complete.
+    """
+    lines = [json.dumps({"file_name": row["file"], **{c: row[c] for c in columns if c != "file"}}) + "\n" for row in sorted(rows, key=order)]
+    write_atomic(Path(out) / IMAGEFOLDER_METADATA, "".join(lines).encode())
+    return Path(out) / IMAGEFOLDER_METADATA
+
+
 def write_rows(out: Path, name: str, rows: list[dict], columns: list[str], order: Callable[[dict], tuple]) -> None:
     """Rewrite out/name with `rows` in a canonical order, atomically."""
     write_atomic(Path(out) / name, _csv(sorted(rows, key=order), columns, header=True))

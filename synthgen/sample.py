@@ -31,7 +31,7 @@ from synthgen import checkpoint as ckpt
 from synthgen.data.folders import class_counts, discover_labelled, target_count
 from synthgen.errors import SynthgenError
 from synthgen.imaging import SAVE_FORMATS, encode, make_durable, remove_stale_temporaries, to_uint8, write_atomic
-from synthgen.manifest import Manifest
+from synthgen.manifest import Manifest, write_imagefolder_metadata
 from synthgen.metrics.gate import Verdict
 from synthgen.train import METHODS
 from synthgen.recipe import validate
@@ -80,6 +80,17 @@ class TrainedGenerator:
         self.generator.to(self.device).eval()
         self.step = checkpoint.step
         self.latent_options: dict = {}  # keyword arguments of the method's `latent` (InfoGAN: fixed codes)
+        # A text-conditioned run (text2image) generates from prompts, encoded with the vocabulary of its captions.
+        self.vocabulary = self.method.prompt_vocabulary(checkpoint) if getattr(self.method, "text_conditioned", False) else None
+        self.prompts: dict[str, str] = {}  # output folder -> its prompt (plan_prompts)
+
+    @property
+    def text_conditioned(self) -> bool:
+        return self.vocabulary is not None
+
+    @property
+    def manifest_columns(self) -> list[str]:
+        return MANIFEST_COLUMNS + ["prompt"] if self.text_conditioned else MANIFEST_COLUMNS
 
     def fix_codes(self, assignments: list[str]) -> None:
         """`--code NAME=VALUE`: those latent codes take that value in every image (methods that declare codes)."""
@@ -109,10 +120,26 @@ class TrainedGenerator:
 
     def generate(self, class_index: int, seeds: list[int], truncation: float | None) -> torch.Tensor:
         """uint8 images [len(seeds), C, H, W], one per seed, in fp32 for reproducible bytes."""
+        if self.text_conditioned:
+            raise SynthgenError(f"{self.run_dir}: a {self.recipe.method} run generates from text; use synthgen sample --text PROMPT or --captions FILE")
+        y = torch.full((len(seeds),), class_index, dtype=torch.long)
+        return self._generate(seeds, truncation, y)
+
+    def generate_prompt(self, prompt: str, seeds: list[int], truncation: float | None) -> torch.Tensor:
+        """uint8 images of `prompt`, one per seed (words the run never saw are <unk>)."""
+        ids = self.method.prompt_ids(self.recipe, self.vocabulary, [prompt])
+        return self._generate(seeds, truncation, ids.expand(len(seeds), -1))
+
+    def generate_named(self, name: str, seeds: list[int], truncation: float | None) -> torch.Tensor:
+        """Images for the plan entry `name`: a class, or the output folder of a prompt."""
+        if self.text_conditioned:
+            return self.generate_prompt(self.prompts[name], seeds, truncation)
+        return self.generate(self.class_index(name), seeds, truncation)
+
+    def _generate(self, seeds: list[int], truncation: float | None, condition: torch.Tensor) -> torch.Tensor:
         z = torch.stack([self.method.latent(self.recipe, seed, truncation, **self.latent_options) for seed in seeds]).to(self.device)
-        y = torch.full((len(seeds),), class_index, dtype=torch.long, device=self.device)
         with torch.inference_mode():  # no autograd bookkeeping at all
-            images = to_uint8(self.generator(z, y))
+            images = to_uint8(self.generator(z, condition.to(self.device)))
         return images.clone()  # an ordinary tensor again, for whatever checks the batch
 
 
@@ -146,6 +173,37 @@ def plan_classes(generator: TrainedGenerator, classes: list[str], n: int) -> dic
 
 def plan_balanced(generator: TrainedGenerator, n: int) -> dict[str, int]:
     return {name: n for name in generator.class_names}
+
+
+def plan_prompts(generator: TrainedGenerator, prompts: list[str], n: int, option: str = "--text") -> dict[str, int]:
+    """n images of every prompt, each in its own folder (named after its words); the manifest records the prompt."""
+    if not generator.text_conditioned:
+        texts = [name for name, method in METHODS.items() if getattr(method, "text_conditioned", False)]
+        raise SynthgenError(f"{option}: {generator.run_dir} is a run of method {generator.recipe.method}, which is not conditioned on text (text methods: {', '.join(texts)})")
+    for prompt in prompts:
+        generator.prompts.setdefault(prompt_folder(prompt), prompt)  # prompts with the same words are one prompt
+    return {folder: n for folder in generator.prompts}
+
+
+def prompt_folder(prompt: str, limit: int = 60) -> str:
+    """The folder of a prompt's images: its words joined by '-' ('a red flower' -> a-red-flower), a hash added when cut short."""
+    from synthgen.data.captions import words
+
+    slug = "-".join(words(prompt)) or "prompt"
+    if len(slug) > limit:
+        slug = f"{slug[:limit].rstrip('-')}-{hashlib.sha256(slug.encode()).hexdigest()[:8]}"
+    return slug
+
+
+def read_prompts(path: Path) -> list[str]:
+    """--captions FILE: one prompt per line, blank lines skipped."""
+    try:
+        prompts = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SynthgenError(f"--captions {path}: cannot read ({exc.__class__.__name__}: {exc}); expected a text file, one prompt per line") from None
+    if not prompts:
+        raise SynthgenError(f"--captions {path}: no prompts (expected one prompt per line)")
+    return prompts
 
 
 def plan_fill_to(generator: TrainedGenerator, data_dir: Path, n: int | str) -> dict[str, int]:
@@ -197,7 +255,7 @@ def sample_dataset(
     if out.is_dir():
         remove_stale_temporaries(out)  # half-written files of a killed run
     result = SampleResult(out)
-    with open_manifest(out, manifest) as rows:
+    with open_manifest(out, manifest, generator.manifest_columns) as rows:
         present: dict[str, set[int]] = {}
         for row in rows.rows:
             present.setdefault(row["class"], set()).add(_index_of(row))
@@ -216,6 +274,8 @@ def sample_dataset(
                 new_rows = _rows(relatives, name, [seeds[k] for k in keep], generator, truncation, attempt, verdict)
                 writes.submit(out, relatives, batch[keep], fmt, new_rows)
                 result.written[name] += len(new_rows)
+    if manifest == MANIFEST:  # balance's own manifests are its business
+        write_imagefolder_metadata(out, rows.rows, generator.manifest_columns, _order)
     return result
 
 
@@ -266,9 +326,13 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
 
 
-def open_manifest(out: Path, name: str = MANIFEST) -> Manifest:
+def open_manifest(out: Path, name: str = MANIFEST, columns: list[str] = MANIFEST_COLUMNS) -> Manifest:
     """The sampling manifest of `out`, sorted by class and index when compacted."""
-    return Manifest(out, name, MANIFEST_COLUMNS, order=lambda row: (row["class"], _index_of(row)), keep=_has_index)
+    return Manifest(out, name, columns, order=_order, keep=_has_index)
+
+
+def _order(row: dict) -> tuple:
+    return row["class"], _index_of(row)
 
 
 def _checked_batches(generator, batches, batch_size, seed, truncation, check, retries, result):
@@ -291,7 +355,7 @@ def _launch(generator, job, attempt, batch_size, seed, truncation, check):
     """Generate the aligned batch of `job` for `attempt` and hand it to the gate thread."""
     name, start, _ = job
     seeds = [image_seed(seed, name, i, attempt) for i in range(start, start + batch_size)]
-    batch = generator.generate(generator.class_index(name), seeds, truncation)
+    batch = generator.generate_named(name, seeds, truncation)
     return job, attempt, seeds, batch, _GATE.submit(check, name, batch)
 
 
@@ -410,6 +474,7 @@ def _rows(relatives, name, seeds, generator, truncation, attempt, verdict) -> li
             "truncation": "" if truncation is None else str(truncation),
             "attempt": str(attempt),
             "gate": "passed" if verdict.figures else verdict.reason,
+            **({"prompt": generator.prompts[name]} if generator.text_conditioned else {}),
         }
         for relative, seed in zip(relatives, seeds)
     ]
