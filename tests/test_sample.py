@@ -150,12 +150,13 @@ def test_report_of_a_real_run(run):
 
 
 class DiskRows:
-    """Counts the manifest rows put on disk: appended to a journal, and rewritten in whole manifests."""
+    """Counts the manifest rows put on disk: appended to a journal, and rewritten in whole manifests
+    (metadata.jsonl, the imagefolder copy of the manifest, counted apart: one line per image, once per run)."""
 
     def __init__(self, monkeypatch):
         from synthgen import manifest
 
-        self.appended, self.rewritten, self.rewrites = 0, 0, 0
+        self.appended, self.rewritten, self.rewrites, self.metadata_lines = 0, 0, 0, 0
         append, rewrite = manifest.append_synced, manifest.write_atomic
 
         def counted_append(path, data):
@@ -163,6 +164,9 @@ class DiskRows:
             return append(path, data)
 
         def counted_rewrite(path, data):
+            if path.name == manifest.IMAGEFOLDER_METADATA:
+                self.metadata_lines += data.count(b"\n")
+                return rewrite(path, data)
             self.rewritten += data.count(b"\n") - 1
             self.rewrites += 1
             return rewrite(path, data)
@@ -181,7 +185,7 @@ def test_manifest_rows_written_grow_linearly_with_n(generator, tmp_path, monkeyp
     result = sample_dataset(generator, plan_classes(generator, ["Bag", "Sneaker"], n), tmp_path, seed=2, batch_size=4)
     images = sum(result.written.values())
     assert images == 2 * n
-    assert disk.appended == images and disk.rewrites == 1 and disk.rewritten == images
+    assert disk.appended == images and disk.rewrites == 1 and disk.rewritten == images and disk.metadata_lines == images
     assert len(manifest(tmp_path)) == images
     more = sample_dataset(generator, plan_classes(generator, ["Bag", "Sneaker"], n + 4), tmp_path, seed=2, batch_size=4)
     assert sum(more.written.values()) == 8 and disk.appended == images + 8 and disk.rewrites == 2  # one more compaction
