@@ -152,12 +152,16 @@ def d_state(method) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def test_unrolled_step_leaves_d_exactly_as_an_ordinary_step(four, tmp_path):
-    """Same seed, one step each: D's weights, spectral-norm vectors, batch-norm statistics and Adam state equal; G differs."""
+@pytest.mark.parametrize("loss", [{"type": "ns"}, {"type": "rpgan", "r1_gamma": 0.1, "r1_every": 1}])
+def test_unrolled_step_leaves_d_exactly_as_an_ordinary_step(four, tmp_path, loss):
+    """Same seed, one step each: D's weights, spectral-norm vectors, batch-norm statistics and Adam state equal; G differs.
+
+    rpgan: the relativistic G judges against real logits, which the unrolled D gives too.
+    """
     precision = resolve_precision("fp32", CPU)
     runs = {}
     for unroll in (0, 3):
-        recipe = tiny_recipe(tmp_path, tmp_path, model={"d_norm": "batch", "minibatch_discrimination": {"kernels": 4}},
+        recipe = tiny_recipe(tmp_path, tmp_path, model={"d_norm": "batch", "minibatch_discrimination": {"kernels": 4}}, loss=loss,
                              train={"unroll_steps": unroll, "diffaugment": ["translation"]})
         torch.manual_seed(0)
         method = ConditionalGAN(recipe, four, precision)
