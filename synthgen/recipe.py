@@ -83,6 +83,11 @@ class DataConfig(Section):
         return size
 
 
+class MinibatchDiscriminationConfig(Section):
+    kernels: int = Field(0, ge=0, le=1000, description="Minibatch discrimination (Salimans et al. 2016): closeness kernels B of D's T-tensor layer, one feature each (0 = off; the paper: 100).")
+    dims: int = Field(5, ge=1, le=100, description="Minibatch discrimination: dimensions C of each kernel's projection (the paper: 5).")
+
+
 class ModelConfig(Section):
     backbone: Literal["dcgan", "resnet", "r3"] = Field(
         "dcgan", description="G and D architecture family (models/ registry); r3: R3GAN's normalisation-free ResNet (use spectral_norm: false)."
@@ -100,6 +105,12 @@ class ModelConfig(Section):
     group_width: int = Field(16, ge=1, description="r3: channels per group in the grouped 3x3 convolutions.")
     minibatch_std: bool = Field(False, description="Append a minibatch standard-deviation channel late in D (anti-collapse).")
     pack: int = Field(1, ge=1, le=8, description="PacGAN: D judges this many samples at once, all real or all fake (anti-collapse).")
+    minibatch_discrimination: MinibatchDiscriminationConfig = Field(default_factory=MinibatchDiscriminationConfig)
+
+    @field_validator("minibatch_discrimination", mode="before")
+    @classmethod
+    def _null_is_off(cls, value):
+        return {} if value is None else value  # `minibatch_discrimination:` with nothing under it: the defaults (off)
     # Translation (pix2pix, cyclegan): the generator is image -> image, D a PatchGAN.
     translator: Literal["unet", "resnet"] = Field(
         "unet", description="Translation G (models/ registry): unet (skips; pix2pix) or resnet (residual blocks; CycleGAN)."
@@ -142,6 +153,13 @@ class TrainConfig(Section):
     beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1.")
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2.")
     n_dis: int = Field(1, ge=1, description="Discriminator updates per generator update.")
+    unroll_steps: int = Field(
+        0, ge=0, le=20,
+        description="Unrolled GAN (Metz et al. 2016, cgan): G's loss is taken against D after this many more Adam steps of its own on this step's batch; D's real update is unchanged (0 = off; the paper: 5).",
+    )
+    unroll_backprop: bool = Field(
+        True, description="Unrolled GAN: G's gradient also flows through D's unrolled updates (the paper's surrogate loss); false: only through the final judgement (cheaper)."
+    )
     ema: bool = Field(True, description="Keep an exponential moving average of G, used for grids and sampling.")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA decay, ramped up from 0 over the first steps (when ema_halflife_kimg is not set).")
     ema_halflife_kimg: float | None = Field(
@@ -268,6 +286,10 @@ class Recipe(Section):
             parse_budget(self.train.budget)  # raises ValueError naming the format
         if self.train.batch_size % self.model.pack:
             raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple of model.pack ({self.model.pack})")
+        if self.train.unroll_steps and self.method != "cgan":
+            raise ValueError(f"train.unroll_steps: only method cgan unrolls D (got method {self.method}); use 0")
+        if self.train.unroll_steps and self.train.compile == "on":
+            raise ValueError("train.compile: on does not combine with train.unroll_steps (D's unrolled weights are new tensors every step, and backpropagating through them needs eager autograd); use auto or off")
         if self.loss.type == "wgan-gp" and self.model.d_norm == "batch":
             raise ValueError("model.d_norm: batch norm in D breaks the gradient penalty of wgan-gp; use none")
         from synthgen.train import METHODS
@@ -456,6 +478,9 @@ def describe_keys() -> list[tuple[str, Any, str]]:
 def _section_rows(prefix: str, section: type[Section], suffix: str = "") -> list[tuple[str, Any, str]]:
     rows = []
     for key, field in section.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Section):  # a sub-section: its keys, dotted
+            rows += _section_rows(f"{prefix}.{key}", field.annotation, suffix)
+            continue
         default = field.default_factory() if field.default_factory else field.default
         rows.append((f"{prefix}.{key}", default, (field.description or "") + suffix))
     return rows

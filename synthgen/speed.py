@@ -160,6 +160,9 @@ def choose_compile(recipe, device: torch.device, build, remaining: int, choice: 
         if not resumed["compiled"]:
             return
         mode = "on"
+    if mode == "auto" and recipe.train.unroll_steps:  # see recipe.py: compile does not run the unrolled D
+        choice.reason += "; eager: train.unroll_steps runs D on unrolled weights, which torch.compile does not"
+        return
     if mode == "auto":
         if distributed.is_distributed() or remaining < MIN_STEPS_TO_COMPILE:
             choice.reason += f"; eager: {remaining} steps are too few to earn back torch.compile's warm-up (from {MIN_STEPS_TO_COMPILE})"

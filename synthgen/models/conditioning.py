@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthgen.models.layers import spectral
+from synthgen.models.layers import MinibatchDiscrimination, spectral
 
 
 class Unconditional(nn.Module):
@@ -98,7 +98,13 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
 
 
 class Discriminator(nn.Module):
-    """Trunk + conditioning head, with PacGAN packing in between."""
+    """Trunk + conditioning head, with PacGAN packing before the trunk and minibatch discrimination after it.
+
+    Both anti-collapse options live here, not in a backbone, so every trunk
+    (dcgan, resnet, r3 and any registered later) gets them: minibatch
+    discrimination reads the trunk's feature vector, as Salimans et al.'s own
+    code read D's last features before its output layer.
+    """
 
     def __init__(self, trunk_factory, cfg, image_size: int, channels: int, num_classes: int, conditioning: str):
         super().__init__()
@@ -106,11 +112,20 @@ class Discriminator(nn.Module):
         self.pack = cfg.pack
         planes = method.planes(num_classes)
         self.trunk = trunk_factory(cfg, image_size, (channels + planes) * cfg.pack)
-        self.head = method(self.trunk.features, num_classes, cfg.pack, cfg.spectral_norm)
+        mbd = cfg.minibatch_discrimination
+        self.minibatch = (
+            MinibatchDiscrimination(self.trunk.features, mbd.kernels, mbd.dims, cfg.spectral_norm) if mbd.kernels else nn.Identity()
+        )
+        features = self.trunk.features + mbd.kernels
+        self.head = method(features, num_classes, cfg.pack, cfg.spectral_norm)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor):
         """x [B, C, H, W], y [B] -> (logits [B / pack], class logits [B / pack, pack, K] or None)."""
-        return self.head(self.trunk_features(x, y), y.view(-1, self.pack))
+        return self.judge(self.trunk_features(x, y), y)
+
+    def judge(self, h: torch.Tensor, y: torch.Tensor):
+        """The head's outputs for trunk features h (with the minibatch-discrimination features joined when on)."""
+        return self.head(self.minibatch(h), y.view(-1, self.pack))
 
     def trunk_features(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The trunk's features [B / pack, F] of (packed) images, which the head judges (and InfoGAN's Q reads)."""

@@ -98,4 +98,4 @@ class InfoDiscriminator(Discriminator):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor):
         h = self.trunk_features(x, y)
-        return (*self.head(h, y.view(-1, self.pack)), self.q(h))
+        return (*self.judge(h, y), self.q(h))  # Q reads the trunk's features alone

@@ -82,6 +82,41 @@ class MinibatchStd(nn.Module):
         return torch.cat([x, stats], dim=1)
 
 
+class MinibatchDiscrimination(nn.Module):
+    """Minibatch discrimination (Salimans et al. 2016): per-sample features saying how unlike the rest of its batch it is.
+
+    M_i = f(x_i) T, a [kernels B, dims C] matrix per sample; per kernel b the
+    paper's closeness c_b(x_i, x_j) = exp(-||M_i,b - M_j,b||_L1) and feature
+    o(x_i)_b = sum_j c_b(x_i, x_j), self-term j = i included. Here D gets
+
+        d(x_i)_b = 1/(n-1) sum_{j != i} (1 - c_b(x_i, x_j)) = (n - o(x_i)_b) / (n - 1),
+
+    the same information (an affine map of o for a batch of n, which D's next
+    linear layer absorbs), but exactly 0 for a batch of identical samples,
+    growing toward 1 as they differ, and on one scale whatever n is: n is the
+    local batch (divided by model.pack, per process under DDP), and the
+    features compare samples within it only.
+    """
+
+    def __init__(self, features: int, kernels: int, dims: int, sn: bool):
+        super().__init__()
+        self.kernels, self.dims = kernels, dims
+        layer = nn.Linear(features, kernels * dims, bias=False)  # f(x) T, with T stored transposed as the weight
+        nn.init.normal_(layer.weight, 0.0, 0.05)
+        self.T = spectral(layer, sn)
+        self.features = features + kernels
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h [n, features] -> [n, features + kernels]: h joined with the diversity features."""
+        n = len(h)
+        m = self.T(h).float().view(n, self.kernels, self.dims)  # float32: exp of distances is no place for bf16
+        # Pairwise L1 distances by broadcasting ([n, n, B]) rather than torch.cdist: it has a double
+        # backward, which the unrolled GAN (train.unroll_steps) needs through D.
+        distance = (m[:, None] - m[None]).abs().sum(dim=3)
+        diversity = (1 - torch.exp(-distance)).sum(dim=1) / max(n - 1, 1)  # the j = i term is 1 - 1 = 0
+        return torch.cat([h, diversity.to(h.dtype)], dim=1)
+
+
 def dcgan_init(layer: nn.Module) -> nn.Module:
     """DCGAN's N(0, 0.02) weights and zero biases (Radford et al. 2015); call before spectral()."""
     nn.init.normal_(layer.weight, 0.0, 0.02)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 from torch.nn.utils import parametrize
 
 from synthgen import distributed
@@ -15,6 +16,7 @@ from synthgen.models.conditioning import build_models
 from synthgen.precision import Precision
 from synthgen.train.ema import EMA, recalibrate_batchnorm
 from synthgen.train.schedule import penalty_factor
+from synthgen.train.unroll import unrolled_weights
 
 
 def adam(params, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
@@ -212,7 +214,10 @@ class ConditionalGAN:
         with self.precision.autocast():
             real_logits = self._real_logits_for_generator(step) if self.loss.relativistic else None
             latent = self._noise()
-            fake_logits, fake_classes, *fake_extra = self.D(self._augment(self.G_train(latent, y_fake)), y_fake)
+            fake_in = self._augment(self.G_train(latent, y_fake))
+            fake_logits, fake_classes, *fake_extra = self.D(fake_in, y_fake)
+            if self.recipe.train.unroll_steps:  # judged instead by D unrolled k steps ahead (Metz et al. 2016)
+                fake_logits, fake_classes, real_logits = self._unrolled_judgement(step, fake_in, y_fake)
             adversarial = self.loss.generator(fake_logits, real_logits)
             aux = self._class_loss(fake_classes, y_fake)
             code_loss, code_terms = self._code_terms(latent, fake_extra)
@@ -220,6 +225,28 @@ class ConditionalGAN:
         self._update(self.opt_G, self.scaler_G, total)
         self._after_generator_update(step)
         return {"g_loss": adversarial, "g_aux": aux, **code_terms}
+
+    def _unrolled_judgement(self, step: int, fake_in: torch.Tensor, y_fake: torch.Tensor):
+        """(fake logits, fake class logits, real logits) of D unrolled train.unroll_steps Adam steps ahead (train/unroll.py).
+
+        D's ordinary forward above has already run, so D's buffers (spectral norm's
+        vectors) have moved exactly as in an ordinary G step; D is left as it is.
+        """
+        t, aux_weight = self.recipe.train, self.recipe.conditioning.aux_weight
+        real, y_real = self.batches.real(step, t.n_dis, self.device)  # the batch a relativistic G's step judges against
+        real_in = self._augment(real)
+        fakes = fake_in if t.unroll_backprop else fake_in.detach()
+
+        def d_loss(weights):
+            real_logits, real_classes, *_ = functional_call(self.D, weights, (real_in, y_real))
+            fake_logits, fake_classes, *_ = functional_call(self.D, weights, (fakes, y_fake))
+            aux = self._class_loss(real_classes, y_real) + self._class_loss(fake_classes, y_fake)
+            return self.loss.discriminator(real_logits, fake_logits) + aux_weight * aux
+
+        weights = unrolled_weights(self.D, self.opt_D, d_loss, t.unroll_steps, t.unroll_backprop)
+        fake_logits, fake_classes, *_ = functional_call(self.D, weights, (fake_in, y_fake))
+        real_logits = functional_call(self.D, weights, (real_in, y_real))[0] if self.loss.relativistic else None
+        return fake_logits, fake_classes, real_logits
 
     def _after_generator_update(self, step: int) -> None:
         self.D.requires_grad_(True)

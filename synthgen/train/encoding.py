@@ -38,6 +38,7 @@ NOT_COMBINED = {
     "loss.r2_gamma": lambda r: r.loss.r2_gamma > 0,
     "loss.lecam_weight": lambda r: r.loss.lecam_weight > 0,
     "model.pack": lambda r: r.model.pack > 1,
+    "model.minibatch_discrimination": lambda r: r.model.minibatch_discrimination.kernels > 0,
 }
 
 

@@ -81,6 +81,8 @@ class SemiSupervisedGAN(ConditionalGAN):
     def check_recipe(recipe) -> None:
         if recipe.model.pack > 1:
             raise ValueError("model.pack: sgan's D classifies each image; use 1")
+        if recipe.model.minibatch_discrimination.kernels:
+            raise ValueError("model.minibatch_discrimination: sgan's D is a classifier without it; use kernels: 0")
         if recipe.loss.type not in SGAN_LOSSES:
             raise ValueError(f"loss.type: sgan applies the loss to D's logsumexp logit; use one of {', '.join(SGAN_LOSSES)} (got {recipe.loss.type})")
         used = {"loss.r1_gamma": recipe.loss.r1_gamma, "loss.r2_gamma": recipe.loss.r2_gamma, "loss.lecam_weight": recipe.loss.lecam_weight, "loss.gp_weight": recipe.loss.gp_weight or 0}
