@@ -5,10 +5,12 @@ from synthgen.train.cgan import ConditionalGAN
 from synthgen.train.cyclegan import CycleGAN
 from synthgen.train.infogan import InfoGAN
 from synthgen.train.pix2pix import Pix2Pix
+from synthgen.train.progan import ProGAN
 from synthgen.train.sgan import SemiSupervisedGAN
 from synthgen.train.vaegan import VAEGAN
 
 METHODS = {
     "cgan": ConditionalGAN, "pix2pix": Pix2Pix, "cyclegan": CycleGAN,
     "sgan": SemiSupervisedGAN, "infogan": InfoGAN, "bigan": BiGAN, "vaegan": VAEGAN,
+    "progan": ProGAN,
 }
