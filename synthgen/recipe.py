@@ -89,8 +89,8 @@ class MinibatchDiscriminationConfig(Section):
 
 
 class ModelConfig(Section):
-    backbone: Literal["dcgan", "resnet", "r3"] = Field(
-        "dcgan", description="G and D architecture family (models/ registry); r3: R3GAN's normalisation-free ResNet (use spectral_norm: false)."
+    backbone: Literal["dcgan", "resnet", "r3", "progan"] = Field(
+        "dcgan", description="G and D architecture family (models/ registry); r3: R3GAN's normalisation-free ResNet (use spectral_norm: false); progan: ProGAN's growable G and D (method progan grows them; spectral_norm: false)."
     )
     z_dim: int = Field(128, ge=1, description="Size of the latent noise vector z.")
     g_channels: int = Field(64, ge=4, description="G width at full resolution; doubles at each lower resolution.")

@@ -19,13 +19,14 @@ from synthgen.errors import SynthgenError
 class Backbone:
     generator: Callable[..., nn.Module]  # (model_cfg, image_size, channels, num_classes) -> G
     trunk: Callable[..., nn.Module]  # (model_cfg, image_size, in_channels) -> D trunk
+    grows: bool = False  # G and trunk have set_growth(stage, alpha): method progan can grow them (models/progan.py)
 
 
 BACKBONES: dict[str, Backbone] = {}
 
 
-def register_backbone(name: str, generator, trunk) -> None:
-    BACKBONES[name] = Backbone(generator, trunk)
+def register_backbone(name: str, generator, trunk, grows: bool = False) -> None:
+    BACKBONES[name] = Backbone(generator, trunk, grows)
 
 
 def get_backbone(name: str) -> Backbone:
@@ -37,7 +38,7 @@ def get_backbone(name: str) -> Backbone:
 
 def _load_families() -> None:
     # Importing a family file registers it; new families add one line here.
-    from synthgen.models import dcgan, r3, resnet  # noqa: F401
+    from synthgen.models import dcgan, progan, r3, resnet  # noqa: F401
 
 
 # --- image-to-image generators (pix2pix, cyclegan) ------------------------------

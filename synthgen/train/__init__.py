@@ -5,6 +5,7 @@ from synthgen.train.cgan import ConditionalGAN
 from synthgen.train.cyclegan import CycleGAN
 from synthgen.train.infogan import InfoGAN
 from synthgen.train.pix2pix import Pix2Pix
+from synthgen.train.progan import ProGAN
 from synthgen.train.pyramid import LAPGAN, StackGAN
 from synthgen.train.sgan import SemiSupervisedGAN
 from synthgen.train.text2image import Text2Image
@@ -21,4 +22,5 @@ METHODS = {  # one line per method
     "text2image": Text2Image,
     "lapgan": LAPGAN,
     "stackgan": StackGAN,
+    "progan": ProGAN,
 }

@@ -1,0 +1,183 @@
+"""ProGAN: its layers against their definitions, the fade-in (alpha 0 = the upsampled lower stage, 1 = the new
+stage) in G and in D's input path, the stage/alpha schedule, an exact resume mid-fade, sampling at any stage,
+a tiny 28 px run that grows 7 -> 14 -> 28 and draws recognisable classes, and the one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from synthgen.checkpoint import latest_checkpoint
+from synthgen.cli import app
+from synthgen.data.loading import load_labelled
+from synthgen.errors import SynthgenError
+from synthgen.imaging import to_model
+from synthgen.models.progan import EqualConv2d, EqualLinear, ProGANGenerator, ProGANTrunk, pixel_norm
+from synthgen.recipe import validate
+from synthgen.sample import TrainedGenerator
+from synthgen.train.loop import train
+from synthgen.train.progan import fade_reals, growth_at
+from tests.conftest import tiny_recipe
+from tests.test_end_to_end import train_judge
+from tests.test_train import assert_same_tensors, final_tensors
+
+PROGAN = {"backbone": "progan", "spectral_norm": False, "g_channels": 16, "d_channels": 16, "z_dim": 32, "max_channels": 64, "minibatch_std": True}
+
+
+def progan_recipe(root, out_dir, images_per_stage: int, fade_fraction: float = 0.5, **sections):
+    train_keys = {"lr_g": 0.001, "lr_d": 0.001, "beta1": 0.0, "beta2": 0.99, **sections.pop("train", {})}
+    return tiny_recipe(
+        root, out_dir, method="progan", model=PROGAN, conditioning={"type": "projection"}, train=train_keys,
+        options={"grow": {"images_per_stage": images_per_stage, "fade_fraction": fade_fraction}}, **sections,
+    )
+
+
+# --- definitions -------------------------------------------------------------------------------------
+
+
+def test_pixel_norm_and_equalised_layers_follow_their_definitions():
+    x = torch.randn(3, 5, 4, 4)
+    assert torch.allclose(pixel_norm(x), x / torch.sqrt((x**2).mean(dim=1, keepdim=True) + 1e-8))
+    assert torch.allclose(pixel_norm(x).pow(2).mean(dim=1), torch.ones(3, 4, 4), atol=1e-5)
+    conv, linear = EqualConv2d(5, 7, 3), EqualLinear(20, 6, gain=1.0)
+    # Stored N(0, 1); used times gain / sqrt(fan_in) (He's constant), so Adam's steps are alike in every layer.
+    assert abs(conv.weight.std().item() - 1) < 0.15 and abs(linear.weight.std().item() - 1) < 0.2
+    assert torch.allclose(conv(x), F.conv2d(x, conv.weight * math.sqrt(2) / math.sqrt(5 * 9), conv.bias, padding=1), atol=1e-6)
+    v = torch.randn(4, 20)
+    assert torch.allclose(linear(v), v @ (linear.weight / math.sqrt(20)).T + linear.bias, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def networks():
+    torch.manual_seed(0)
+    cfg = validate({"method": "progan", "data": {"image_size": 28, "channels": 1}, "model": PROGAN}).model
+    return ProGANGenerator(cfg, 28, 1, 4).eval(), ProGANTrunk(cfg, 28, 1).eval()
+
+
+def test_generator_fade_in_is_the_upsampled_lower_stage_at_0_and_the_new_stage_at_1(networks):
+    G, _ = networks
+    z, y = torch.randn(6, 32), torch.arange(6) % 4
+    for stage in (1, 2):
+        G.set_growth(stage - 1, 1.0)
+        lower, lower_image = G(z, y), G.stage_image(z, y)
+        G.set_growth(stage, 1.0)
+        new, new_image = G(z, y), G.stage_image(z, y)
+        G.set_growth(stage, 0.0)
+        assert torch.equal(G(z, y), lower)  # exactly what the smaller G drew, at the full 28 px
+        G.set_growth(stage, 0.25)
+        expected = 0.75 * F.interpolate(lower_image, scale_factor=2.0, mode="nearest") + 0.25 * new_image
+        assert torch.allclose(G.stage_image(z, y), expected, atol=1e-5)
+        assert not torch.allclose(new, lower, atol=1e-3)
+        # Every stage's images are 28 px, blocks of 2^(2 - stage) pixels.
+        assert new.shape == (6, 1, 28, 28) and torch.equal(F.avg_pool2d(new, 2 ** (2 - stage)).repeat_interleave(2 ** (2 - stage), 2).repeat_interleave(2 ** (2 - stage), 3), new)
+        with torch.no_grad():  # alpha 1: the old to_rgb no longer matters
+            G.to_rgb[stage - 1].weight.add_(1.0)
+            G.set_growth(stage, 1.0)
+            assert torch.equal(G(z, y), new)
+            G.to_rgb[stage - 1].weight.sub_(1.0)
+
+
+def test_discriminator_fade_in_is_the_lower_stage_at_0_and_the_new_stage_at_1(networks):
+    _, D = networks
+    x = torch.rand(8, 1, 28, 28) * 2 - 1
+    for stage in (1, 2):
+        D.set_growth(stage - 1, 1.0)
+        lower = D(x)
+        D.set_growth(stage, 0.0)
+        assert torch.equal(D(x), lower)  # the new from_rgb and block carry no weight yet
+        D.set_growth(stage, 1.0)
+        new = D(x)
+        with torch.no_grad():
+            D.from_rgb[stage - 1].weight.add_(1.0)
+            assert torch.equal(D(x), new)  # alpha 1: the old from_rgb no longer matters
+            D.from_rgb[stage - 1].weight.sub_(1.0)
+        D.set_growth(stage, 0.5)
+        halfway = D(x)
+        assert not torch.allclose(halfway, lower, atol=1e-4) and not torch.allclose(halfway, new, atol=1e-4)
+    # The reals D sees while a stage fades in: alpha 0 = their lower resolution, alpha 1 = themselves.
+    low = F.interpolate(F.avg_pool2d(x, 2), scale_factor=2.0, mode="nearest")  # 28 px fading in: 14 px reals
+    assert torch.allclose(fade_reals(x, 2, 0.0, 2), low) and torch.equal(fade_reals(x, 2, 1.0, 2), x)
+    assert torch.allclose(fade_reals(x, 2, 0.25, 2), 0.75 * low + 0.25 * x, atol=1e-6)
+
+
+def test_stage_and_alpha_follow_the_images_seen():
+    schedule = lambda images, start=0, fade=0.5: growth_at(images, start, 2, 100, fade)  # noqa: E731
+    assert [schedule(i) for i in (0, 99, 100, 125, 149, 150, 199, 200, 240, 300, 10**6)] == [
+        (0, 1.0), (0, 1.0), (1, 0.0), (1, 0.5), (1, 0.98), (1, 1.0), (1, 1.0), (2, 0.0), (2, 0.8), (2, 1.0), (2, 1.0)]
+    assert schedule(100, fade=0.0) == (1, 1.0) and schedule(150, fade=1.0) == (1, 0.5)
+    assert [schedule(i, start=1) for i in (0, 100, 150, 200)] == [(1, 1.0), (2, 0.0), (2, 1.0), (2, 1.0)]
+
+
+# --- training through the one loop --------------------------------------------------------------------
+
+
+def test_resume_mid_fade_is_bit_exact_and_samples_at_any_stage(four_classes, tmp_path):
+    """16 images a step, 48 per stage: steps 3-4 (0-based) fade 14 px in (alpha 0, 2/3), 6-7 fade 28 px in; stopped after step 4."""
+    whole = train(progan_recipe(four_classes, tmp_path / "a", 48, train={"steps": 8}))
+    train(progan_recipe(four_classes, tmp_path / "b", 48, train={"steps": 5}))
+    stopped = latest_checkpoint(tmp_path / "b" / "tiny")
+    assert stopped.step == 5 and stopped.state["method_state"]["growth"] == {"stage": 1, "alpha": pytest.approx(2 / 3), "resolution": 14}
+    # `synthgen sample` mid-fade: the checkpoint's weights carry their route; images are 28 px.
+    generator = TrainedGenerator(tmp_path / "b" / "tiny", device="cpu", checkpoint="latest")
+    assert (generator.generator.growth.current, float(generator.generator.growth.alpha)) == (1, pytest.approx(2 / 3))
+    result = CliRunner().invoke(app, ["sample", "--weights", str(tmp_path / "b" / "tiny"), "--class", "Bag", "-n", "3", "--no-gate", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert load_labelled(tmp_path / "s", 28, 1, "crop").images.shape == (3, 1, 28, 28)
+
+    resumed = train(progan_recipe(four_classes, tmp_path / "b", 48, train={"steps": 8}), resume=True)
+    assert_same_tensors(final_tensors(whole.run_dir), final_tensors(resumed.run_dir))
+    assert latest_checkpoint(resumed.run_dir).state["method_state"]["growth"] == {"stage": 2, "alpha": pytest.approx(2 / 3), "resolution": 28}
+
+
+@pytest.fixture(scope="module")
+def grown_run(four_classes, tmp_path_factory) -> Path:
+    """240 steps of 32 images (the paper's loss, WGAN-GP): 7 px for 80 steps, 14 px faded in over 40 and trained 40, then 28 px likewise."""
+    return train(progan_recipe(
+        four_classes, tmp_path_factory.mktemp("progan"), 2560, loss={"type": "wgan-gp"},
+        train={"steps": 240, "batch_size": 32, "log_every": 20, "sample_every": 240, "checkpoint_every": 240, "ema_halflife_kimg": 1.0},
+    )).run_dir
+
+
+def test_a_tiny_run_grows_7_14_28_and_draws_recognisable_classes(grown_run, four_classes):
+    log = [json.loads(line) for line in (grown_run / "log.jsonl").read_text().splitlines()]
+    resolution = {line["step"]: line["resolution"] for line in log if "resolution" in line}
+    assert (resolution[80], resolution[100], resolution[160], resolution[180], resolution[240]) == (7, 14, 14, 28, 28)
+    real = load_labelled(four_classes, 28, 1, "crop")
+    judge = train_judge(real.images, real.labels, 4)
+    generator = TrainedGenerator(grown_run, device="cpu")
+    hits = []
+    for k in range(4):
+        images = generator.generate(k, list(range(50)), truncation=None)
+        assert images.shape == (50, 1, 28, 28)
+        blocks = F.interpolate(F.avg_pool2d(images.float(), 2), scale_factor=2.0, mode="nearest")
+        assert (images.float() - blocks).abs().mean() > 2, "the 28 px layers add detail finer than 2x2 blocks"
+        with torch.no_grad():
+            hits.append((judge(to_model(images)).argmax(1) == k).float().mean().item())
+    print(f"generated-class accuracy per class {hits} (chance 0.25)")
+    assert sum(hits) / 4 > 0.6 and min(hits) > 0.25, hits
+
+
+# --- one-line errors ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"options": {"grow": {"start": 10}}}, "options.grow.start: 10 px is not a resolution of 28 px images; use one of 7, 14, 28"),
+    ({"options": {"grow": {"images_per_stage": 0}}}, "options.grow.images_per_stage"),
+    ({"options": {"grow": {"fade_fraction": 2}}}, "options.grow.fade_fraction"),
+    ({"options": {"grow": {"fade": 0.5}}}, "options.grow.fade"),
+    ({"model": {"backbone": "dcgan"}}, "model.backbone: method progan grows G and D a resolution at a time; use a growing backbone (progan), got dcgan"),
+    ({"model": {"spectral_norm": True}}, "model.spectral_norm: the progan backbone scales its weights by the equalised learning rate"),
+])
+def test_bad_options_are_one_line_errors(four_classes, tmp_path, change, message):
+    raw = progan_recipe(four_classes, tmp_path, 100).model_dump(mode="json")
+    for section, values in change.items():
+        raw[section] = {**raw[section], **values} if section != "options" else values
+    with pytest.raises(SynthgenError) as info:
+        validate(raw)
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
