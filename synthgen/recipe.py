@@ -84,8 +84,9 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    backbone: Literal["dcgan", "resnet", "r3"] = Field(
-        "dcgan", description="G and D architecture family (models/ registry); r3: R3GAN's normalisation-free ResNet (use spectral_norm: false)."
+    backbone: str = Field(
+        "dcgan",
+        description="G and D architecture family (models/ registry: dcgan, resnet, r3, ...); r3: R3GAN's normalisation-free ResNet (use spectral_norm: false).",
     )
     z_dim: int = Field(128, ge=1, description="Size of the latent noise vector z.")
     g_channels: int = Field(64, ge=4, description="G width at full resolution; doubles at each lower resolution.")
@@ -110,6 +111,15 @@ class ModelConfig(Section):
     n_blocks: int = Field(9, ge=1, description="Residual blocks of the resnet translator (CycleGAN: 9 at 256 px, 6 at 128 px).")
     dropout: float = Field(0.5, ge=0, lt=1, description="unet: dropout in the three decoder blocks below the bottleneck (pix2pix's noise).")
     d_layers: int = Field(3, ge=1, le=6, description="PatchGAN D stride-2 layers: 3 = 70x70 patches, 2 = 34x34, 4 = 142x142.")
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone_is_known(cls, backbone: str) -> str:
+        from synthgen.models.registry import known_backbones
+
+        if backbone not in known_backbones():
+            raise ValueError(f"unknown backbone (known: {', '.join(known_backbones())})")
+        return backbone
 
 
 class ConditioningConfig(Section):

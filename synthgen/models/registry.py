@@ -28,6 +28,12 @@ def register_backbone(name: str, generator, trunk) -> None:
     BACKBONES[name] = Backbone(generator, trunk)
 
 
+def known_backbones() -> list[str]:
+    """Every registered backbone's name, sorted (what model.backbone accepts)."""
+    _load_families()
+    return sorted(BACKBONES)
+
+
 def get_backbone(name: str) -> Backbone:
     _load_families()
     if name not in BACKBONES:
