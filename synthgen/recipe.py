@@ -86,7 +86,7 @@ class DataConfig(Section):
 class ModelConfig(Section):
     backbone: str = Field(
         "dcgan",
-        description="G and D architecture family (models/ registry: dcgan, resnet, r3, ...); r3: R3GAN's normalisation-free ResNet (use spectral_norm: false).",
+        description="G and D architecture family (models/ registry: dcgan, resnet, r3, stylegan); r3: R3GAN's normalisation-free ResNet (use spectral_norm: false); stylegan: StyleGAN2's G with the resnet D.",
     )
     z_dim: int = Field(128, ge=1, description="Size of the latent noise vector z.")
     g_channels: int = Field(64, ge=4, description="G width at full resolution; doubles at each lower resolution.")
@@ -99,6 +99,10 @@ class ModelConfig(Section):
     blocks_per_stage: int = Field(1, ge=1, le=8, description="r3: residual blocks per resolution in G and D.")
     expansion: int = Field(2, ge=1, le=8, description="r3: inverted-bottleneck expansion of each residual block.")
     group_width: int = Field(16, ge=1, description="r3: channels per group in the grouped 3x3 convolutions.")
+    mapping_layers: int = Field(2, ge=1, le=8, description="stylegan: layers of the mapping MLP z -> w (StyleGAN: 8; stylegan2-ada's small-data configs: 2).")
+    style_mixing: float = Field(
+        0.9, ge=0, le=1, description="stylegan: probability that a training batch mixes two z's styles at a random layer (StyleGAN2: 0.9; 0 = off)."
+    )
     minibatch_std: bool = Field(False, description="Append a minibatch standard-deviation channel late in D (anti-collapse).")
     pack: int = Field(1, ge=1, le=8, description="PacGAN: D judges this many samples at once, all real or all fake (anti-collapse).")
     # Translation (pix2pix, cyclegan): the generator is image -> image, D a PatchGAN.

@@ -43,7 +43,7 @@ def get_backbone(name: str) -> Backbone:
 
 def _load_families() -> None:
     # Importing a family file registers it; new families add one line here.
-    from synthgen.models import dcgan, r3, resnet  # noqa: F401
+    from synthgen.models import dcgan, r3, resnet, stylegan  # noqa: F401
 
 
 # --- image-to-image generators (pix2pix, cyclegan) ------------------------------
