@@ -102,11 +102,11 @@ def rgb_run(four_classes, tmp_path_factory):
 
 
 def test_stylegan_trains_at_28_px_and_resumes_bit_exactly(four_classes, tmp_path):
-    sections = dict(STYLEGAN, train={**FAST, "steps": 6, "diffaugment": ["translation"]})
+    sections = dict(STYLEGAN, train={**FAST, "steps": 4, "checkpoint_every": 2, "sample_every": 4, "diffaugment": ["translation"]})
     whole = train(tiny_recipe(four_classes, tmp_path / "a", **sections))
-    train(tiny_recipe(four_classes, tmp_path / "b", **{**sections, "train": {**sections["train"], "steps": 3}}))
+    train(tiny_recipe(four_classes, tmp_path / "b", **{**sections, "train": {**sections["train"], "steps": 2}}))
     resumed = train(tiny_recipe(four_classes, tmp_path / "b", **sections), resume=True)
-    assert resumed.step == 6
+    assert resumed.step == 4
     tensors = final_tensors(whole.run_dir)
     assert_same_tensors(tensors, final_tensors(resumed.run_dir))
     assert tensors["G/w_avg"].abs().sum() > 0 and torch.equal(tensors["G/w_avg"], tensors["G_ema/w_avg"])  # saved, and copied to the EMA
@@ -122,7 +122,8 @@ def test_rgb_run_saves_the_tracked_mean_and_samples_with_w_truncation(rgb_run, t
     tight = sampler.generate(0, seeds, 0.05).float()
     assert tight.shape == (8, 3, 32, 32)
     assert tight.std(dim=0).mean() < 0.2 * free.std(dim=0).mean()  # close to one image: the class's mean w
-    assert torch.equal(sampler.generate(0, seeds, 1.0), sampler.generate(0, seeds, None))  # psi = 1: w itself
+    at_1 = sampler.generate(0, seeds, 1.0).int() - sampler.generate(0, seeds, None).int()
+    assert at_1.abs().max() <= 1  # psi = 1: w itself (up to float rounding of w_avg + (w - w_avg))
     result = sample_dataset(sampler, plan_balanced(sampler, 3), tmp_path, seed=1, truncation=0.7, batch_size=4)
     assert result.written == {name: 3 for name in sampler.class_names}
 
