@@ -144,19 +144,21 @@ def test_truncation_psi_0_is_the_class_mean_image_for_every_z(rgb_run):
 
 
 def test_noise_changes_detail_not_layout(rgb_run):
-    """Two noise draws for the same w: nearly the same image at low resolution, different fine detail."""
+    """Two noise draws for the same w: the same layout (4x4 means), different fine detail, unlike another z."""
     G = TrainedGenerator(rgb_run).generator
-    for conv in G.convs:  # a trained StyleGAN's strengths are O(0.1-1); a 10-step run's have barely left 0
-        conv.noise_strength.data.fill_(0.5)
+    for conv in G.convs:  # a moderate strength in every layer: a 10-step run's have barely left 0
+        conv.noise_strength.data.fill_(0.1)
     G.noise_mode = "random"
     torch.manual_seed(0)
     z, y = torch.randn(16, 32), torch.arange(16) % 4
     a, b = G(z, y), G(z, y)
-    other = G(torch.randn(16, 32), y)  # other z: another layout
+    other = G(torch.randn(16, 32), y)  # another z: another layout
     low = lambda x: F.avg_pool2d(x, 8)  # noqa: E731 - the 4x4 layout
     high = lambda x: x - F.interpolate(low(x), scale_factor=8.0, mode="nearest")  # noqa: E731 - the detail
-    assert (low(a) - low(b)).abs().mean() < 0.25 * (low(a) - low(other)).abs().mean()
-    assert (high(a) - high(b)).abs().mean() > 0.01
+    low_share = (low(a) - low(b)).abs().mean() / (low(a) - low(other)).abs().mean()
+    high_share = (high(a) - high(b)).abs().mean() / (high(a) - high(other)).abs().mean()
+    assert low_share < 0.25 and high_share > 2 * low_share  # (measured: 0.15 and 0.58)
+    assert (high(a) - high(b)).abs().mean() > 0.01 and torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.8
     G.noise_mode = None  # eval: the fixed noise buffers, so an image depends on its seed alone
     assert torch.equal(G(z, y), G(z, y))
 
