@@ -178,7 +178,7 @@ def sample(
     fill_to: Optional[str] = typer.Option(None, "--fill-to", help="Top every class of --data up to N images, or `max` (as many as its largest class)."),
     data: Optional[Path] = typer.Option(None, "--data", help="The real dataset that --fill-to tops up."),
     seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
-    truncation: Optional[float] = typer.Option(None, "--truncation", min=0.01, help="Truncation psi: redraw |z| > psi (fidelity over diversity)."),
+    truncation: Optional[float] = typer.Option(None, "--truncation", min=0.01, help="Truncation psi: redraw |z| > psi (fidelity over diversity); stylegan: w moved toward its class's mean w by psi."),
     fmt: str = typer.Option("png", "--format", help="png, jpg or webp."),
     batch_size: int = typer.Option(64, "--batch-size", min=2, help="Images generated and gated per batch."),
     no_gate: bool = typer.Option(False, "--no-gate", help="Write every batch unchecked."),

@@ -89,8 +89,9 @@ class MinibatchDiscriminationConfig(Section):
 
 
 class ModelConfig(Section):
-    backbone: Literal["dcgan", "resnet", "r3", "progan"] = Field(
-        "dcgan", description="G and D architecture family (models/ registry); r3: R3GAN's normalisation-free ResNet (use spectral_norm: false); progan: ProGAN's growable G and D (method progan grows them; spectral_norm: false)."
+    backbone: str = Field(
+        "dcgan",
+        description="G and D architecture family (models/ registry: dcgan, resnet, r3, stylegan, progan); r3: R3GAN's normalisation-free ResNet (use spectral_norm: false); stylegan: StyleGAN2's G with the resnet D; progan: ProGAN's growable G and D (method progan grows them; spectral_norm: false).",
     )
     z_dim: int = Field(128, ge=1, description="Size of the latent noise vector z.")
     g_channels: int = Field(64, ge=4, description="G width at full resolution; doubles at each lower resolution.")
@@ -103,6 +104,10 @@ class ModelConfig(Section):
     blocks_per_stage: int = Field(1, ge=1, le=8, description="r3: residual blocks per resolution in G and D.")
     expansion: int = Field(2, ge=1, le=8, description="r3: inverted-bottleneck expansion of each residual block.")
     group_width: int = Field(16, ge=1, description="r3: channels per group in the grouped 3x3 convolutions.")
+    mapping_layers: int = Field(2, ge=1, le=8, description="stylegan: layers of the mapping MLP z -> w (StyleGAN: 8; stylegan2-ada's small-data configs: 2).")
+    style_mixing: float = Field(
+        0.9, ge=0, le=1, description="stylegan: probability that a training batch mixes two z's styles at a random layer (StyleGAN2: 0.9; 0 = off)."
+    )
     minibatch_std: bool = Field(False, description="Append a minibatch standard-deviation channel late in D (anti-collapse).")
     pack: int = Field(1, ge=1, le=8, description="PacGAN: D judges this many samples at once, all real or all fake (anti-collapse).")
     minibatch_discrimination: MinibatchDiscriminationConfig = Field(default_factory=MinibatchDiscriminationConfig)
@@ -121,6 +126,15 @@ class ModelConfig(Section):
     n_blocks: int = Field(9, ge=1, description="Residual blocks of the resnet translator (CycleGAN: 9 at 256 px, 6 at 128 px).")
     dropout: float = Field(0.5, ge=0, lt=1, description="unet: dropout in the three decoder blocks below the bottleneck (pix2pix's noise).")
     d_layers: int = Field(3, ge=1, le=6, description="PatchGAN D stride-2 layers: 3 = 70x70 patches, 2 = 34x34, 4 = 142x142.")
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone_is_known(cls, backbone: str) -> str:
+        from synthgen.models.registry import known_backbones
+
+        if backbone not in known_backbones():
+            raise ValueError(f"unknown backbone (known: {', '.join(known_backbones())})")
+        return backbone
 
 
 class ConditioningConfig(Section):

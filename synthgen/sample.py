@@ -137,6 +137,10 @@ class TrainedGenerator:
         return self.generate(self.class_index(name), seeds, truncation)
 
     def _generate(self, seeds: list[int], truncation: float | None, condition: torch.Tensor) -> torch.Tensor:
+        # A generator with a `truncation` attribute truncates in its own latent space (StyleGAN's W, toward
+        # the class's mean w); for every other one the method truncates z.
+        if hasattr(self.generator, "truncation"):
+            self.generator.truncation, truncation = truncation, None
         z = torch.stack([self.method.latent(self.recipe, seed, truncation, **self.latent_options) for seed in seeds]).to(self.device)
         with torch.inference_mode():  # no autograd bookkeeping at all
             images = to_uint8(self.generator(z, condition.to(self.device)))

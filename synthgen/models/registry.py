@@ -29,6 +29,12 @@ def register_backbone(name: str, generator, trunk, grows: bool = False) -> None:
     BACKBONES[name] = Backbone(generator, trunk, grows)
 
 
+def known_backbones() -> list[str]:
+    """Every registered backbone's name, sorted (what model.backbone accepts)."""
+    _load_families()
+    return sorted(BACKBONES)
+
+
 def get_backbone(name: str) -> Backbone:
     _load_families()
     if name not in BACKBONES:
@@ -38,7 +44,7 @@ def get_backbone(name: str) -> Backbone:
 
 def _load_families() -> None:
     # Importing a family file registers it; new families add one line here.
-    from synthgen.models import dcgan, progan, r3, resnet  # noqa: F401
+    from synthgen.models import dcgan, progan, r3, resnet, stylegan  # noqa: F401
 
 
 # --- image-to-image generators (pix2pix, cyclegan) ------------------------------

@@ -32,6 +32,10 @@ class EMA:
             ema = [p for p in self.model.parameters()]
             live = [p.detach() for p in generator.parameters()]
             torch._foreach_lerp_(ema, live, 1.0 - beta)
+            # Buffers are copied, not averaged (StyleGAN2): StyleGAN's tracked mean w, spectral norm's
+            # power-iteration vectors; batch-norm statistics are recalibrated before use anyway.
+            for ema_buffer, buffer in zip(self.model.buffers(), generator.buffers()):
+                ema_buffer.copy_(buffer)
 
 
 @torch.no_grad()
