@@ -7,7 +7,7 @@ DEMO := out/demo
 DEMO_T := out/demo-translate
 UTIL := out/utility
 
-.PHONY: setup test demo demo-translate bench bench-utility bench-quality bench-encoders bench-sgan bench-infogan utility clean-demo balance pipeline
+.PHONY: setup test demo demo-translate bench bench-utility bench-quality bench-encoders bench-sgan bench-infogan bench-stargan utility clean-demo balance pipeline
 
 setup: $(STAMP)
 
@@ -125,6 +125,11 @@ bench-sgan: $(STAMP)
 # class, beside k-means on the domain features. ARGS=--quick for a smoke run.
 bench-infogan: $(STAMP)
 	$(BIN)/python benchmarks/infogan_fashion.py --steps $(or $(STEPS),6000) $(ARGS)
+
+# StarGAN on Fashion-MNIST: target-class rate of translations (domain classifier), KID to the target class beside
+# real-vs-real, SSIM to the input, against the input itself and a random target-class image. QUICK=1: the smoke run.
+bench-stargan: $(STAMP)
+	$(BIN)/python benchmarks/stargan_fashion.py --steps $(or $(STEPS),8000) $(if $(QUICK),--quick) $(ARGS)
 
 # Quality per CPU-minute: recipes/small-data.yaml and recipes/acgan.yaml, each trained for BUDGET of wall-clock
 # time on the Fashion-MNIST training set (../shared), then 1,000 per class sampled and scored against the test
