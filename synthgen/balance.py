@@ -187,7 +187,8 @@ def _vary_part(encoder, data: Path, out: Path, plan: BalancePlan, spread: float,
 
 def _check_settings(out: Path, data: Path, to, mix: dict[str, float], seed: int, spread: float | None = None) -> None:
     """A re-run continues OUT only with the settings that started it: otherwise the parts would not add up."""
-    mix = {kind: weight for kind, weight in mix.items() if kind != "vary" or weight}  # folders balanced before vary existed continue
+    # folders balanced before vary and translate existed continue
+    mix = {kind: weight for kind, weight in mix.items() if kind not in ("vary", "translate") or weight}
     settings = {"data": str(data.resolve()), "to": str(to), "mix": mix, "seed": seed, **({"spread": spread} if spread is not None else {})}
     continue_only_with(out, SETTINGS, settings, "was balanced")
 
