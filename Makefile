@@ -132,6 +132,12 @@ bench-infogan: $(STAMP)
 bench-text2image: $(STAMP)
 	$(BIN)/python benchmarks/text2image_fashion.py $(if $(QUICK),--quick,--steps $(or $(STEPS),6000)) $(ARGS)
 
+# StarGAN on Fashion-MNIST: target-class rate of translations (domain classifier), KID to the target class beside
+# real-vs-real, SSIM to the input, against the input itself and a random target-class image. QUICK=1: the smoke run.
+.PHONY: bench-stargan
+bench-stargan: $(STAMP)
+	$(BIN)/python benchmarks/stargan_fashion.py --steps $(or $(STEPS),8000) $(if $(QUICK),--quick) $(ARGS)
+
 # Quality per CPU-minute: recipes/small-data.yaml and recipes/acgan.yaml, each trained for BUDGET of wall-clock
 # time on the Fashion-MNIST training set (../shared), then 1,000 per class sampled and scored against the test
 # set (domain FID/KID, precision/recall, label fidelity, MS-SSIM, the gate per class). One recipe at a time, so

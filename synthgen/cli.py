@@ -485,34 +485,61 @@ def fid(
 def translate(
     src: Path = typer.Argument(..., help="Folder of images (searched recursively), or one image."),
     dest: Path = typer.Argument(..., help="Output folder: the same relative paths, names, sizes and modes."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="A pix2pix or cyclegan run folder (default: the most recent run in weights/)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="A pix2pix, cyclegan or stargan run folder (default: the most recent run in weights/)."),
     direction: Optional[str] = typer.Option(None, "--direction", help="AtoB or BtoA: cyclegan picks G_AB or G_BA (default AtoB); pix2pix goes its trained way."),
+    to_class: Optional[str] = typer.Option(None, "--to-class", help="stargan: the class every input is translated into, or all (DEST/<class>/...)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Translate again files that already have an output."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images of one padded size translated together."),
     precision: str = typer.Option("auto", "--precision", help="auto (fp32 on CPU, bf16/fp16 on CUDA), fp32, bf16 or fp16."),
-    gate: Optional[Path] = typer.Option(None, "--gate", help="Real images of the target domain: report FID/KID of DEST against them (domain features)."),
+    gate: Optional[Path] = typer.Option(
+        None, "--gate", help="Real images of the target domain: report FID/KID of DEST against them (domain features); with --to-class, a folder with one subfolder per class."
+    ),
     strict: bool = typer.Option(False, "--strict", help="Stop at an unreadable input file (by default it is listed and skipped)."),
 ):
-    """Translate every image under SRC into DEST with a trained pix2pix or CycleGAN run (continues an existing DEST)."""
-    from synthgen.translate import Translator, list_images, translate_folder
+    """Translate every image under SRC into DEST with a trained pix2pix, CycleGAN or StarGAN run (continues an existing DEST)."""
+    from synthgen.translate import ClassTranslator, list_images, open_translator, translate_folder, translate_into_classes
 
-    translator = Translator(weights or most_recent_run(), direction, precision=precision)
-    total = len(list_images(src, dest))
+    translator = open_translator(weights or most_recent_run(), direction, to_class, precision=precision)
+    targets = translator.targets if isinstance(translator, ClassTranslator) else [None]
+    outputs = {name: dest / name if len(targets) > 1 else dest for name in targets}
+    if gate is not None and to_class is not None:
+        gates = {name: _class_gate(gate, name) for name in targets}  # refused before any work
+    total = len(list_images(src, dest)) * len(targets)
     with Progress(TextColumn("[bold]translate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=err) as bar:
         task = bar.add_task("translate", total=total)
-        result = translate_folder(translator, src, dest, overwrite, batch_size, on_image=lambda _: bar.advance(task), strict=strict)
-    _print_unreadable(result.unreadable)
-    table = Table("images", "translated", "kept (already there)", "unreadable")
-    table.add_row(str(result.total), str(len(result.translated)), str(len(result.existing)), str(len(result.unreadable)))
+        options = dict(overwrite=overwrite, batch_size=batch_size, on_image=lambda _: bar.advance(task), strict=strict)
+        if to_class is None:
+            results = {None: translate_folder(translator, src, dest, **options)}
+        else:
+            results = translate_into_classes(translator, src, dest, **options)
+    table = Table(*(["class"] if to_class else []), "images", "translated", "kept (already there)", "unreadable")
+    for name, result in results.items():
+        _print_unreadable(result.unreadable)
+        table.add_row(*([name] if to_class else []), str(result.total), str(len(result.translated)), str(len(result.existing)), str(len(result.unreadable)))
     out.print(table)
-    out.print(f"{dest}: {translator.run_dir} {translator.weights} ({translator.direction}, step {translator.step}, sha256 {translator.sha256[:16]})")
+    how = f"to {to_class}" if to_class else translator.direction
+    out.print(f"{dest}: {translator.run_dir} {translator.weights} ({how}, step {translator.step}, sha256 {translator.sha256[:16]})")
     if gate is not None:
-        from synthgen.metrics import evaluate as ev
+        for name in targets:
+            _translate_gate(gates[name] if to_class else gate, outputs[name], name)
 
-        with err.status("domain features of the outputs and the target domain"):
-            folders = ev.load_folders(gate, dest, pooled=True)
-            result = ev.evaluate(folders, ev.extractor_for(folders, "domain"))
-        _print_evaluation(result, "domain", metrics=("fid", "kid", "kid_std", "precision", "recall", "coverage"))
+
+def _class_gate(gate: Path, name: str) -> Path:
+    """--gate with --to-class: GATE/<class> holds the class's real images."""
+    if not (gate / name).is_dir():
+        raise SynthgenError(f"--gate {gate}: with --to-class, expected one subfolder per target class; {gate / name} is missing")
+    return gate / name
+
+
+def _translate_gate(real: Path, dest: Path, name: str | None) -> None:
+    from synthgen.metrics import evaluate as ev
+
+    with err.status("domain features of the outputs and the target domain"):
+        folders = ev.load_folders(real, dest, pooled=True)
+        result = ev.evaluate(folders, ev.extractor_for(folders, "domain"))
+    if name is not None:
+        out.print(f"[bold]into {name}[/bold] (against {real})")
+    _print_evaluation(result, "domain", metrics=("fid", "kid", "kid_std", "precision", "recall", "coverage"))
 
 
 @app.command("translate-eval")
@@ -620,7 +647,7 @@ def balance(
     dest: Path = typer.Argument(..., help="Output: DEST/<class>/{real,synthetic,augmented,varied}/ plus manifest.csv and gate_report.json."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="A trained run for the synthetic part (and, for a run with an encoder, the varied part)."),
     to: str = typer.Option("max", "--to", help="Images per class: max (the largest class) or a number. Real images are never dropped."),
-    mix: Optional[str] = typer.Option(None, "--mix", help="How to fill the gap, e.g. synthetic=0.5,augment=0.5 or vary=0.5,augment=0.5 (default: synthetic=1 with --weights, else augment=1)."),
+    mix: Optional[str] = typer.Option(None, "--mix", help="How to fill the gap, e.g. synthetic=0.5,augment=0.5, vary=0.5,augment=0.5 or translate=0.5,augment=0.5 (a stargan run; default: synthetic=1 with --weights, else augment=1)."),
     spread: float = typer.Option(0.3, "--spread", min=0.0, help="With --mix vary=W: the latent perturbation of the variations (see synthgen vary)."),
     link: bool = typer.Option(False, "--link", help="Hard-link the real images instead of copying them (falls back to copying across file systems)."),
     policy: Optional[str] = typer.Option(None, "--policy", help="Augmentation policy: light, medium (default) or heavy."),
@@ -641,6 +668,12 @@ def balance(
 
     parsed_mix = bal.parse_mix(mix) if mix else None
     wants_vary = weights is not None and parsed_mix is not None and parsed_mix["vary"] > 0
+    wants_translate = weights is not None and parsed_mix is not None and parsed_mix["translate"] > 0
+    translator = None
+    if wants_translate:  # a stargan run: it translates, it does not sample
+        from synthgen.translate import ALL_CLASSES, open_translator
+
+        translator, weights = open_translator(weights, to_class=ALL_CLASSES), None
     loader = enc.TrainedEncoder if wants_vary else sampling.TrainedGenerator  # an encoder's run is a generator too
     generator = loader(weights, checkpoint=checkpoint) if weights is not None else None
     chosen = aug.choose_pipeline(policy, pipeline, flip=not no_flip)
@@ -652,18 +685,18 @@ def balance(
         result = bal.balance_dataset(
             data, dest, to, parsed_mix, generator, check=gate, retries=generator.recipe.gate.retries if gate else 0,
             pipeline=chosen, link=link, seed=seed, batch_size=batch_size, on_image=lambda k: bar.advance(task, k),
-            encoder=generator if wants_vary else None, vary_check=vary_check, spread=spread,
+            encoder=generator if wants_vary else None, vary_check=vary_check, spread=spread, translator=translator,
         )
     if result.sample_result is not None:
         sampling.write_gate_report(dest, result.sample_result, generator, gate)
     _print_unreadable(result.unreadable)
     plan = result.plan
-    table = Table("class", "real", "synthetic", "augmented", "varied", "target", "now", "gate")
+    table = Table("class", "real", "synthetic", "augmented", "varied", "translated", "target", "now", "gate")
     for name in plan.real:
         checked = (gate and plan.synthetic[name]) or (vary_check and plan.varied[name])
         status = f"[red]refused: {escape(result.rejected[name])}" if name in result.rejected else ("passed" if checked else "")
         table.add_row(escape(name), str(plan.real[name]), str(plan.synthetic[name]), str(plan.augmented[name]), str(plan.varied[name]),
-                      str(plan.target[name]), str(result.final[name]), status)
+                      str(plan.translated[name]), str(plan.target[name]), str(result.final[name]), status)
     out.print(table)
     how = "hard-linked" if result.linked else "copied"
     out.print(f"{dest}: real images {how}; manifest {dest / bal.MANIFEST}" + (f", gate report {dest / sampling.GATE_REPORT}" if gate else ""))

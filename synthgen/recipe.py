@@ -289,8 +289,11 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _keys_agree(self) -> "Recipe":
         if translates(self):
-            if self.loss.type not in ("lsgan", "ns"):
-                raise ValueError(f"loss.type: {self.method} uses lsgan or ns (got {self.loss.type})")
+            from synthgen.train import METHODS
+
+            losses = getattr(METHODS[self.method], "losses", ("lsgan", "ns"))  # the papers' losses unless a method says
+            if self.loss.type not in losses:
+                raise ValueError(f"loss.type: {self.method} uses {' or '.join(losses)} (got {self.loss.type})")
             size = self.data.image_size
             if self.model.translator == "unet" and size != "auto" and size % 8:
                 raise ValueError(f"data.image_size: the unet translator halves the size at least 3 times; use a multiple of 8 (got {size})")

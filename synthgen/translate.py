@@ -1,4 +1,4 @@
-"""Translate folders of images with a trained pix2pix or CycleGAN run, and score it on held-out pairs.
+"""Translate folders of images with a trained pix2pix, CycleGAN or StarGAN run, and score it on held-out pairs.
 
 Every image under IN is translated at its own size (reflect-padded to the
 network's stride and cropped back; sides over TILE_ABOVE px in overlapping
@@ -75,16 +75,29 @@ def hold_freed_memory(hold: bool = True) -> bool:
 
 
 
+def open_translator(run_dir: str | Path, direction: str | None = None, to_class: str | None = None, device: str = "auto", precision: str = "auto") -> "Translator":
+    """A stargan run's G into `to_class` (a class name or `all`), or a pix2pix / CycleGAN run's G for `direction`."""
+    checkpoint = ckpt.require_checkpoint(Path(run_dir))
+    if checkpoint.recipe.get("method") == CLASS_TRANSLATOR:
+        return ClassTranslator(run_dir, to_class, device, precision)
+    if to_class is not None:
+        raise SynthgenError(f"--to-class {to_class}: {run_dir} is a {checkpoint.recipe.get('method')} run, which translates one way; --to-class needs a stargan run")
+    return Translator(run_dir, direction, device, precision)
+
+
+CLASS_TRANSLATOR = "stargan"  # the method whose G takes a target class
+ALL_CLASSES = "all"  # --to-class all: OUT/<class>/... for every class of the run
+
+
 class Translator:
     """The generator of a pix2pix or CycleGAN run's latest checkpoint, for one direction."""
 
     def __init__(self, run_dir: str | Path, direction: str | None = None, device: str = "auto", precision: str = "auto"):
-        self.run_dir = Path(run_dir)
-        checkpoint = ckpt.require_checkpoint(self.run_dir)
-        self.recipe = validate(checkpoint.recipe, source=f"{checkpoint.path}/state.json")
+        checkpoint = self._open(run_dir)
         method = self.recipe.method
-        if not translates(self.recipe):
-            raise SynthgenError(f"{self.run_dir}: a {method} run generates images from class labels; translate needs a pix2pix or cyclegan run")
+        if method == CLASS_TRANSLATOR:
+            known = ", ".join(checkpoint.class_names)
+            raise SynthgenError(f"{self.run_dir}: a stargan run translates into a class; add --to-class NAME (one of {known}) or --to-class all")
         if direction not in (None, "AtoB", "BtoA"):
             raise SynthgenError(f"--direction {direction}: expected AtoB or BtoA")
         if method == "pix2pix":
@@ -98,12 +111,25 @@ class Translator:
         source, target = ("A", "B") if self.direction == "AtoB" else ("B", "A")
         domains = checkpoint.state["domains"]
         self.in_channels, self.out_channels = domains[source]["channels"], domains[target]["channels"]
+        generator = build_translator(self.recipe.model, self.recipe.data.image_size, self.in_channels, self.out_channels)
+        self._load(checkpoint, weights, generator, device, precision)
+
+    def _open(self, run_dir: str | Path) -> ckpt.Checkpoint:
+        self.run_dir = Path(run_dir)
+        checkpoint = ckpt.require_checkpoint(self.run_dir)
+        self.recipe = validate(checkpoint.recipe, source=f"{checkpoint.path}/state.json")
+        if not translates(self.recipe):
+            raise SynthgenError(f"{self.run_dir}: a {self.recipe.method} run generates images from class labels; translate needs a pix2pix, cyclegan or stargan run")
+        return checkpoint
+
+    def _load(self, checkpoint: ckpt.Checkpoint, weights: str, generator: torch.nn.Module, device: str, precision: str) -> None:
+        """The checkpoint's `weights` into `generator`, placed on the device in eval mode."""
         self.sha256 = checkpoint.verified_sha256(weights)
         if precision not in ("auto", "fp32", "bf16", "fp16"):
             raise SynthgenError(f"--precision {precision}: expected auto, fp32, bf16 or fp16")
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.generator = build_translator(self.recipe.model, self.recipe.data.image_size, self.in_channels, self.out_channels)
+        self.generator = generator
         ckpt.restore_network(self.generator, checkpoint.weights(weights), checkpoint.path / f"{weights}.safetensors")
         self.generator.to(self.device, memory_format=self.precision.memory_format).eval()
         if self.device.type == "cpu":
@@ -145,6 +171,38 @@ class Translator:
                 out[..., top : top + h, left : left + w] += result * window
                 weight[..., top : top + h, left : left + w] += window
         return out / weight
+
+
+class ClassTranslator(Translator):
+    """A StarGAN run's G translating into one class of its training folder; `into(name)` switches the class.
+
+    Everything else (padding to the stride, tiling, modes, names) is Translator's.
+    """
+
+    def __init__(self, run_dir: str | Path, to_class: str | None, device: str = "auto", precision: str = "auto"):
+        from synthgen.models.stargan import build_stargan
+
+        checkpoint = self._open(run_dir)
+        self.class_names = list(checkpoint.class_names)
+        known = ", ".join(self.class_names)
+        if to_class is None:
+            raise SynthgenError(f"{self.run_dir}: a stargan run translates into a class; add --to-class NAME (one of {known}) or --to-class all")
+        if to_class != ALL_CLASSES and to_class not in self.class_names:
+            raise SynthgenError(f"--to-class {to_class}: not a class of {self.run_dir} (its classes: {known}; or all)")
+        self.targets = self.class_names if to_class == ALL_CLASSES else [to_class]
+        self.in_channels = self.out_channels = self.recipe.data.channels
+        generator = build_stargan(self.recipe.model, self.in_channels, len(self.class_names))[0]
+        self._load(checkpoint, "G", generator, device, precision)
+        self.into(self.targets[0])
+
+    def into(self, name: str) -> None:
+        self.target, self.direction = self.class_names.index(name), f"into {name}"
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device).contiguous(memory_format=self.precision.memory_format)
+        target = torch.full((len(x),), self.target, dtype=torch.long, device=self.device)
+        with self.precision.autocast():
+            return self.generator(x, target).float()
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -315,6 +373,17 @@ def translate_folder(
         for i in range(0, len(members), step):
             _translate_batch(translator, members[i : i + step], root, out, result, on_image, strict)
     return result
+
+
+def translate_into_classes(translator: "ClassTranslator", src: str | Path, out: str | Path, **options) -> dict[str, TranslateResult]:
+    """Every image under src into each of the translator's target classes: OUT/<class>/<same path> (one class: OUT/<same path>)."""
+    if len(translator.targets) == 1:
+        return {translator.targets[0]: translate_folder(translator, src, out, **options)}
+    results = {}
+    for name in translator.targets:
+        translator.into(name)
+        results[name] = translate_folder(translator, src, Path(out) / name, **options)
+    return results
 
 
 def _translate_batch(translator: Translator, paths: list[Path], root: Path, out: Path, result: TranslateResult, on_image, strict: bool) -> None:

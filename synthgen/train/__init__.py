@@ -8,6 +8,7 @@ from synthgen.train.pix2pix import Pix2Pix
 from synthgen.train.progan import ProGAN
 from synthgen.train.pyramid import LAPGAN, StackGAN
 from synthgen.train.sgan import SemiSupervisedGAN
+from synthgen.train.stargan import StarGAN
 from synthgen.train.text2image import Text2Image
 from synthgen.train.vaegan import VAEGAN
 
@@ -23,4 +24,5 @@ METHODS = {  # one line per method
     "lapgan": LAPGAN,
     "stackgan": StackGAN,
     "progan": ProGAN,
+    "stargan": StarGAN,
 }

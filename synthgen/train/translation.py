@@ -23,7 +23,7 @@ class TranslationMethod:
     def __init__(self, recipe, precision: Precision):
         self.recipe, self.precision, self.device = recipe, precision, precision.device
         self.loss = LOSSES[recipe.loss.type]
-        self.g_scale = PAPER_G_SCALE[recipe.loss.type]
+        self.g_scale = PAPER_G_SCALE.get(recipe.loss.type, 1.0)
         self.scaler_G, self.scaler_D = precision.grad_scaler(), precision.grad_scaler()
         self.images_per_step = recipe.train.batch_size
 

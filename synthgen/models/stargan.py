@@ -1,0 +1,71 @@
+"""StarGAN's networks (Choi et al. 2018): one translator G(x, c) for every domain, one D with two heads.
+
+G: the target domain's one-hot code, spread into K constant planes, is joined
+to the image's channels, and the ResNet translator (down, residual blocks,
+up; resnet_translator.py, the paper's layout at smaller widths) maps the
+C + K channels back to C. Fully convolutional, so `translate` runs it at any
+size that is a multiple of its stride.
+
+Normalisation in G is batch norm, not the paper's instance norm: a constant
+plane stays constant through reflection padding and a convolution, so its
+whole contribution is a per-channel constant, and instance norm subtracts
+exactly that: G would never see the target (measured: the domain loss of its
+outputs rose while the critic's fell). Batch norm keeps what differs between
+the images of a batch, and at translate time (running statistics) all of it.
+
+D: stride-2 4x4 convolutions with leaky ReLU and no normalisation (WGAN-GP's
+penalty is per sample, which batch norm would break), then two heads on the
+same features: D_src, a 3x3 convolution giving one critic value per patch,
+and D_cls, K domain logits. The paper's D_cls is a convolution whose kernel
+covers the whole last feature map (fixed to its 128 px); here it is a 1x1
+convolution averaged over positions, which is the same kind of linear map
+of the features but works at any training size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from synthgen.models.resnet_translator import ResnetTranslator
+
+
+def domain_planes(x: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """x [B, C, H, W] and target classes [B] -> [B, C + K, H, W]: one constant plane per domain, 1 on the target's."""
+    onehot = torch.nn.functional.one_hot(target, num_classes).to(x.dtype)
+    return torch.cat([x, onehot[:, :, None, None].expand(-1, -1, *x.shape[-2:])], dim=1)
+
+
+class StarGenerator(nn.Module):
+    def __init__(self, channels: int, num_classes: int, width: int, n_blocks: int, norm: str, max_width: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.translator = ResnetTranslator(channels + num_classes, channels, width, n_blocks, norm, max_width)
+        self.stride = self.translator.stride
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.translator(domain_planes(x, target, self.num_classes))
+
+
+class StarDiscriminator(nn.Module):
+    def __init__(self, channels: int, num_classes: int, width: int, n_layers: int, max_width: int):
+        super().__init__()
+        layers, cin = [], channels
+        for i in range(n_layers):
+            cout = min(width * 2**i, max_width)
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1), nn.LeakyReLU(0.01)]  # 0.01: the paper's slope
+            cin = cout
+        self.trunk = nn.Sequential(*layers)
+        self.src = nn.Conv2d(cin, 1, 3, 1, 1, bias=False)
+        self.cls = nn.Conv2d(cin, num_classes, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images [B, C, H, W] -> (critic values per patch [B, 1, h, w], domain logits [B, K])."""
+        h = self.trunk(x)
+        return self.src(h), self.cls(h).mean(dim=(2, 3))
+
+
+def build_stargan(cfg, channels: int, num_classes: int) -> tuple[StarGenerator, StarDiscriminator]:
+    """G and D from the recipe's model section (g_channels, n_blocks, norm; d_channels, d_layers, max_channels)."""
+    generator = StarGenerator(channels, num_classes, cfg.g_channels, cfg.n_blocks, cfg.norm, cfg.max_channels)
+    return generator, StarDiscriminator(channels, num_classes, cfg.d_channels, cfg.d_layers, cfg.max_channels)

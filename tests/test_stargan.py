@@ -1,0 +1,169 @@
+"""StarGAN: one translator into every class of the four-class demo data, `translate --to-class`, balance's translated part.
+
+One short training (module fixture) is shared: its translations must be
+classified as the target class far above chance by an independently trained
+domain classifier, and its cycle reconstructions must be closer to their own
+input than to another image. Resume must be bit-exact; bad input one-line errors.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from synthgen.balance import balance_dataset
+from synthgen.cli import app
+from synthgen.data.loading import load_labelled
+from synthgen.errors import SynthgenError
+from synthgen.imaging import to_model, to_uint8
+from synthgen.metrics.domain import train_domain_classifier
+from synthgen.models.stargan import StarDiscriminator, StarGenerator, domain_planes
+from synthgen.train.loop import train
+from synthgen.translate import ClassTranslator, open_translator
+from tests.conftest import FOUR_CLASSES, tiny_recipe
+from tests.test_train import assert_same_tensors, final_tensors
+
+STEPS = 150  # enough for the translations to take the target's class on these four classes (asserted below)
+DOMAIN_STEPS = 120  # as test_gate.py: the four classes' held-out accuracy is high after this many
+
+
+def star_recipe(root: Path, out: Path, name: str = "star", steps: int = STEPS, **train_keys):
+    return tiny_recipe(
+        root, out, name, method="stargan",
+        model={"translator": "resnet", "g_channels": 16, "d_channels": 16, "n_blocks": 1, "d_layers": 3, "norm": "batch"},
+        loss={"type": "wgan-gp"},
+        train={"steps": steps, "batch_size": 16, "n_dis": 1, "lr_g": 0.001, "lr_d": 0.001, "precision": "fp32",
+               "log_every": 50, "sample_every": steps, "checkpoint_every": steps, **train_keys},
+        options={"lambda_cls": 3.0, "lambda_rec": 5.0},
+    )
+
+
+@pytest.fixture(scope="module")
+def star_run(four_classes, tmp_path_factory) -> Path:
+    return train(star_recipe(four_classes, tmp_path_factory.mktemp("star"))).run_dir
+
+
+@pytest.fixture(scope="module")
+def data(four_classes):
+    return load_labelled(four_classes, 28, 1, "crop")
+
+
+def _translated(run: Path, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """uint8 images x translated into per-image target classes, with the run's G as `translate` loads it."""
+    translator = open_translator(run, to_class="all", device="cpu")
+    with torch.no_grad():
+        return to_uint8(translator.generator(to_model(x), targets))
+
+
+def test_domain_planes_and_heads_are_the_papers():
+    x = torch.randn(3, 1, 8, 8)
+    joined = domain_planes(x, torch.tensor([0, 2, 1]), 3)
+    assert torch.equal(joined[:, :1], x)
+    assert torch.equal(joined[:, 1:, 4, 4], torch.eye(3)[[0, 2, 1]])  # one plane per domain, 1 on the target's
+    src, cls = StarDiscriminator(1, 3, 8, 2, 64)(torch.randn(2, 1, 28, 28))
+    assert src.shape == (2, 1, 7, 7) and cls.shape == (2, 3)
+
+
+def test_instance_norm_would_hide_the_target_and_batch_norm_does_not():
+    """Why stargan refuses model.norm instance: the target planes' contribution is a constant it subtracts."""
+    x, one, two = torch.randn(2, 1, 28, 28), torch.tensor([0, 0]), torch.tensor([2, 2])
+    for norm, blind in (("instance", True), ("batch", False)):
+        torch.manual_seed(0)
+        G = StarGenerator(1, 3, 8, 1, norm, 64).eval()
+        with torch.no_grad():
+            same = torch.allclose(G(x, one), G(x, two), atol=1e-5)
+        assert same == blind, norm
+
+
+def test_translations_take_the_target_class_and_cycle_back(star_run, data):
+    classifier = train_domain_classifier(data.images, data.labels, data.class_names, steps=DOMAIN_STEPS)
+    gen = torch.Generator().manual_seed(1)
+    pick = torch.randperm(len(data.images), generator=gen)[:200]
+    x, source = data.images[pick], data.labels[pick]
+    target = (source + torch.randint(1, 4, (200,), generator=gen)) % 4  # always another class
+    fake = _translated(star_run, x, target)
+    _, logits = classifier.features_and_logits(fake)
+    rate = float((logits.argmax(1) == target).float().mean())
+    assert rate > 0.5, f"target-class rate {rate:.2f} (chance 0.25)"
+    back = _translated(star_run, fake, source)
+    distance = lambda a, b: (a.float() - b.float()).abs().mean(dim=(1, 2, 3))  # noqa: E731
+    own, other = distance(back, x), distance(back, x.roll(1, 0))
+    closer = float((own < other).float().mean())
+    assert closer > 0.75 and own.mean() < 0.75 * other.mean(), (closer, float(own.mean()), float(other.mean()))
+
+
+def test_to_class_keeps_names_sizes_and_modes(star_run, four_classes, tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    sneaker = sorted((four_classes / "Bag").iterdir())[0]
+    Image.open(sneaker).save(src / "a.png")
+    Image.open(sneaker).resize((36, 44)).convert("RGB").save(src / "sub" / "b.jpg", quality=95)
+    runner = CliRunner()
+    one = runner.invoke(app, ["translate", str(src), str(tmp_path / "one"), "--weights", str(star_run), "--to-class", "Sneaker", "--precision", "fp32"])
+    assert one.exit_code == 0, one.output
+    a, b = Image.open(tmp_path / "one" / "a.png"), Image.open(tmp_path / "one" / "sub" / "b.jpg")
+    assert (a.size, a.mode, b.size, b.mode, b.format) == ((28, 28), "L", (36, 44), "RGB", "JPEG")
+    every = runner.invoke(app, ["translate", str(src), str(tmp_path / "all"), "--weights", str(star_run), "--to-class", "all", "--precision", "fp32"])
+    assert every.exit_code == 0, every.output
+    written = sorted(p.relative_to(tmp_path / "all").as_posix() for p in (tmp_path / "all").rglob("*.*"))
+    assert written == sorted(f"{c}/{f}" for c in FOUR_CLASSES for f in ("a.png", "sub/b.jpg"))
+    assert Image.open(tmp_path / "all" / "Bag" / "sub" / "b.jpg").size == (36, 44)
+    # The Sneaker output of a Bag differs from the Bag output (its own class: nearly itself).
+    to_sneaker, to_bag = (torch.tensor(list(Image.open(tmp_path / "all" / c / "a.png").getdata()), dtype=torch.float) for c in ("Sneaker", "Bag"))
+    original = torch.tensor(list(Image.open(src / "a.png").getdata()), dtype=torch.float)
+    assert (to_bag - original).abs().mean() < (to_sneaker - original).abs().mean()
+
+
+def test_wrong_translate_calls_are_one_line_errors(star_run, four_classes, tmp_path):
+    cases = [
+        (lambda: open_translator(star_run), "add --to-class NAME (one of"),
+        (lambda: open_translator(star_run, to_class="Sandal"), "its classes: Bag, Sneaker, T-shirt-top, Trouser"),
+    ]
+    cgan = train(tiny_recipe(four_classes, tmp_path, train={"steps": 1, "checkpoint_every": 1, "sample_every": 1})).run_dir
+    cases.append((lambda: open_translator(cgan, to_class="Bag"), "--to-class needs a stargan run"))
+    for call, expected in cases:
+        with pytest.raises(SynthgenError, match=expected) as caught:
+            call()
+        assert "\n" not in str(caught.value)
+    refused = CliRunner().invoke(app, ["translate", str(four_classes), str(tmp_path / "o"), "--weights", str(star_run), "--to-class", "Bag", "--gate", str(tmp_path)])
+    assert isinstance(refused.exception, SynthgenError) and "one subfolder per target class" in str(refused.exception)
+    with pytest.raises(SynthgenError, match="model.translator: stargan"):
+        tiny_recipe(four_classes, tmp_path, method="stargan", loss={"type": "wgan-gp"}, model={"norm": "batch"})  # the unet default
+    with pytest.raises(SynthgenError, match="model.norm: instance norm removes"):
+        tiny_recipe(four_classes, tmp_path, method="stargan", loss={"type": "wgan-gp"}, model={"translator": "resnet"})
+    with pytest.raises(SynthgenError, match="loss.type: stargan uses wgan-gp"):
+        tiny_recipe(four_classes, tmp_path, method="stargan", model={"translator": "resnet", "norm": "batch"}, loss={"type": "rpgan"})
+
+
+def test_resume_is_bit_exact(four_classes, tmp_path):
+    short = {"checkpoint_every": 2, "sample_every": 2, "log_every": 1, "batch_size": 8}
+    whole = train(star_recipe(four_classes, tmp_path / "a", steps=4, **short))
+    train(star_recipe(four_classes, tmp_path / "b", steps=2, **short))
+    resumed = train(star_recipe(four_classes, tmp_path / "b", steps=4, **short), resume=True)
+    assert_same_tensors(final_tensors(whole.run_dir), final_tensors(resumed.run_dir))
+
+
+def test_balance_fills_a_rare_class_with_translations(star_run, four_classes, tmp_path):
+    data = tmp_path / "data"
+    for name in ("Bag", "Sneaker", "Trouser"):
+        (data / name).mkdir(parents=True)
+        for path in sorted((four_classes / name).iterdir())[: 3 if name == "Sneaker" else 12]:
+            (data / name / path.name).symlink_to(path)
+    translator = open_translator(star_run, to_class="all", device="cpu")
+    assert isinstance(translator, ClassTranslator)
+    result = balance_dataset(data, tmp_path / "out", mix={"translate": 1.0, "augment": 0.0}, translator=translator)
+    assert result.final == {"Bag": 12, "Sneaker": 12, "Trouser": 12} and result.plan.translated["Sneaker"] == 9
+    with open(tmp_path / "out" / "manifest.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["kind"] == "translated"]
+    assert len(rows) == 9 and {row["source_class"] for row in rows} == {"Bag", "Trouser"}  # both other classes in turns
+    for row in rows:
+        assert row["class"] == "Sneaker" and row["file"].startswith(f"Sneaker/translated/{row['source_class']}/")
+        assert row["source"].startswith(row["source_class"] + "/") and (data / row["source"]).exists()
+        assert Image.open(tmp_path / "out" / row["file"]).size == (28, 28)
+    with pytest.raises(SynthgenError, match="--mix translate needs --weights"):
+        balance_dataset(data, tmp_path / "out2", mix={"translate": 1.0})
