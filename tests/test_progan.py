@@ -148,7 +148,7 @@ def grown_run(four_classes, tmp_path_factory) -> Path:
 def test_a_tiny_run_grows_7_14_28_and_draws_recognisable_classes(grown_run, four_classes):
     log = [json.loads(line) for line in (grown_run / "log.jsonl").read_text().splitlines()]
     resolution = {line["step"]: line["resolution"] for line in log if "resolution" in line}
-    assert (resolution[40], resolution[60], resolution[80], resolution[140]) == (7, 14, 14, 28)
+    assert (resolution[40], resolution[80], resolution[140]) == (7, 14, 28)  # averages over each 20-step log interval
     real = load_labelled(four_classes, 28, 1, "crop")
     judge = train_judge(real.images, real.labels, 4)
     generator = TrainedGenerator(grown_run, device="cpu")
