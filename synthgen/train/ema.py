@@ -34,8 +34,9 @@ class EMA:
             torch._foreach_lerp_(ema, live, 1.0 - beta)
             # Buffers are copied, not averaged (StyleGAN2): StyleGAN's tracked mean w, spectral norm's
             # power-iteration vectors; batch-norm statistics are recalibrated before use anyway.
-            for ema_buffer, buffer in zip(self.model.buffers(), generator.buffers()):
-                ema_buffer.copy_(buffer)
+            buffers = list(self.model.buffers())
+            if buffers:  # one fused copy, not a Python loop per step
+                torch._foreach_copy_(buffers, [b.detach() for b in generator.buffers()])
 
 
 @torch.no_grad()
