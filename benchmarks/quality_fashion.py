@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import OUT, REPO, machine, print_table, write_json  # noqa: E402
+from benchlib import OUT, machine, print_table, write_json  # noqa: E402
 from utility_fashion import SHARED_FM, synthgen  # noqa: E402
 
 WORK = OUT / "quality_fashion"

@@ -36,7 +36,7 @@ from synthgen import distributed
 from synthgen.data.loading import cache_dir
 from synthgen.errors import WriteFailed
 from synthgen.imaging import write_atomic
-from synthgen.precision import Precision, cpu_has_native_bf16, resolve_precision
+from synthgen.precision import cpu_has_native_bf16, resolve_precision
 from synthgen.recipe import parse_budget
 
 PROBE_WARMUP, PROBE_ROUNDS, PROBE_STEPS = 1, 2, 2  # per candidate: 1 untimed step, then 2 rounds of 2 timed steps

@@ -19,7 +19,6 @@ from synthgen.checkpoint import latest_checkpoint, restore_network
 from synthgen.cli import app
 from synthgen.data.captions import CaptionedImages, Vocabulary, caption_labelled_folder, load_captioned, read_captions
 from synthgen.errors import SynthgenError
-from synthgen.imaging import to_model
 from synthgen.models.text_encoder import kl_to_standard_normal
 from synthgen.recipe import validate
 from synthgen.sample import TrainedGenerator
