@@ -16,6 +16,7 @@ from synthgen.models.conditioning import build_models
 from synthgen.precision import Precision
 from synthgen.train.ema import EMA, recalibrate_batchnorm
 from synthgen.train.schedule import penalty_factor
+from synthgen.train.translation import eval_mode
 from synthgen.train.unroll import unrolled_weights
 
 
@@ -48,6 +49,16 @@ class LeCam:
 
     def load_state(self, state: dict) -> None:
         self.real_average, self.fake_average = float(state["real_average"]), float(state["fake_average"])
+
+
+def alternating_updates(method, step: int) -> dict[str, torch.Tensor]:
+    """One training step of a method with discriminator_step / generator_step: train.n_dis D updates, then
+    one G update; the last D update's terms and G's, detached."""
+    terms: dict[str, torch.Tensor] = {}
+    for sub in range(method.recipe.train.n_dis):
+        terms = method.discriminator_step(step, sub)
+    terms.update(method.generator_step(step))
+    return {k: v.detach() for k, v in terms.items()}
 
 
 class ConditionalGAN:
@@ -266,10 +277,7 @@ class ConditionalGAN:
         scaler.update()
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
-        terms: dict[str, torch.Tensor] = {}
-        for sub in range(self.recipe.train.n_dis):
-            terms = self.discriminator_step(step, sub)
-        terms.update(self.generator_step(step))
+        terms = alternating_updates(self, step)
         if self.recipe.conditioning.type != "acgan" or self.num_classes == 1:
             terms.pop("d_aux", None), terms.pop("g_aux", None)
         terms = {k: v.detach() for k, v in terms.items()}
@@ -298,14 +306,9 @@ class ConditionalGAN:
         """uint8 samples of one class from fixed z, by the sampling generator (as `synthgen sample` would draw them)."""
         from synthgen.imaging import to_uint8
 
-        generator = self.sampling_generator
-        was_training = generator.training
-        generator.eval()
-        y = torch.full((len(z),), class_index, dtype=torch.long, device=self.device)
+        y = torch.full((len(z),), class_index, dtype=torch.long)
         latent = self._with_codes(z, torch.Generator().manual_seed(self.recipe.seed + 3))  # the same codes at every checkpoint
-        images = to_uint8(generator(latent.to(self.device), y))
-        generator.train(was_training)
-        return images
+        return to_uint8(self._draw(latent, y))
 
     @torch.no_grad()
     def grid_images(self, columns: int = 10, max_rows: int = 20) -> tuple[torch.Tensor, int]:
@@ -318,9 +321,10 @@ class ConditionalGAN:
             rows = list(range(min(self.num_classes, max_rows)))
             z = self._with_codes(torch.randn(columns, self.recipe.model.z_dim, generator=gen), gen).repeat(len(rows), 1)
         y = torch.tensor(rows).repeat_interleave(columns)
-        generator = self.sampling_generator
-        was_training = generator.training
-        generator.eval()
-        images = generator(z.to(self.device), y.to(self.device))
-        generator.train(was_training)
-        return images, columns
+        return self._draw(z, y), columns
+
+    @torch.no_grad()
+    def _draw(self, latent: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """The sampling generator's images of (latent, condition) in eval mode, its train/eval mode restored after."""
+        with eval_mode(self.sampling_generator):
+            return self.sampling_generator(latent.to(self.device), condition.to(self.device))

@@ -82,10 +82,6 @@ class CycleGAN(TranslationMethod):
         nets = {"G_AB": self.G_AB, "G_BA": self.G_BA, "D_A": self.D_A, "D_B": self.D_B}
         return nets | (self.pools if self.recipe.train.pool_size else {})
 
-    @property
-    def optimizers(self) -> dict:
-        return {"G": self.opt_G, "D": self.opt_D}
-
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         a, b = (self._input(x) for x in self.batches.unpaired(step, self.device))
         cycle_weight = self.recipe.loss.cycle_weight

@@ -32,14 +32,6 @@ class Pix2Pix(TranslationMethod):
         self.batches = TranslationBatches(data, t.batch_size, recipe.data.hflip, recipe.seed)
         self.grid_x, self.grid_y = (data.test_b, data.test_a) if self.swap else (data.test_a, data.test_b)
 
-    @property
-    def networks(self) -> dict:
-        return {"G": self.G, "D": self.D}
-
-    @property
-    def optimizers(self) -> dict:
-        return {"G": self.opt_G, "D": self.opt_D}
-
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         a, b = self.batches.pairs(step, self.device)
         x, y = (self._input(b), self._input(a)) if self.swap else (self._input(a), self._input(b))

@@ -27,7 +27,7 @@ from synthgen.data.loading import LabelledImages
 from synthgen.losses import gradient_penalty
 from synthgen.models.stargan import build_stargan
 from synthgen.recipe import Section, method_options
-from synthgen.train.cgan import ConditionalGAN
+from synthgen.train.cgan import ConditionalGAN, alternating_updates
 from synthgen.train.translation import TranslationMethod, eval_mode
 
 GRID_INPUTS = 2  # input images per class in the training grids
@@ -66,14 +66,6 @@ class StarGAN(TranslationMethod):
             raise ValueError(f"model.translator: stargan's G is the resnet translator with domain planes joined to the input; use resnet (got {recipe.model.translator})")
         if recipe.model.norm != "batch":  # see models/stargan.py
             raise ValueError("model.norm: instance norm removes stargan's constant target planes (G cannot see the target class); use batch")
-
-    @property
-    def networks(self) -> dict:
-        return {"G": self.G, "D": self.D}
-
-    @property
-    def optimizers(self) -> dict:
-        return {"G": self.opt_G, "D": self.opt_D}
 
     # --- one step ------------------------------------------------------------
 
@@ -116,11 +108,7 @@ class StarGAN(TranslationMethod):
         return {"g_loss": adversarial, "g_cls": cls, "cycle": rec}
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
-        terms: dict[str, torch.Tensor] = {}
-        for sub in range(self.recipe.train.n_dis):
-            terms = self.discriminator_step(step, sub)
-        terms.update(self.generator_step(step))
-        return {k: v.detach() for k, v in terms.items()}
+        return alternating_updates(self, step)
 
     @torch.no_grad()
     def grid_images(self) -> tuple[torch.Tensor, int]:

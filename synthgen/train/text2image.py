@@ -38,7 +38,7 @@ from synthgen.imaging import to_model
 from synthgen.models.text2image import MatchingDiscriminator, TextToImageGenerator
 from synthgen.models.text_encoder import kl_to_standard_normal
 from synthgen.recipe import Section, method_options
-from synthgen.train.cgan import ConditionalGAN, adam
+from synthgen.train.cgan import ConditionalGAN, adam, alternating_updates
 from synthgen.train.ema import EMA
 
 
@@ -244,11 +244,7 @@ class Text2Image(ConditionalGAN):
         return terms
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
-        terms: dict[str, torch.Tensor] = {}
-        for sub in range(self.recipe.train.n_dis):
-            terms = self.discriminator_step(step, sub)
-        terms.update(self.generator_step(step))
-        return {k: v.detach() for k, v in terms.items()}
+        return alternating_updates(self, step)  # without ConditionalGAN's AC-GAN terms and ADA (refused here)
 
     # --- sampling, grids ----------------------------------------------------------------
 
@@ -264,9 +260,4 @@ class Text2Image(ConditionalGAN):
         distinct = sorted({int(t): i for i, t in reversed(list(enumerate(self.batches.text_id.tolist())))}.values())[:max_rows]
         ids = self.batches.ids[distinct].repeat_interleave(columns, dim=0)
         z = torch.randn(columns, self.latent_dim, generator=gen).repeat(len(distinct), 1)
-        generator = self.sampling_generator
-        was_training = generator.training
-        generator.eval()
-        images = generator(z.to(self.device), ids.to(self.device))
-        generator.train(was_training)
-        return images, columns
+        return self._draw(z, ids), columns

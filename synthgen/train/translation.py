@@ -27,6 +27,15 @@ class TranslationMethod:
         self.scaler_G, self.scaler_D = precision.grad_scaler(), precision.grad_scaler()
         self.images_per_step = recipe.train.batch_size
 
+    # What the loop saves: one G and one D with their optimisers (CycleGAN names its four networks itself).
+    @property
+    def networks(self) -> dict:
+        return {"G": self.G, "D": self.D}
+
+    @property
+    def optimizers(self) -> dict:
+        return {"G": self.opt_G, "D": self.opt_D}
+
     load_images = None  # the data kind's loader (load_paired, load_unpaired), set by each method
 
     @classmethod
