@@ -32,7 +32,7 @@ from synthgen.data.folders import discover_labelled, target_count
 from synthgen.data.pairs import discover_paired
 from synthgen.errors import SynthgenError
 from synthgen.imaging import SAVE_FORMATS, UnreadableImage, encode_array, load_native, make_durable, remove_stale_temporaries, write_atomic
-from synthgen.manifest import Manifest
+from synthgen.manifest import Manifest, by_class_and_file, write_imagefolder_metadata
 
 MANIFEST = "manifest.csv"
 PIPELINE_FILE = "augment_pipeline.yaml"
@@ -230,10 +230,12 @@ def augment(
     if out.is_dir():
         remove_stale_temporaries(out)  # half-written files of a killed run
     _check_pipeline_matches(out / pipeline_file, pipeline)
-    with Manifest(out, manifest, MANIFEST_COLUMNS, order=lambda row: (row["class"], row["file"])) as rows:
+    with Manifest(out, manifest, MANIFEST_COLUMNS, order=by_class_and_file) as rows:
         done = {row["file"] for row in rows.rows if not row["partner"] or (out / row["partner"]).exists()}
         result, todo = _todo(AugmentResult(out), jobs, done, fmt)
         _run(todo, _Worker(pipeline, out, root, seed, fmt), rows, result, on_image)
+    if manifest == MANIFEST:  # balance's own parts are its business
+        write_imagefolder_metadata(out, rows.rows, MANIFEST_COLUMNS, by_class_and_file)
     result.unreadable = sorted(set(result.unreadable))
     return result
 

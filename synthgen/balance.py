@@ -25,7 +25,7 @@ from synthgen import augment as aug
 from synthgen.data.folders import class_counts, discover_labelled, target_count
 from synthgen.errors import SynthgenError
 from synthgen.imaging import copy_atomic, remove_stale_temporaries
-from synthgen.manifest import continue_only_with, read_rows, write_rows
+from synthgen.manifest import by_class_and_file, continue_only_with, read_rows, write_imagefolder_metadata, write_rows
 
 MANIFEST = "manifest.csv"
 SETTINGS = "balance.json"
@@ -159,7 +159,8 @@ def balance_dataset(
     if any(plan.translated.values()):
         _translate_part(translator, found, out, plan, seed, on_image, result)
     rows = _manifest_rows(found, out)
-    write_rows(out, MANIFEST, rows, MANIFEST_COLUMNS, order=lambda row: (row["class"], row["kind"], row["file"]))
+    write_rows(out, MANIFEST, rows, MANIFEST_COLUMNS, order=_by_class_kind_and_file)
+    write_imagefolder_metadata(out, rows, MANIFEST_COLUMNS, _by_class_kind_and_file)
     result.final = {name: sum(row["class"] == name for row in rows) for name in counts}
     return result
 
@@ -264,7 +265,7 @@ def _translate_part(translator, found, out: Path, plan: BalancePlan, seed: int, 
                          "checkpoint_sha256": translator.sha256})
         if on_image:
             on_image(len(sources))
-    write(out, TRANSLATED_PART, rows, MANIFEST_COLUMNS, order=lambda row: (row["class"], row["file"]))
+    write(out, TRANSLATED_PART, rows, MANIFEST_COLUMNS, order=by_class_and_file)
 
 
 # --- the real part ------------------------------------------------------------------
@@ -289,6 +290,10 @@ def _copy_real(found, out: Path, link: bool, on_image) -> bool:
 
 
 # --- the combined manifest ------------------------------------------------------------
+
+
+def _by_class_kind_and_file(row: dict) -> tuple:
+    return (row["class"], row["kind"], row["file"])
 
 
 def _manifest_rows(found, out: Path) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The CSV manifest that sits beside every dataset synthgen writes (sample, augment, balance).
+"""The CSV manifest that sits beside every dataset synthgen writes (sample, augment, balance, vary, translate).
 
 One row per file, `file` being the path relative to the output folder.
 
@@ -102,6 +102,11 @@ def continue_only_with(out: Path, file: str, settings: dict, what: str) -> None:
 IMAGEFOLDER_METADATA = "metadata.jsonl"
 
 
+def by_class_and_file(row: dict) -> tuple:
+    """The order most manifests are kept in."""
+    return (row["class"], row["file"])
+
+
 def write_imagefolder_metadata(out: Path, rows: list[dict], columns: list[str], order: Callable[[dict], tuple]) -> Path:
     """out/metadata.jsonl: one line per file, `file_name` (the relative path) and the manifest's other columns.
 
@@ -110,7 +115,7 @@ def write_imagefolder_metadata(out: Path, rows: list[dict], columns: list[str], 
     torchvision's ImageFolder ignores it (it reads class folders only). Rewritten whole, atomically,
     from the manifest every time the folder is written to, so a continued folder stays complete.
     """
-    lines = [json.dumps({"file_name": row["file"], **{c: row[c] for c in columns if c != "file"}}) + "\n" for row in sorted(rows, key=order)]
+    lines = [json.dumps({"file_name": row["file"], **{c: row.get(c, "") for c in columns if c != "file"}}) + "\n" for row in sorted(rows, key=order)]
     write_atomic(Path(out) / IMAGEFOLDER_METADATA, "".join(lines).encode())
     return Path(out) / IMAGEFOLDER_METADATA
 

@@ -10,7 +10,9 @@ network and alpha and format still follow the file.
 Images whose padded sizes match are translated in one batch; an unreadable
 file is reported and skipped; existing outputs are kept unless `overwrite`,
 so a stopped run continues where it stopped. Outputs are written under a
-temporary name and renamed.
+temporary name and renamed. OUT/manifest.csv lists every output with its
+source and the checkpoint that made it (journaled per batch, manifest.py), and
+OUT/metadata.jsonl is its copy for `datasets.load_dataset("imagefolder")`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from synthgen.errors import SynthgenError
 from synthgen.imaging import (
     UnreadableImage, open_image, opened, pil_to_tensor, remove_stale_temporaries, to_channels, to_model, to_uint8, write_atomic,
 )
+from synthgen.manifest import Manifest, journal_path, write_imagefolder_metadata
 from synthgen.models.registry import build_translator
 from synthgen.precision import resolve_device, resolve_precision
 from synthgen.recipe import translates, validate
@@ -348,17 +351,52 @@ def translate_folder(
 
     `strict`: an unreadable file stops the run (UnreadableImage) instead of being listed and skipped.
     """
-    src, out = Path(src), Path(out)
+    return _translate_indexed(translator, src, Path(out), [None], overwrite, batch_size, on_image, strict)[None]
+
+
+def translate_into_classes(translator: "ClassTranslator", src: str | Path, out: str | Path, **options) -> dict[str, TranslateResult]:
+    """Every image under src into each of the translator's target classes: OUT/<class>/<same path> (one class: OUT/<same path>)."""
+    if len(translator.targets) == 1:
+        return {translator.targets[0]: translate_folder(translator, src, out, **options)}
+    return _translate_indexed(translator, src, Path(out), translator.targets, **options)
+
+
+def _translate_indexed(translator, src, out: Path, targets: list, overwrite=False, batch_size=8, on_image=None, strict=False) -> dict:
+    """Each target (a class, or None: the translator's one way) into out/<target>, all listed in one index at out."""
+    src = Path(src)
     files = list_images(src, out)
     if out.is_dir():
         remove_stale_temporaries(out)  # half-written files of a killed run
     root = src if src.is_dir() else src.parent
+    relatives = [path.relative_to(root).as_posix() for path in files]
+    prefixes = {target: f"{target}/" if target is not None else "" for target in targets}
+    redone = {prefix + relative for prefix in prefixes.values() for relative in relatives} if overwrite else set()
+    results = {}
+    before_index = _written_before_the_index(out)
+    with open_translation_index(out, translator, keep=lambda row: row["file"] not in redone) as index:
+        if not before_index:
+            index.compact()  # on disk from the start: from now on an output without a row is one a kill left unlisted
+        for target, prefix in prefixes.items():
+            if target is not None:
+                translator.into(target)
+            results[target] = _translate_files(translator, files, root, out / prefix, index, prefix, overwrite, batch_size, on_image, strict, before_index)
+    write_imagefolder_metadata(out, index.rows, index.columns, _by_file)
+    return results
+
+
+def _translate_files(translator, files, root, out, index, prefix, overwrite, batch_size, on_image, strict, before_index) -> TranslateResult:
+    """One target's outputs. An output already there is kept when the index lists it; in a folder written
+    `before_index`, it is kept and listed with its checkpoint unknown; otherwise (a kill between the file
+    and its row) it is translated again, to the same bytes."""
     result = TranslateResult(out)
+    listed = {row["file"] for row in index.rows}
     groups: dict[tuple[int, int], list[Path]] = defaultdict(list)
     for path in files:
         relative = path.relative_to(root).as_posix()
-        if (out / relative).exists() and not overwrite:
+        if (out / relative).exists() and not overwrite and (before_index or prefix + relative in listed):
             result.existing.append(relative)
+            if prefix + relative not in listed:
+                index.append([translation_row(translator, prefix + relative, relative, known=False)])
             _tell(on_image, relative)
             continue
         try:
@@ -371,22 +409,52 @@ def translate_folder(
     for size, members in groups.items():
         step = 1 if size == (-1, -1) else batch_size  # tiled images go one at a time
         for i in range(0, len(members), step):
-            _translate_batch(translator, members[i : i + step], root, out, result, on_image, strict)
+            written = _translate_batch(translator, members[i : i + step], root, out, result, on_image, strict)
+            index.append([translation_row(translator, prefix + relative, relative) for relative in written])
     return result
 
 
-def translate_into_classes(translator: "ClassTranslator", src: str | Path, out: str | Path, **options) -> dict[str, TranslateResult]:
-    """Every image under src into each of the translator's target classes: OUT/<class>/<same path> (one class: OUT/<same path>)."""
-    if len(translator.targets) == 1:
-        return {translator.targets[0]: translate_folder(translator, src, out, **options)}
-    results = {}
-    for name in translator.targets:
-        translator.into(name)
-        results[name] = translate_folder(translator, src, Path(out) / name, **options)
-    return results
+# --- the index of an output folder: manifest.csv and its imagefolder copy, metadata.jsonl ---
+
+TRANSLATE_MANIFEST = "manifest.csv"
+TRANSLATE_COLUMNS = ["file", "source", "direction", "checkpoint_sha256", "step"]
 
 
-def _translate_batch(translator: Translator, paths: list[Path], root: Path, out: Path, result: TranslateResult, on_image, strict: bool) -> None:
+def translation_columns(translator: Translator) -> list[str]:
+    """A class translator's outputs also name their class (the imagefolder label of OUT/<class>/... and of --to-class NAME)."""
+    return ["file", "class", *TRANSLATE_COLUMNS[1:]] if isinstance(translator, ClassTranslator) else TRANSLATE_COLUMNS
+
+
+def translation_row(translator: Translator, file: str, source: str, known: bool = True) -> dict:
+    row = {"file": file, "source": source, "direction": translator.direction,
+           "checkpoint_sha256": translator.sha256 if known else "", "step": str(translator.step) if known else ""}
+    if isinstance(translator, ClassTranslator):
+        row["class"] = translator.class_names[translator.target]
+    return row
+
+
+def open_translation_index(out: Path, translator: Translator, keep: Callable[[dict], bool]) -> Manifest:
+    """OUT/manifest.csv: one row per output, its source path (relative to IN) and the checkpoint that made it.
+
+    Journaled per batch like sample's manifest, so a killed run's index lists what it wrote;
+    `keep` drops the rows of outputs this run writes again (--overwrite).
+    """
+    return Manifest(out, TRANSLATE_MANIFEST, translation_columns(translator), order=_by_file, keep=keep)
+
+
+def _written_before_the_index(out: Path) -> bool:
+    """Outputs there and no index (manifest or journal): a folder translated by a version that wrote none."""
+    if (out / TRANSLATE_MANIFEST).exists() or journal_path(out, TRANSLATE_MANIFEST).exists() or not out.is_dir():
+        return False
+    return bool(_images_under(out))
+
+
+def _by_file(row: dict) -> tuple:
+    return (row["file"],)
+
+
+def _translate_batch(translator: Translator, paths: list[Path], root: Path, out: Path, result: TranslateResult, on_image, strict: bool) -> list[str]:
+    """Translate and write one batch; returns the relative paths written."""
     images, originals, kept = [], [], []
     for path in paths:
         try:
@@ -399,13 +467,16 @@ def _translate_batch(translator: Translator, paths: list[Path], root: Path, out:
             continue
         images.append(image), originals.append(original), kept.append(path)
     if not images:
-        return
+        return []
+    written = []
     for path, output, original in zip(kept, translator.translate(images), originals):
         relative = path.relative_to(root).as_posix()
         pil = to_original_mode(output, original, translator.in_channels, translator.out_channels)
         write_atomic(out / relative, encode_like(pil, path))
         result.translated.append(relative)
+        written.append(relative)
         _tell(on_image, relative)
+    return written
 
 
 def _tell(on_image, relative: str) -> None:

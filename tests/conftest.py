@@ -96,3 +96,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def load_imagefolder(folder: Path, cache: Path, **options):
+    """`datasets.load_dataset("imagefolder", data_dir=folder)`, offline, its cache under `cache`: what a Hugging Face user gets.
+
+    `datasets` names splits after words in file and folder names: outputs that keep the names of imported
+    files (test-01564.png) land in a "test" split without the metadata file, unless the call passes
+    data_files="**" (one split), as the README says.
+    """
+    os.environ["HF_DATASETS_OFFLINE"] = os.environ["HF_HUB_OFFLINE"] = "1"
+    datasets = pytest.importorskip("datasets")
+    datasets.disable_progress_bars()
+    return datasets.load_dataset("imagefolder", data_dir=str(folder), split="train", cache_dir=str(cache), **options)

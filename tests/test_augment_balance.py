@@ -18,6 +18,7 @@ from synthgen.cli import app
 from synthgen.errors import SynthgenError
 from synthgen.metrics.gate import Verdict
 from synthgen.sample import TrainedGenerator
+from tests.conftest import load_imagefolder
 
 COUNTS = {"Trouser": 30, "Sneaker": 24, "Bag": 6, "T-shirt-top": 3}  # a skewed little dataset
 
@@ -62,6 +63,8 @@ def test_augment_copies_exact_counts_deterministic_and_resumable(skewed, tmp_pat
     assert sorted(r["file"] for r in rows) == sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*.png"))
     assert all((skewed / r["source"]).is_file() and r["class"] == r["file"].split("/")[0] for r in rows)
     assert all(isinstance(__import__("json").loads(r["transforms"]), list) and r["transforms"] != "[]" for r in rows)
+    hf = load_imagefolder(tmp_path / "a", tmp_path / "hf", data_files="**")  # the sources' names start with "test-"
+    assert sorted(zip(hf["class"], hf["source"])) == sorted((r["class"], r["source"]) for r in rows)
 
     # Another order into another folder: byte-identical files (seeded per image, not per run).
     aug.augment(aug.plan_copies(sources, 2)[::-1], tmp_path / "b", aug.policy("heavy"), skewed, seed=7)
@@ -185,6 +188,9 @@ def test_balance_mixed_exact_counts_links_and_manifest(skewed, generator, tmp_pa
     real = [r for r in rows if r["kind"] == "real"]
     assert len(real) == sum(COUNTS.values())
     assert all((out / r["file"]).stat().st_ino == (skewed / r["source"]).stat().st_ino for r in real)  # --link
+    # As a Hugging Face imagefolder the class comes from the manifest, not from the folder above the file (real/, synthetic/).
+    hf = load_imagefolder(out, tmp_path / "hf", data_files="**")
+    assert sorted(zip(hf["class"], hf["kind"])) == sorted((r["class"], r["kind"]) for r in rows)
 
     # A re-run with the same settings has nothing to do; other settings are refused.
     again = bal.balance_dataset(skewed, out, to="max", mix=bal.parse_mix("synthetic=0.5,augment=0.5"), generator=generator, link=True, seed=3, batch_size=16)

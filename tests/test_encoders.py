@@ -30,7 +30,7 @@ from synthgen.metrics.gate import Verdict
 from synthgen.train.loop import train
 from synthgen.train.vaegan import feature_reconstruction_loss, kl_divergence
 from tests.cli import synthgen
-from tests.conftest import tiny_recipe
+from tests.conftest import load_imagefolder, tiny_recipe
 from tests.test_train import assert_same_tensors, final_tensors
 
 TINY = dict(model={"g_channels": 16, "d_channels": 16, "z_dim": 16}, conditioning={"type": "projection"}, options={"e_channels": 16})
@@ -142,6 +142,8 @@ def test_vary_writes_the_counts_with_provenance_and_continues_like_sample(traine
         assert (sources / row["source"]).is_file() and row["source"].startswith(row["class"] + "/") and row["source_class"] == row["class"]
         assert Path(row["file"]).stem == Path(row["source"]).stem + f"_var{int(row['variation']):03d}" and row["spread"] == "0.3"
     assert len({r["seed"] for r in rows}) == 30
+    hf = load_imagefolder(tmp_path / "a", tmp_path / "hf", data_files="**")  # the sources' names start with "test-"
+    assert sorted(zip(hf["class"], hf["source"], hf["variation"])) == sorted((r["class"], r["source"], r["variation"]) for r in rows)
     # Re-runs: nothing again; a larger n adds; a deleted file comes back; the end equals one run with n=8.
     assert vary_folder(encoder, sources, tmp_path / "a", n=5, spread=0.3, seed=1, batch_size=4).written == {"Bag": 0, "Sneaker": 0}
     assert vary_folder(encoder, sources, tmp_path / "a", n=8, spread=0.3, seed=1, batch_size=4).written == {"Bag": 9, "Sneaker": 9}

@@ -26,7 +26,7 @@ from synthgen.sample import (
 )
 from synthgen.train.loop import train
 from tests.cli import synthgen
-from tests.conftest import REPO, tiny_recipe
+from tests.conftest import REPO, load_imagefolder, tiny_recipe
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,10 @@ def test_balanced_output_is_an_imagefolder_with_a_manifest(generator, tmp_path):
     assert len(rows) == 28 and set(rows[0]) == {"file", "class", "seed", "checkpoint_sha256", "truncation", "attempt", "gate"}
     assert {row["checkpoint_sha256"] for row in rows} == {generator.checkpoint_sha256}
     assert len({row["seed"] for row in rows}) == 28
+    # The same folder as a Hugging Face imagefolder: the manifest's columns are its features.
+    hf = load_imagefolder(tmp_path, tmp_path.parent / "hf-cache")
+    assert len(hf) == 28 and set(hf.column_names) == {"image"} | set(rows[0]) - {"file"}
+    assert sorted(hf["class"]) == sorted(row["class"] for row in rows) and hf[0]["image"].size == (28, 28)
 
 
 def test_same_seed_same_bytes_and_continuation_equals_one_go(generator, tmp_path):

@@ -13,6 +13,7 @@ from PIL import Image
 
 from synthgen.checkpoint import latest_checkpoint
 from synthgen.errors import SynthgenError
+from synthgen.manifest import read_rows
 from synthgen.train.loop import train
 from synthgen.translate import (
     Translator,
@@ -21,7 +22,7 @@ from synthgen.translate import (
     translate_folder,
 )
 from tests.cli import synthgen
-from tests.conftest import tiny_recipe
+from tests.conftest import load_imagefolder, tiny_recipe
 from tests.test_train import assert_same_tensors, final_tensors
 from tests.translate_helpers import tiny_translation_recipe
 
@@ -135,7 +136,7 @@ def test_translate_cli_keeps_names_sizes_and_modes_and_reports_a_corrupt_file(tr
     assert "broken.png" in done.stderr and "Traceback" not in done.stderr
     assert re.search(r"7\s*│\s*6\s*│\s*0\s*│\s*1", done.stdout), done.stdout  # images, translated, kept, unreadable
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert written == sorted(expected)
+    assert written == sorted([*expected, "manifest.csv", "metadata.jsonl"])  # the images and their index
     for relative, (size, mode) in expected.items():
         with Image.open(out / relative) as image:
             assert (image.size, image.mode) == (size, mode), relative
@@ -159,6 +160,28 @@ def test_translate_continues_a_folder_and_skips_its_own_output(trained_pix2pix, 
     inside = translate_folder(translator, tmp_path / "out", tmp_path / "out" / "again")
     again = translate_folder(translator, tmp_path / "out", tmp_path / "out" / "again")
     assert len(inside.translated) == 100 and len(again.existing) == 100 and not again.translated
+
+
+def test_translate_indexes_its_outputs_for_imagefolder(trained_pix2pix, edge_pairs, tmp_path):
+    """OUT/manifest.csv and metadata.jsonl: one row per output with its source and checkpoint, kept right
+    through a continued run, --overwrite, and outputs of a version that wrote no index."""
+    translator = Translator(trained_pix2pix)
+    src, out = edge_pairs / "test" / "A", tmp_path / "out"
+    first = translate_folder(translator, src, out)
+    rows = {row["file"]: row for row in read_rows(out, "manifest.csv")}
+    assert sorted(rows) == sorted(first.translated) and all(rows[f]["source"] == f for f in rows)
+    assert {(row["checkpoint_sha256"], row["step"], row["direction"]) for row in rows.values()} == {(translator.sha256, str(translator.step), "AtoB")}
+    hf = load_imagefolder(out, tmp_path / "hf", data_files="**")  # the inputs' names start with "test-"
+    assert len(hf) == 100 and set(hf.column_names) == {"image", "source", "direction", "checkpoint_sha256", "step"}
+    translate_folder(translator, src, out, overwrite=True)
+    assert len(read_rows(out, "manifest.csv")) == 100 and (out / "metadata.jsonl").read_text().count("\n") == 100  # replaced, not doubled
+    # Outputs written before there was an index are kept and listed, their checkpoint unknown.
+    (out / "manifest.csv").unlink()
+    (out / first.translated[0]).unlink()
+    translate_folder(translator, src, out)
+    rows = {row["file"]: row for row in read_rows(out, "manifest.csv")}
+    assert len(rows) == 100 and rows[first.translated[0]]["checkpoint_sha256"] == translator.sha256
+    assert sum(row["checkpoint_sha256"] == "" for row in rows.values()) == 99
 
 
 def test_batched_translation_equals_one_at_a_time(trained_pix2pix, edge_pairs):

@@ -90,7 +90,7 @@ def test_translate_skips_unreadable_files_and_keeps_the_rest(awkward, pix2pix_ru
     code, output = cli("translate", root / "Bag", tmp_path / "out", "--weights", pix2pix_run)
     assert code == 0 and "Traceback" not in output, output
     written = {p.name for p in (tmp_path / "out").iterdir()}
-    assert written == {n for n, ok in made.items() if ok} | {p.name for p in root.glob("Bag/test-*.png")}
+    assert written == {n for n, ok in made.items() if ok} | {p.name for p in root.glob("Bag/test-*.png")} | {"manifest.csv", "metadata.jsonl"}
     for name, ok in made.items():
         if not ok:
             pending = tally.bad_input(f"translate input: {name}")

@@ -21,7 +21,7 @@ from PIL import Image
 
 from synthgen import imaging
 from synthgen.errors import WriteFailed
-from synthgen.manifest import journal_path
+from synthgen.manifest import journal_path, read_rows
 from synthgen.sample import MANIFEST, TrainedGenerator, sample_dataset
 from synthgen.translate import Translator, translate_folder
 from tests.robustness import tally
@@ -219,7 +219,8 @@ def test_translate_killed_at_a_random_moment_then_rerun(translator, inputs, tran
         for path in out.rglob("*.png"):
             imaging.open_image(path)
     result = translate_folder(translator, inputs, out, batch_size=4)
-    assert len(result.translated) + len(result.existing) == len(translate_reference) and not result.unreadable
+    images = [name for name in translate_reference if name.endswith(".png")]  # beside them: manifest.csv, metadata.jsonl
+    assert len(result.translated) + len(result.existing) == len(images) and not result.unreadable
     assert_whole_images(out)
     assert files_of(out) == translate_reference
     if fault:
@@ -295,5 +296,7 @@ def test_translate_cli_disk_full_is_one_line_and_exit_1(pix2pix_run, inputs, tra
     assert code == 1, output
     assert "No space left on device" in error_line(output)
     assert_whole_images(out)
-    assert all(translate_reference[k] == v for k, v in files_of(out).items())
+    images = {k: v for k, v in files_of(out).items() if k.endswith(".png")}  # the index lists what was written so far
+    assert images and all(translate_reference[k] == v for k, v in images.items())
+    assert {row["file"] for row in read_rows(out, "manifest.csv")} <= set(images)
     fault.survived()
