@@ -7,6 +7,7 @@ targets c':
     L_D = -D_src(x) + D_src(G(x, c')) + lambda_gp GP + lambda_cls CE(D_cls(x), c)
 and per G step (after train.n_dis D steps):
     L_G = -D_src(G(x, c')) + lambda_cls CE(D_cls(G(x, c')), c') + lambda_rec |x - G(G(x, c'), c)|_1
+          [+ lambda_id |x - G(x, c)|_1, CycleGAN's identity term, off by default]
 The domain head learns the domains from real images only, and G is pushed
 to make images it classifies as c'; the cycle term (weight 10) makes G keep
 what is not the domain: the layout, the pose, the shape.
@@ -36,6 +37,7 @@ GRID_INPUTS = 2  # input images per class in the training grids
 class StarGANOptions(Section):
     lambda_cls: float = Field(1.0, ge=0, description="Weight of the domain-classification losses (D on real images, G on its translations); the paper's 1.")
     lambda_rec: float = Field(10.0, ge=0, description="Weight of the cycle reconstruction |x - G(G(x, c'), c)|_1; the paper's 10.")
+    lambda_id: float = Field(0.0, ge=0, description="Weight of the identity term |x - G(x, c)|_1 (into its own class, x is kept; CycleGAN's, not the paper's): 0 = off.")
 
 
 class StarGAN(TranslationMethod):
@@ -103,9 +105,13 @@ class StarGAN(TranslationMethod):
             cls = F.cross_entropy(fake_cls.float(), targets)
             rec = (self.G(fake, domains).float() - real.float()).abs().mean()
             total = adversarial + self.options.lambda_cls * cls + self.options.lambda_rec * rec
+            terms = {"g_loss": adversarial, "g_cls": cls, "cycle": rec}
+            if self.options.lambda_id > 0:
+                terms["identity"] = (self.G(real, domains).float() - real.float()).abs().mean()
+                total = total + self.options.lambda_id * terms["identity"]
         self._update(self.opt_G, self.scaler_G, total)
         self.D.requires_grad_(True)
-        return {"g_loss": adversarial, "g_cls": cls, "cycle": rec}
+        return terms
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         return alternating_updates(self, step)
