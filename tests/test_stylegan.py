@@ -136,7 +136,9 @@ def test_truncation_psi_0_is_the_class_mean_image_for_every_z(rgb_run):
         G.truncation = 0.0
         images = G(z, y)
         mean_image = G.synthesis(G.w_avg[y][:, None].expand(-1, G.num_ws, -1))
-        assert torch.allclose(images, mean_image, atol=1e-6) and torch.allclose(images, images[:1].expand_as(images), atol=1e-6)
+        # 1e-5: the batch's rows go through per-sample (grouped) convolutions whose float32 rounding differs by row
+        # on some CPUs (measured 1.3e-6 to 1.8e-6 on an AMD EPYC model 17; under 1e-6 on the Xeon model 207 where it was written).
+        assert torch.allclose(images, mean_image, atol=1e-5) and torch.allclose(images, images[:1].expand_as(images), atol=1e-5)
         G.truncation = 1.0
         truncated_at_1 = G(z, y)
         G.truncation = None
