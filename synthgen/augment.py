@@ -32,9 +32,8 @@ from synthgen.data.folders import discover_labelled, target_count
 from synthgen.data.pairs import discover_paired
 from synthgen.errors import SynthgenError
 from synthgen.imaging import SAVE_FORMATS, UnreadableImage, encode_array, load_native, make_durable, remove_stale_temporaries, write_atomic
-from synthgen.manifest import Manifest, by_class_and_file, write_imagefolder_metadata
+from synthgen.manifest import MANIFEST, Manifest, by_class_and_file
 
-MANIFEST = "manifest.csv"
 PIPELINE_FILE = "augment_pipeline.yaml"
 MANIFEST_COLUMNS = ["file", "partner", "class", "source", "copy", "seed", "transforms"]
 CHUNK = 64  # jobs between journal appends
@@ -234,8 +233,6 @@ def augment(
         done = {row["file"] for row in rows.rows if not row["partner"] or (out / row["partner"]).exists()}
         result, todo = _todo(AugmentResult(out), jobs, done, fmt)
         _run(todo, _Worker(pipeline, out, root, seed, fmt), rows, result, on_image)
-    if manifest == MANIFEST:  # balance's own parts are its business
-        write_imagefolder_metadata(out, rows.rows, MANIFEST_COLUMNS, by_class_and_file)
     result.unreadable = sorted(set(result.unreadable))
     return result
 

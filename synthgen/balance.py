@@ -25,9 +25,8 @@ from synthgen import augment as aug
 from synthgen.data.folders import class_counts, discover_labelled, target_count
 from synthgen.errors import SynthgenError
 from synthgen.imaging import copy_atomic, remove_stale_temporaries
-from synthgen.manifest import by_class_and_file, continue_only_with, read_rows, write_imagefolder_metadata, write_rows
+from synthgen.manifest import MANIFEST, by_class_and_file, continue_only_with, read_rows, write_imagefolder_metadata, write_rows
 
-MANIFEST = "manifest.csv"
 SETTINGS = "balance.json"
 SYNTHETIC_PART = ".synthetic.csv"
 AUGMENTED_PART = ".augmented.csv"

@@ -39,7 +39,7 @@ from synthgen import checkpoint as ckpt
 from synthgen.data.folders import discover_labelled
 from synthgen.errors import SynthgenError
 from synthgen.imaging import SAVE_FORMATS, UnreadableImage, encode as encode_image, load_image, remove_stale_temporaries, to_model, to_uint8, write_atomic
-from synthgen.manifest import Manifest, by_class_and_file, continue_only_with, write_imagefolder_metadata
+from synthgen.manifest import Manifest, by_class_and_file, continue_only_with
 from synthgen.metrics.gate import Verdict
 from synthgen.recipe import validate
 from synthgen.sample import GATE_REPORT, MANIFEST, TrainedGenerator, check_output_folder
@@ -258,8 +258,6 @@ def vary(
             _vary_one(encoder, source, image, todo[source], out, spread, seed, to_class or source.group, fmt, batch_size, check, retries, rows, result, root)
             if on_image:
                 on_image(len(todo[source]))
-    if manifest == MANIFEST:  # balance's own parts are its business
-        write_imagefolder_metadata(out, rows.rows, MANIFEST_COLUMNS, by_class_and_file)
     return result
 
 

@@ -99,7 +99,8 @@ def continue_only_with(out: Path, file: str, settings: dict, what: str) -> None:
     write_atomic(path, json.dumps(settings, indent=1).encode())
 
 
-IMAGEFOLDER_METADATA = "metadata.jsonl"
+MANIFEST = "manifest.csv"  # a folder's own manifest; balance keeps its parts' manifests under other names
+IMAGEFOLDER_METADATA = "metadata.jsonl"  # the imagefolder copy of a folder's own manifest
 
 
 def by_class_and_file(row: dict) -> tuple:
@@ -130,7 +131,8 @@ class Manifest:
 
     Opening it compacts the journal a killed run left, so every run starts
     from one sorted manifest and an empty journal. `keep` drops rows a
-    caller cannot use (their files are written again).
+    caller cannot use (their files are written again). A folder's own
+    manifest (MANIFEST) also rewrites its imagefolder copy when the run ends without an error.
     """
 
     def __init__(self, out: Path, name: str, columns: list[str], order: Callable[[dict], tuple], keep: Callable[[dict], bool] = lambda row: True):
@@ -171,3 +173,5 @@ class Manifest:
             if error is None:
                 raise
             # Stopped by an error and the disk refuses the compaction too: the journal stays for the next run.
+        if error is None and self.name == MANIFEST:  # after a failure the next run writes it (and nothing is created for a refused one)
+            write_imagefolder_metadata(self.out, self.rows, self.columns, self.order)

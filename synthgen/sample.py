@@ -31,12 +31,11 @@ from synthgen import checkpoint as ckpt
 from synthgen.data.folders import class_counts, discover_labelled, target_count
 from synthgen.errors import SynthgenError
 from synthgen.imaging import SAVE_FORMATS, encode, make_durable, remove_stale_temporaries, to_uint8, write_atomic
-from synthgen.manifest import Manifest, write_imagefolder_metadata
+from synthgen.manifest import MANIFEST, Manifest
 from synthgen.metrics.gate import Verdict
 from synthgen.train import METHODS
 from synthgen.recipe import validate
 
-MANIFEST = "manifest.csv"
 GATE_REPORT = "gate_report.json"
 MANIFEST_COLUMNS = ["file", "class", "seed", "checkpoint_sha256", "truncation", "attempt", "gate"]
 
@@ -278,8 +277,6 @@ def sample_dataset(
                 new_rows = _rows(relatives, name, [seeds[k] for k in keep], generator, truncation, attempt, verdict)
                 writes.submit(out, relatives, batch[keep], fmt, new_rows)
                 result.written[name] += len(new_rows)
-    if manifest == MANIFEST:  # balance's own manifests are its business
-        write_imagefolder_metadata(out, rows.rows, generator.manifest_columns, _order)
     return result
 
 

@@ -37,7 +37,7 @@ from synthgen.errors import SynthgenError
 from synthgen.imaging import (
     UnreadableImage, open_image, opened, pil_to_tensor, remove_stale_temporaries, to_channels, to_model, to_uint8, write_atomic,
 )
-from synthgen.manifest import Manifest, journal_path, write_imagefolder_metadata
+from synthgen.manifest import MANIFEST, Manifest, journal_path
 from synthgen.models.registry import build_translator
 from synthgen.precision import resolve_device, resolve_precision
 from synthgen.recipe import translates, validate
@@ -374,13 +374,13 @@ def _translate_indexed(translator, src, out: Path, targets: list, overwrite=Fals
     results = {}
     before_index = _written_before_the_index(out)
     with open_translation_index(out, translator, keep=lambda row: row["file"] not in redone) as index:
-        if not before_index:
-            index.compact()  # on disk from the start: from now on an output without a row is one a kill left unlisted
+        if not before_index and (redone or not (out / MANIFEST).exists()):
+            # On disk from the start (and without the rows --overwrite drops): from now on an output without a row is one a kill left unlisted.
+            index.compact()
         for target, prefix in prefixes.items():
             if target is not None:
                 translator.into(target)
             results[target] = _translate_files(translator, files, root, out / prefix, index, prefix, overwrite, batch_size, on_image, strict, before_index)
-    write_imagefolder_metadata(out, index.rows, index.columns, _by_file)
     return results
 
 
@@ -416,7 +416,6 @@ def _translate_files(translator, files, root, out, index, prefix, overwrite, bat
 
 # --- the index of an output folder: manifest.csv and its imagefolder copy, metadata.jsonl ---
 
-TRANSLATE_MANIFEST = "manifest.csv"
 TRANSLATE_COLUMNS = ["file", "source", "direction", "checkpoint_sha256", "step"]
 
 
@@ -439,12 +438,12 @@ def open_translation_index(out: Path, translator: Translator, keep: Callable[[di
     Journaled per batch like sample's manifest, so a killed run's index lists what it wrote;
     `keep` drops the rows of outputs this run writes again (--overwrite).
     """
-    return Manifest(out, TRANSLATE_MANIFEST, translation_columns(translator), order=_by_file, keep=keep)
+    return Manifest(out, MANIFEST, translation_columns(translator), order=_by_file, keep=keep)
 
 
 def _written_before_the_index(out: Path) -> bool:
     """Outputs there and no index (manifest or journal): a folder translated by a version that wrote none."""
-    if (out / TRANSLATE_MANIFEST).exists() or journal_path(out, TRANSLATE_MANIFEST).exists() or not out.is_dir():
+    if (out / MANIFEST).exists() or journal_path(out, MANIFEST).exists() or not out.is_dir():
         return False
     return bool(_images_under(out))
 

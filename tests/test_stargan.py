@@ -147,7 +147,7 @@ def test_wrong_translate_calls_are_one_line_errors(star_run, four_classes, tmp_p
 
 
 def test_the_identity_term_keeps_an_image_translated_into_its_own_class(four_classes, data, tmp_path):
-    """options.lambda_id: |x - G(x, c_x)|_1 is trained down (the same short run without it keeps far less of x)."""
+    """options.lambda_id: |x - G(x, c_x)|_1 is trained down (the same short run without it keeps less of x)."""
     x, own = data.images[::40][:64], data.labels[::40][:64]
     changed = {}
     for weight in (0.0, 10.0):
