@@ -488,6 +488,7 @@ def translate(
     weights: Optional[Path] = typer.Option(None, "--weights", help="A pix2pix, cyclegan or stargan run folder (default: the most recent run in weights/)."),
     direction: Optional[str] = typer.Option(None, "--direction", help="AtoB or BtoA: cyclegan picks G_AB or G_BA (default AtoB); pix2pix goes its trained way."),
     to_class: Optional[str] = typer.Option(None, "--to-class", help="stargan: the class every input is translated into, or all (DEST/<class>/...)."),
+    attr: list[str] = typer.Option([], "--attr", help="multi-label stargan: NAME=1 or NAME=0 (repeatable); the other attributes stay as the run's D reads them off each input."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Translate again files that already have an output."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images of one padded size translated together."),
     precision: str = typer.Option("auto", "--precision", help="auto (fp32 on CPU, bf16/fp16 on CUDA), fp32, bf16 or fp16."),
@@ -497,9 +498,12 @@ def translate(
     strict: bool = typer.Option(False, "--strict", help="Stop at an unreadable input file (by default it is listed and skipped)."),
 ):
     """Translate every image under SRC into DEST with a trained pix2pix, CycleGAN or StarGAN run (continues an existing DEST)."""
-    from synthgen.translate import ClassTranslator, list_images, open_translator, translate_folder, translate_into_classes
+    from synthgen.translate import ClassTranslator, list_images, open_translator, parse_attribute_edits, translate_folder, translate_into_classes
 
-    translator = open_translator(weights or most_recent_run(), direction, to_class, precision=precision)
+    edits = parse_attribute_edits(attr)
+    if gate is not None and edits:
+        raise SynthgenError("--gate with --attr: there is no folder of real images per attribute setting; score DEST with synthgen eval against your own")
+    translator = open_translator(weights or most_recent_run(), direction, to_class, precision=precision, attributes=edits)
     targets = translator.targets if isinstance(translator, ClassTranslator) else [None]
     outputs = {name: dest / name if len(targets) > 1 else dest for name in targets}
     if gate is not None and to_class is not None:

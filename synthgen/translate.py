@@ -78,14 +78,37 @@ def hold_freed_memory(hold: bool = True) -> bool:
 
 
 
-def open_translator(run_dir: str | Path, direction: str | None = None, to_class: str | None = None, device: str = "auto", precision: str = "auto") -> "Translator":
-    """A stargan run's G into `to_class` (a class name or `all`), or a pix2pix / CycleGAN run's G for `direction`."""
+def open_translator(run_dir: str | Path, direction: str | None = None, to_class: str | None = None, device: str = "auto", precision: str = "auto",
+                    attributes: dict[str, float] | None = None) -> "Translator":
+    """A stargan run's G into `to_class` (a class name or `all`) or, for a multi-label run, with `attributes` set
+    ({name: 0 or 1}); or a pix2pix / CycleGAN run's G for `direction`."""
     checkpoint = ckpt.require_checkpoint(Path(run_dir))
-    if checkpoint.recipe.get("method") == CLASS_TRANSLATOR:
+    method = checkpoint.recipe.get("method")
+    if method == CLASS_TRANSLATOR and _learnt_attributes(checkpoint.recipe):
+        return AttributeTranslator(run_dir, to_class, attributes, device, precision)
+    if attributes:
+        raise SynthgenError(f"--attr: {run_dir} is a {method} run without attributes; --attr needs a stargan run trained with options.attributes")
+    if method == CLASS_TRANSLATOR:
         return ClassTranslator(run_dir, to_class, device, precision)
     if to_class is not None:
-        raise SynthgenError(f"--to-class {to_class}: {run_dir} is a {checkpoint.recipe.get('method')} run, which translates one way; --to-class needs a stargan run")
+        raise SynthgenError(f"--to-class {to_class}: {run_dir} is a {method} run, which translates one way; --to-class needs a stargan run")
     return Translator(run_dir, direction, device, precision)
+
+
+def _learnt_attributes(recipe: dict) -> bool:
+    options = recipe.get("options")
+    return isinstance(options, dict) and bool(str(options.get("attributes") or "").strip())
+
+
+def parse_attribute_edits(values: list[str]) -> dict[str, float]:
+    """--attr NAME=1 / NAME=0 (repeatable) -> {name: 1.0 or 0.0}."""
+    edits = {}
+    for value in values:
+        name, sep, setting = value.partition("=")
+        if not sep or not name.strip() or setting.strip() not in ("0", "1"):
+            raise SynthgenError(f"--attr {value}: expected NAME=1 or NAME=0")
+        edits[name.strip()] = float(setting.strip())
+    return edits
 
 
 CLASS_TRANSLATOR = "stargan"  # the method whose G takes a target class
@@ -204,6 +227,52 @@ class ClassTranslator(Translator):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device).contiguous(memory_format=self.precision.memory_format)
         target = torch.full((len(x),), self.target, dtype=torch.long, device=self.device)
+        with self.precision.autocast():
+            return self.generator(x, target).float()
+
+
+class AttributeTranslator(Translator):
+    """A multi-label StarGAN run's G: every input keeps the attributes D's domain head reads off it,
+    except the ones set (`--attr Smiling=1`), as the paper edits CelebA faces one attribute at a time.
+
+    Reading the input's attributes with D's head (trained on the real images, sigmoid > 0.5) means a
+    user needs no labels for the images translated; a tiled image is read tile by tile.
+    """
+
+    def __init__(self, run_dir: str | Path, to_class: str | None, edits: dict[str, float] | None, device: str = "auto", precision: str = "auto"):
+        from synthgen.models.stargan import build_stargan
+
+        checkpoint = self._open(run_dir)
+        self.attribute_names = list(checkpoint.class_names)
+        known = ", ".join(self.attribute_names)
+        if to_class is not None:
+            raise SynthgenError(f"--to-class {to_class}: {self.run_dir} learnt attributes ({known}), not classes, so it translates into no class "
+                                "(--to-class, balance --mix translate); use translate --attr NAME=1 or NAME=0")
+        if not edits:
+            raise SynthgenError(f"{self.run_dir}: a multi-label stargan run changes attributes; add --attr NAME=1 or NAME=0 (its attributes: {known})")
+        unknown = [name for name in edits if name not in self.attribute_names]
+        if unknown:
+            raise SynthgenError(f"--attr {unknown[0]}: not an attribute of {self.run_dir} (its attributes: {known})")
+        self.targets = [None]  # one way: the edits
+        self.in_channels = self.out_channels = self.recipe.data.channels
+        generator, self.reader = build_stargan(self.recipe.model, self.in_channels, len(self.attribute_names))
+        checkpoint.verified_sha256("D")
+        ckpt.restore_network(self.reader, checkpoint.weights("D"), checkpoint.path / "D.safetensors")
+        self._load(checkpoint, "G", generator, device, precision)
+        self.reader.to(self.device, memory_format=self.precision.memory_format).eval()
+        self.columns = [self.attribute_names.index(name) for name in edits]
+        self.values = torch.tensor(list(edits.values()), device=self.device)
+        self.direction = ", ".join(f"{name}={int(value)}" for name, value in edits.items())
+
+    def attributes_of(self, x: torch.Tensor) -> torch.Tensor:
+        """0/1 [B, A]: the attributes D's domain head reads off model-range images."""
+        with self.precision.autocast():
+            return (self.reader(x)[1].float() > 0).float()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device).contiguous(memory_format=self.precision.memory_format)
+        target = self.attributes_of(x)
+        target[:, self.columns] = self.values
         with self.precision.autocast():
             return self.generator(x, target).float()
 

@@ -27,7 +27,8 @@ class BatchDrawer:
         order = torch.argsort(data.labels, stable=True)
         self.members = [order[data.labels[order] == c] for c in range(self.num_classes)]
 
-    def _generator(self, step: int, sub: int, stream: int) -> torch.Generator:
+    def generator(self, step: int, sub: int, stream: int) -> torch.Generator:
+        """The seeded random stream of one (step, sub-step, purpose): the same on every process and after a resume."""
         return torch.Generator().manual_seed(hash((self.seed, step, sub, stream)) & 0x7FFF_FFFF_FFFF_FFFF)
 
     def _shard(self, drawn: torch.Tensor) -> torch.Tensor:
@@ -35,12 +36,17 @@ class BatchDrawer:
 
     def labels(self, step: int, sub: int, stream: int) -> torch.Tensor:
         """The global batch's labels (every process draws the same)."""
-        return torch.multinomial(self.class_weights, self.batch_size, replacement=True, generator=self._generator(step, sub, stream))
+        return torch.multinomial(self.class_weights, self.batch_size, replacement=True, generator=self.generator(step, sub, stream))
 
     def real(self, step: int, sub: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's shard of a batch of real images in [-1, 1] and their labels."""
+        images, labels, _ = self.real_rows(step, sub, device)
+        return images, labels
+
+    def real_rows(self, step: int, sub: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As `real`, plus each image's row in the data (to look up what else is known of it, e.g. its attributes)."""
         labels = self.labels(step, sub, stream=0)
-        gen = self._generator(step, sub, stream=1)
+        gen = self.generator(step, sub, stream=1)
         picks = torch.rand(self.batch_size, generator=gen, dtype=torch.float64)
         index = torch.stack([self.members[c][int(p * len(self.members[c]))] for c, p in zip(labels.tolist(), picks)])
         flip = torch.rand(self.batch_size, generator=gen) < 0.5 if self.hflip else None
@@ -49,7 +55,7 @@ class BatchDrawer:
         if flip is not None:
             flip = self._shard(flip)
             images[flip] = images[flip].flip(-1)
-        return images.to(device, non_blocking=True), labels.to(device)
+        return images.to(device, non_blocking=True), labels.to(device), index
 
     def fake_labels(self, step: int, sub: int, device: torch.device) -> torch.Tensor:
         return self._shard(self.labels(step, sub, stream=2)).to(device)

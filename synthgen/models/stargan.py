@@ -16,7 +16,7 @@ the images of a batch, and at translate time (running statistics) all of it.
 D: stride-2 4x4 convolutions with leaky ReLU and no normalisation (WGAN-GP's
 penalty is per sample, which batch norm would break), then two heads on the
 same features: D_src, a 3x3 convolution giving one critic value per patch,
-and D_cls, K domain logits. The paper's D_cls is a convolution whose kernel
+and D_cls, K domain logits (multi-label: one logit per attribute). The paper's D_cls is a convolution whose kernel
 covers the whole last feature map (fixed to its 128 px); here it is a 1x1
 convolution averaged over positions, which is the same kind of linear map
 of the features but works at any training size.
@@ -31,9 +31,12 @@ from synthgen.models.resnet_translator import ResnetTranslator
 
 
 def domain_planes(x: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """x [B, C, H, W] and target classes [B] -> [B, C + K, H, W]: one constant plane per domain, 1 on the target's."""
-    onehot = torch.nn.functional.one_hot(target, num_classes).to(x.dtype)
-    return torch.cat([x, onehot[:, :, None, None].expand(-1, -1, *x.shape[-2:])], dim=1)
+    """x [B, C, H, W] and target classes [B] -> [B, C + K, H, W]: one constant plane per domain, 1 on the target's.
+
+    A float target [B, K] is a vector of binary attributes (the multi-label setting): plane k holds attribute k.
+    """
+    code = target if target.is_floating_point() else torch.nn.functional.one_hot(target, num_classes)
+    return torch.cat([x, code.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[-2:])], dim=1)
 
 
 class StarGenerator(nn.Module):

@@ -12,9 +12,18 @@ The domain head learns the domains from real images only, and G is pushed
 to make images it classifies as c'; the cycle term (weight 10) makes G keep
 what is not the domain: the layout, the pose, the shape.
 
-`synthgen translate IN OUT --weights RUN --to-class NAME` (or `all`) uses G.
-Multi-label attributes (the paper's CelebA setting) are not supported: the
-data layer reads one class per image from folder names.
+Multi-label (the paper's CelebA setting): with `options.attributes` (a CSV
+of file, attribute, ... with 0/1 values; data/attributes.py) a domain is a
+vector of binary attributes instead of a class. D_cls then gives one logit
+per attribute, learnt with the paper's binary cross-entropy (summed over
+attributes), and the targets c' are the batch's own attribute vectors
+shuffled, as the paper draws them, so every target is a combination that
+occurs in the data.
+
+`synthgen translate IN OUT --weights RUN --to-class NAME` (or `all`) uses G;
+a multi-label run takes `--attr NAME=1` (or 0) instead, changing only the
+attributes named and keeping the rest as D's domain head reads them off
+each input.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from synthgen.data.attributes import AttributedImages, load_attributed
 from synthgen.data.batches import BatchDrawer
 from synthgen.data.loading import LabelledImages
 from synthgen.losses import gradient_penalty
@@ -38,6 +48,8 @@ class StarGANOptions(Section):
     lambda_cls: float = Field(1.0, ge=0, description="Weight of the domain-classification losses (D on real images, G on its translations); the paper's 1.")
     lambda_rec: float = Field(10.0, ge=0, description="Weight of the cycle reconstruction |x - G(G(x, c'), c)|_1; the paper's 10.")
     lambda_id: float = Field(0.0, ge=0, description="Weight of the identity term |x - G(x, c)|_1 (into its own class, x is kept; CycleGAN's, not the paper's): 0 = off.")
+    attributes: str = Field("", description="Multi-label domains: a CSV (file, attribute, ...; values 1, 0 or CelebA's -1), absolute or relative to data.root; its images are the training set. Empty: the folder's classes are the domains.")
+    attribute_names: list[str] = Field(default_factory=list, description="With options.attributes: the columns to learn (the paper: 5 of CelebA's 40); empty: all.")
 
 
 class StarGAN(TranslationMethod):
@@ -54,13 +66,22 @@ class StarGAN(TranslationMethod):
         self.G, self.D = self._place(G), self._place(D)
         self.opt_G = self._adam(self.G, lr=t.lr_g)
         self.opt_D = self._adam(self.D, lr=t.lr_d)
-        self.batches = BatchDrawer(data, t.batch_size, recipe.data.sampling, recipe.data.hflip, recipe.seed)
+        batches = BatchDrawer(data, t.batch_size, recipe.data.sampling, recipe.data.hflip, recipe.seed)
+        self.domains = AttributeDomains(batches, data) if isinstance(data, AttributedImages) else ClassDomains(batches, data)
         gp = recipe.loss.gp_weight
         self.gp_weight = self.loss.default_gp_weight if gp is None else gp
-        self.grid_inputs = _grid_inputs(data, GRID_INPUTS)
         self.images_per_step = t.batch_size * (t.n_dis + 1)
 
-    load_data = staticmethod(ConditionalGAN.load_data)  # a labelled folder, classes = domains
+    @staticmethod
+    def load_data(recipe):
+        """A labelled folder (classes = domains), or with options.attributes the CSV's images and attribute vectors."""
+        options = method_options(recipe)
+        if not options.attributes.strip():
+            return ConditionalGAN.load_data(recipe)  # a labelled folder, classes = domains
+        d = recipe.data
+        data = load_attributed(d.root, options.attributes, options.attribute_names, d.image_size, d.channels, d.resize)
+        _, channels, size, _ = data.images.shape
+        return data, recipe.model_copy(update={"data": d.model_copy(update={"image_size": size, "channels": channels})})
 
     @staticmethod
     def check_recipe(recipe) -> None:
@@ -71,19 +92,16 @@ class StarGAN(TranslationMethod):
 
     # --- one step ------------------------------------------------------------
 
-    def _targets(self, step: int, sub: int) -> torch.Tensor:
-        return self.batches.fake_labels(step, sub, self.device)
-
     def discriminator_step(self, step: int, sub: int) -> dict[str, torch.Tensor]:
-        real, domains = self.batches.real(step, sub, self.device)
+        real, domains = self.domains.real(step, sub, self.device)
         real = self._input(real)
         with self.precision.autocast():
             with torch.no_grad():
-                fake = self.G(real, self._targets(step, sub))
+                fake = self.G(real, self.domains.targets(step, sub, domains))
             real_src, real_cls = self.D(real)
             fake_src, _ = self.D(fake)
             adversarial = self.loss.discriminator(real_src, fake_src)
-            cls = F.cross_entropy(real_cls.float(), domains)
+            cls = self.domains.loss(real_cls, domains)
             total = adversarial + self.options.lambda_cls * cls
             terms = {"d_loss": adversarial, "d_cls": cls}
             if self.gp_weight > 0:
@@ -95,14 +113,14 @@ class StarGAN(TranslationMethod):
 
     def generator_step(self, step: int) -> dict[str, torch.Tensor]:
         n_dis = self.recipe.train.n_dis
-        real, domains = self.batches.real(step, n_dis, self.device)
-        real, targets = self._input(real), self._targets(step, n_dis)
+        real, domains = self.domains.real(step, n_dis, self.device)
+        real, targets = self._input(real), self.domains.targets(step, n_dis, domains)
         self.D.requires_grad_(False)  # no D gradients needed for G's update
         with self.precision.autocast():
             fake = self.G(real, targets)
             fake_src, fake_cls = self.D(fake)
             adversarial = self.loss.generator(fake_src)
-            cls = F.cross_entropy(fake_cls.float(), targets)
+            cls = self.domains.loss(fake_cls, targets)
             rec = (self.G(fake, domains).float() - real.float()).abs().mean()
             total = adversarial + self.options.lambda_cls * cls + self.options.lambda_rec * rec
             terms = {"g_loss": adversarial, "g_cls": cls, "cycle": rec}
@@ -118,14 +136,68 @@ class StarGAN(TranslationMethod):
 
     @torch.no_grad()
     def grid_images(self) -> tuple[torch.Tensor, int]:
-        """One row per input: the input, then its translation into every domain (the column of its own domain ~ itself)."""
-        x = self._to_model(self.grid_inputs)
+        """One row per input: the input, then its translation into every domain (classes: the column of its own ~ itself;
+        attributes: each one flipped in turn)."""
+        inputs, codes = self.domains.grid_inputs
+        x = self._to_model(inputs)
         with eval_mode(self.G):
-            columns = [x] + [self.G(x, torch.full((len(x),), k, device=self.device)) for k in range(self.num_classes)]
+            columns = [x] + [self.G(x, target.to(self.device)) for target in self.domains.grid_targets(codes)]
         return self._grid(columns)
 
 
-def _grid_inputs(data: LabelledImages, per_class: int) -> torch.Tensor:
-    """The first `per_class` images of every class (uint8), the same in every grid of a run."""
-    picks = [torch.nonzero(data.labels == k).flatten()[:per_class] for k in range(len(data.class_names))]
-    return data.images[torch.cat(picks)]
+# --- what a domain is: a class, or a vector of binary attributes --------------------------
+
+
+class ClassDomains:
+    """One class per image (the folder's subfolders): codes are class indices, D_cls a softmax over them."""
+
+    def __init__(self, batches: BatchDrawer, data: LabelledImages):
+        self.batches, self.num_classes = batches, len(data.class_names)
+        picks = torch.cat([torch.nonzero(data.labels == k).flatten()[:GRID_INPUTS] for k in range(self.num_classes)])
+        self.grid_inputs = data.images[picks], data.labels[picks]  # the same in every grid of a run
+
+    def real(self, step: int, sub: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.batches.real(step, sub, device)
+
+    def targets(self, step: int, sub: int, codes: torch.Tensor) -> torch.Tensor:
+        """Random other (or the same) classes, drawn as the data's sampling says."""
+        return self.batches.fake_labels(step, sub, codes.device)
+
+    @staticmethod
+    def loss(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), codes)
+
+    def grid_targets(self, codes: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.full_like(codes, k) for k in range(self.num_classes)]
+
+
+class AttributeDomains:
+    """Binary attributes per image (options.attributes): codes are 0/1 vectors, D_cls one sigmoid per attribute."""
+
+    def __init__(self, batches: BatchDrawer, data: AttributedImages):
+        self.batches, self.attributes = batches, data.attributes
+        rows = torch.arange(min(len(data), GRID_INPUTS * 4))
+        self.grid_inputs = data.images[rows], data.attributes[rows]
+
+    def real(self, step: int, sub: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        images, _, rows = self.batches.real_rows(step, sub, device)
+        return images, self.attributes[rows].to(device)
+
+    def targets(self, step: int, sub: int, codes: torch.Tensor) -> torch.Tensor:
+        """The batch's own attribute vectors in a seeded random order (the paper's label_trg = label_org[randperm])."""
+        order = torch.randperm(len(codes), generator=self.batches.generator(step, sub, stream=3))
+        return codes[order.to(codes.device)]
+
+    @staticmethod
+    def loss(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """The paper's: binary cross-entropy summed over the attributes, averaged over the batch."""
+        return F.binary_cross_entropy_with_logits(logits.float(), codes.float(), reduction="sum") / len(codes)
+
+    @staticmethod
+    def grid_targets(codes: torch.Tensor) -> list[torch.Tensor]:
+        flips = []
+        for k in range(codes.shape[1]):
+            flipped = codes.clone()
+            flipped[:, k] = 1 - flipped[:, k]
+            flips.append(flipped)
+        return flips
