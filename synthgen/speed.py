@@ -112,8 +112,12 @@ def choose_precision(recipe, device: torch.device, build, remaining: int, resume
     with torch.random.fork_rng(devices=[]):
         rates = measure({name: build(name) for name in ("fp32", "bf16")})
     best = max(rates, key=rates.get)
-    write_cache(key, {"choice": best, "rates": rates})
-    return SpeedChoice(best, how="measured", rates=rates, probe_s=time.perf_counter() - start, reason=f"the faster on {cpu_model()}")
+    reason = f"the faster on {cpu_model()}"
+    if (busy := busy_machine()) is None:
+        write_cache(key, {"choice": best, "rates": rates})
+    else:
+        reason += f"; not cached, {busy}"
+    return SpeedChoice(best, how="measured", rates=rates, probe_s=time.perf_counter() - start, reason=reason)
 
 
 def measure(methods: dict, warmup: int = PROBE_WARMUP, rounds: int = PROBE_ROUNDS, steps: int = PROBE_STEPS) -> dict[str, float]:
@@ -187,7 +191,10 @@ def choose_compile(recipe, device: torch.device, build, remaining: int, choice: 
     if mode == "on":
         choice.compiled = True
         return
-    write_cache(cache_key(recipe, device, f"compile {choice.precision}"), figures)
+    if (busy := busy_machine()) is None:
+        write_cache(cache_key(recipe, device, f"compile {choice.precision}"), figures)
+    elif "not cached" not in choice.reason:
+        choice.reason += f"; not cached, {busy}"
     choice.compiled = _pays(figures, remaining)
     choice.rates.update({f"{choice.precision} compiled": figures["compiled"], f"{choice.precision} eager": figures["eager"]})
 
@@ -258,6 +265,28 @@ def physical_cores() -> int | None:
 
 
 # --- cache -------------------------------------------------------------------
+
+BUSY_ABOVE = 1.0  # runnable tasks beyond the cores (1-minute load average) at which timings are not kept
+
+
+def machine_load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def busy_machine() -> str | None:
+    """Why timings taken now should not be cached, or None when the machine is quiet enough to trust them.
+
+    A decision measured while other jobs share the cores is used by this run but not stored for later
+    ones: seen here, a probe under a load of 6 on 2 cores cached 23 and 24 img/s for a recipe that
+    trains at 220 img/s, and torch.compile at a sixth of eager, and every later run reused them.
+    """
+    load, cores = machine_load(), physical_cores() or os.cpu_count() or 1
+    if load is None or load <= cores + BUSY_ABOVE:
+        return None
+    return f"measured under load {load:.1f} on {cores} cores"
 
 
 def cpu_model() -> str:

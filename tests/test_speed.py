@@ -32,6 +32,7 @@ def fake_clock(monkeypatch):
 
     monkeypatch.setattr(speed, "step_rate", fake_rate)
     monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(speed, "machine_load", lambda: 0.0)  # a quiet machine, whatever else runs beside the tests
     return clock
 
 
@@ -62,6 +63,19 @@ def test_probe_picks_the_faster_and_caches_it(four_classes, tmp_path, fresh_cach
 
     other, _ = _recipe_and_data(four_classes, tmp_path, batch_size=8)  # another shape is measured on its own
     assert (_choose(other, data).precision, fake_clock["calls"] > 0) == ("fp32", True)
+
+
+def test_a_choice_measured_on_a_busy_machine_is_used_but_not_cached(four_classes, tmp_path, fresh_cache, fake_clock, monkeypatch):
+    recipe, data = _recipe_and_data(four_classes, tmp_path)
+    fake_clock["rates"] = {"fp32": 100.0, "bf16": 250.0}
+    monkeypatch.setattr(speed, "machine_load", lambda: 40.0)
+    choice = _choose(recipe, data)
+    assert (choice.precision, choice.how) == ("bf16", "measured") and "not cached, measured under load 40.0" in choice.line()
+    assert not (cache_dir() / speed.CACHE_FILE).exists()
+    monkeypatch.setattr(speed, "machine_load", lambda: 0.0)
+    fake_clock["calls"] = 0
+    assert (_choose(recipe, data).how, fake_clock["calls"] > 0) == ("measured", True)  # measured again, now quietly
+    assert (_choose(recipe, data).how) == "cached"
 
 
 def test_fp32_without_native_bf16_or_for_a_short_run_unmeasured(four_classes, tmp_path, fresh_cache, fake_clock, monkeypatch):
