@@ -163,5 +163,13 @@ MODES_BUDGET ?= 5m
 bench-modes: $(STAMP)
 	$(BIN)/python benchmarks/modes_fashion.py --budget $(MODES_BUDGET) $(if $(QUICK),--quick,)
 
+# Resolution on a CPU (issue 15): flowers5 at 64 and 128 px, RES_BUDGET of wall-clock training per run for the
+# StyleGAN-style G, ProGAN (progressive growing) and the ResNet baseline; a grid per run, domain-feature and Inception
+# FID/KID against the real images. About 6 x RES_BUDGET + 25 minutes on 2 cores. Not part of `make bench`.
+RES_BUDGET ?= 5m
+.PHONY: bench-resolution
+bench-resolution: $(STAMP)
+	$(BIN)/python benchmarks/resolution_flowers.py --budget $(RES_BUDGET)
+
 clean-demo:
 	rm -rf $(DEMO) $(DEMO_T) $(UTIL)
