@@ -71,7 +71,8 @@ def train(row: str, size: int, budget: str, quick: bool) -> tuple[Path, dict]:
         synthgen("train", ROWS[row][0], *[a for s in sets for a in ("--set", s)])
     state = json.loads((run / "run.json").read_text())
     return run, {"row": row, "size": size, "recipe": ROWS[row][0], "settings": settings(row, size, quick), "steps": state["step"],
-                 "precision": state.get("precision"), "train_seconds": round(state.get("train_seconds", 0.0), 1), **last_log(run)}
+                 "precision": state.get("precision"), "train_seconds": round(state.get("train_seconds", 0.0), 1),
+                 "setup_seconds": state.get("evaluator_setup_seconds"), **last_log(run)}
 
 
 def last_log(run: Path) -> dict:
@@ -127,14 +128,14 @@ def main() -> None:
             samples = sample_and_grid(run, name, per_class)
             row["metrics"] = {f: evaluate(samples, trained[0][0], f, name) for f in features}
             results.append(row)
-    header = ["row", "size", "steps", "train s", "img/s", "reached"] + [f"{f} {m}" for f in features for m in ("fid", "kid")]
+    header = ["row", "size", "steps", "train s", "setup s", "img/s", "reached"] + [f"{f} {m}" for f in features for m in ("fid", "kid")]
     table = []
     for r in results:
-        table.append([r["row"], r["size"], r["steps"], r["train_seconds"], r["img_per_s"], r["resolution"] or r["size"]]
+        table.append([r["row"], r["size"], r["steps"], r["train_seconds"], r.get("setup_seconds"), r["img_per_s"], r["resolution"] or r["size"]]
                      + [f"{r['metrics'][f][m]['generated']:.4g}" for f in features for m in ("fid", "kid")])
     for size in sorted({r["size"] for r in results}):
         first = next(r for r in results if r["size"] == size)
-        table.append(["real vs real", size, "", "", "", ""] + [f"{first['metrics'][f][m]['real']:.4g}" for f in features for m in ("fid", "kid")])
+        table.append(["real vs real", size, "", "", "", "", ""] + [f"{first['metrics'][f][m]['real']:.4g}" for f in features for m in ("fid", "kid")])
     print_table(f"flowers5, {args.budget} of training per run on this machine; {per_class} per class vs all 4,317 real images", header, table)
     write_json("resolution_flowers", {"budget": args.budget, "per_class": per_class, "rows": results})
 

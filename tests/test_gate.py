@@ -94,6 +94,30 @@ def test_domain_classifier_is_trained_once_per_dataset(split, tmp_path):
     assert domain_classifier(changed, tmp_path / "d", steps=10).data_key != first.data_key
 
 
+def test_domain_classifier_is_shared_between_runs_on_the_same_data(split, tmp_path, monkeypatch):
+    """A second run folder on the same images takes the classifier from the cache instead of training it again."""
+    import synthgen.metrics.features as features
+
+    reference, _ = split
+    small = LabelledImages(reference.images[::10], reference.labels[::10], reference.class_names)
+    first = domain_classifier(small, tmp_path / "run-a", steps=12)
+    monkeypatch.setattr(features, "train_domain_classifier", lambda *a, **k: pytest.fail("trained again"))
+    second = domain_classifier(small, tmp_path / "run-b", steps=12)
+    assert second.identity == first.identity and (tmp_path / "run-b" / "domain.safetensors").is_file()  # and now the run's own
+    monkeypatch.undo()
+    assert domain_classifier(small, tmp_path / "run-c", steps=12, hflip=True).identity != first.identity  # trained another way
+
+
+def test_domain_classifier_works_at_64_px_for_larger_images(split):
+    """Images above 64 px are area-downsampled inside the network: training and inference see the same thing."""
+    reference, held = split
+    big = lambda images: torch.nn.functional.interpolate(images.float(), size=96, mode="nearest").to(torch.uint8)  # noqa: E731
+    classifier = train_domain_classifier(big(reference.images), reference.labels, reference.class_names, steps=150)
+    assert classifier.spec.working_size == 64 and classifier.spec.image_size == 96
+    logits = classifier.features_and_logits(big(held.images))[1]
+    assert (logits.argmax(1) == held.labels).float().mean() > 0.8  # 4 classes: chance is 0.25
+
+
 def test_unseen_real_batches_pass(gate, split):
     """False rejections of real images from the same classes, never seen by the classifier: at most 1% of batches."""
     _, held = split

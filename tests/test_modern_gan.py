@@ -4,6 +4,7 @@ the r3 backbone, ADA, LeCam, EMA half-life, init_from, train.budget and train.pa
 from __future__ import annotations
 
 import json
+import time
 import math
 
 import pytest
@@ -202,6 +203,28 @@ def test_budget_stops_the_run_with_a_checkpoint(four_classes, tmp_path):
     assert log[-1] == {"step": result.step, "event": "stopped", "reason": "budget"}
     # The stopping step is logged like a last step (its losses, then the event), off the log interval.
     assert log[-2]["step"] == result.step and "d_loss" in log[-2]
+
+
+def test_budget_is_training_time_not_the_evaluators_setup(four_classes, tmp_path, monkeypatch):
+    """A one-time setup longer than the budget (a domain classifier at 64 px takes minutes) must not leave a 1-step run."""
+    import synthgen.train.evaluation as evaluation
+
+    real_init = evaluation.TrainingEvaluator.__init__
+
+    def slow_init(self, *args, **kwargs):  # the real evaluator, made slower than the whole budget
+        real_init(self, *args, **kwargs)
+        time.sleep(3.0)
+
+    monkeypatch.setattr(evaluation.TrainingEvaluator, "__init__", slow_init)
+    recipe = tiny_recipe(
+        four_classes, tmp_path,
+        train={"steps": 100000, "budget": "2s", "log_every": 5, "checkpoint_every": 100000, "sample_every": 100000, "precision": "fp32", "compile": "off"},
+        gate={"eval_during_training": True, "domain_steps": 20, "null_trials": 20},
+    )
+    result = train(recipe)
+    state = latest_checkpoint(result.run_dir).state
+    assert result.step > 5  # before: the setup spent the budget and the run stopped after its first step
+    assert state["evaluator_setup_seconds"] >= 3.0 and 2.0 <= state["train_seconds"] < state["evaluator_setup_seconds"] + 30
 
 
 def test_patience_stops_a_plateaued_run(four_classes, tmp_path):

@@ -53,15 +53,26 @@ class DomainSpec:
     class_names: list[str]
     width: int = 16
     feature_dim: int = 256
+    max_size: int = 64  # larger images are area-downsampled to this first: the gate's cost stops growing with size
+
+    @property
+    def working_size(self) -> int:
+        return min(self.image_size, self.max_size)
 
 
 class DomainNet(nn.Module):
-    """A stem, then stride-2 stages doubling the width down to about 4 px, a 1x1 to the feature size, global pooling, two heads."""
+    """An area downsampling to at most 64 px, a stem, then stride-2 stages doubling the width down to about 4 px,
+    a 1x1 to the feature size, global pooling, two heads.
+
+    Why 64 px: the classifier's job is the gate's (class, coverage, diversity, near-copies), which 64 px
+    resolves; at 128 px its one-time training took about 20 minutes on 2 cores, longer than most budgets.
+    """
 
     def __init__(self, spec: DomainSpec):
         super().__init__()
-        width, size = spec.width, spec.image_size
-        layers = [*_conv_bn_relu(spec.channels, width, stride=1)]
+        width, size = spec.width, spec.working_size
+        shrink = [nn.AdaptiveAvgPool2d(size)] if spec.image_size > size else []  # = area interpolation; none at <= 64 px
+        layers = [*shrink, *_conv_bn_relu(spec.channels, width, stride=1)]
         while size > 4:
             wider = min(width * 2, spec.feature_dim)
             layers += [*_conv_bn_relu(width, wider, stride=2), *_conv_bn_relu(wider, wider, stride=1)]
@@ -240,6 +251,8 @@ def train_domain_classifier(
     net = DomainNet(spec).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps, pct_start=0.15)
+    key, originals = data_key(images, labels), images  # held-out accuracy goes through the full-size path
+    images = _shrink(images, spec.working_size)  # augment and train at the working size; inference shrinks in the net
     train_idx, held_idx = _held_out_split(labels, len(class_names), gen)
     draw = _class_balanced_draw(train_idx, labels, gen)
     pipeline = augmentation(hflip)
@@ -264,9 +277,16 @@ def train_domain_classifier(
         schedule.step()
         if progress:
             progress(step + 1, steps)
-    classifier = DomainClassifier(net.eval(), spec, [], data_key(images, labels), device)
-    classifier.real_accuracy = _per_class_accuracy(classifier, images[held_idx], labels[held_idx], len(class_names))
+    classifier = DomainClassifier(net.eval(), spec, [], key, device)
+    classifier.real_accuracy = _per_class_accuracy(classifier, originals[held_idx], labels[held_idx], len(class_names))
     return classifier
+
+
+def _shrink(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [N, C, H, W] area-downsampled to size x size (unchanged when already that small), still uint8."""
+    if images.shape[-1] <= size:
+        return images
+    return torch.cat([F.adaptive_avg_pool2d(chunk.float(), size).round().to(torch.uint8) for chunk in images.split(256)])
 
 
 def _per_class_accuracy(classifier: DomainClassifier, images, labels, num_classes: int) -> list[float]:

@@ -67,21 +67,30 @@ def _write_cache(path: Path, tensors: dict) -> None:
 
 
 def domain_classifier(data: LabelledImages, folder: Path | None, steps: int, hflip: bool = False, device="cpu", progress=None) -> DomainClassifier:
-    """The domain classifier of `data`: loaded from `folder` when it was trained on these very images, else trained and saved.
+    """The domain classifier of `data`: loaded when one was trained on these very images, else trained and saved.
 
-    `folder` None keeps it in the cache, keyed by the data's content (for `eval` on folders without a run).
+    It is looked for in `folder` (a run's own copy), then in the cache, keyed by the data's content and how it
+    was trained: a second run on the same images (another recipe, a benchmark row) does not train it again.
     """
     key = data_key(data.images, data.labels)
-    folder = folder or cache_dir() / "domain" / f"{key}-{steps}"
-    existing = DomainClassifier.load(folder, device)
-    if existing is not None and existing.data_key == key and existing.class_names == data.class_names:
-        return existing
+    shared = cache_dir() / "domain" / f"{key}-{steps}{'-hflip' if hflip else ''}"
+    for place in ([folder] if folder else []) + [shared]:
+        existing = DomainClassifier.load(place, device)
+        if existing is not None and existing.data_key == key and existing.class_names == data.class_names:
+            if place != folder and folder is not None:
+                _save_quietly(existing, folder)
+            return existing
     classifier = train_domain_classifier(data.images, data.labels, data.class_names, steps=steps, hflip=hflip, device=device, progress=progress)
+    for place in ([folder] if folder else []) + [shared]:
+        _save_quietly(classifier, place)
+    return classifier
+
+
+def _save_quietly(classifier: DomainClassifier, folder: Path) -> None:
     try:
         classifier.save(folder)
     except OSError:
-        pass  # a read-only run folder: it is retrained next time
-    return classifier
+        pass  # a read-only run folder or cache: it is retrained next time
 
 
 def inception_extractor(weights: str | None = None, device="cpu", precision: str = "fp32"):
