@@ -148,10 +148,11 @@ bench-quality: $(STAMP)
 
 # BiGAN and VAE-GAN on the Fashion-MNIST training set (../shared), trained unconditionally for the same steps: a linear
 # probe on E(x), the share of reconstructions G(E(x)) that keep their class (domain classifier), their L1 and SSIM, and
-# sample FID/KID, each encoder figure beside a randomly initialised encoder. QUICK=1: the smoke setting (minutes).
+# sample FID/KID, each encoder figure beside a randomly initialised encoder. QUICK=1: the smoke setting (minutes);
+# STEPS=N per recipe (default 10000).
 # Not part of `make bench`.
 bench-encoders: $(STAMP)
-	$(BIN)/python benchmarks/encoders_fashion.py $(if $(QUICK),--quick,)
+	$(BIN)/python benchmarks/encoders_fashion.py $(if $(QUICK),--quick,) $(if $(STEPS),--steps $(STEPS))
 
 # Mode coverage on Stacked Fashion-MNIST (issue 15): RGB images of three random Fashion-MNIST images (1,000 modes),
 # trained unconditionally for MODES_BUDGET of wall-clock time per row (DCGAN ns, + minibatch stddev, + PacGAN 2,

@@ -9,9 +9,10 @@ For every image size and every row, one run after another so that each has the w
    - stylegan:  recipes/stylegan.yaml (StyleGAN2-style G, ResNet D, rpgan + R1 + R2, ADA);
    - progan:    recipes/progan.yaml (progressive growing), its schedule shortened so that the
                 full size is reached at about half the budget (PROGAN_IMAGES_PER_STAGE below);
-   - resnet:    recipes/small-data.yaml with model.backbone=resnet (the ResNet baseline).
-   StyleGAN with progressive growing is not a row: StyleGAN2 replaced growing by its skip
-   generator (Karras et al. 2020, section 4.1), which is what models/stylegan.py builds.
+   - resnet:    recipes/small-data.yaml with model.backbone=resnet (the ResNet baseline);
+   - stylegan-growing: recipes/stylegan-growing.yaml, the same StyleGAN-style G grown
+                progressively against ProGAN's D (StyleGAN v1's setting), its schedule
+                shortened like ProGAN's (STYLEGAN_IMAGES_PER_STAGE: its G is slower per image).
 2. `synthgen sample --balanced -n PER_CLASS --no-gate` of the default checkpoint, and a grid of
    the first GRID_PER_CLASS images of every class (out/bench/resolution_flowers/grid-<size>-<row>.png);
 3. `synthgen eval` of those images against all of flowers5 at that size, with domain features
@@ -46,18 +47,21 @@ PER_CLASS, GRID_PER_CLASS = 200, 8
 # ProGAN's schedule counts real images; 64 px has 5 stages (4..64), 128 px 6. Sized from the measured
 # rates (README) so that the full size trains for about the second half of a 5-minute budget.
 PROGAN_IMAGES_PER_STAGE = {64: 6000, 128: 3000}
+STYLEGAN_IMAGES_PER_STAGE = {64: 3000, 128: 1500}
 ROWS = {
     "stylegan": ("recipes/stylegan.yaml", []),
     "progan": ("recipes/progan.yaml", []),
     "resnet": ("recipes/small-data.yaml", ["model.backbone=resnet"]),
+    "stylegan-growing": ("recipes/stylegan-growing.yaml", []),
 }
+GROWING = {"progan": PROGAN_IMAGES_PER_STAGE, "stylegan-growing": STYLEGAN_IMAGES_PER_STAGE}
 QUICK = ["model.g_channels=16", "model.d_channels=16", "train.batch_size=8", "gate.eval_during_training=false"]
 
 
 def settings(row: str, size: int, quick: bool) -> list[str]:
     sets = [*ROWS[row][1], f"data.image_size={size}", "data.hflip=true"]
-    if row == "progan":
-        sets.append(f"options.grow.images_per_stage={PROGAN_IMAGES_PER_STAGE[size] // (20 if quick else 1)}")
+    if row in GROWING:
+        sets.append(f"options.grow.images_per_stage={GROWING[row][size] // (20 if quick else 1)}")
     return sets + (QUICK if quick else [])
 
 

@@ -190,7 +190,7 @@ class TrainConfig(Section):
     ada_kimg: float = Field(100.0, gt=0, description="ADA: thousands of real images over which p can move from 0 to 1.")
     ada_interval: int = Field(4, ge=1, description="ADA: steps between adjustments of p.")
     budget: str | None = Field(
-        None, description="Wall-clock budget (e.g. 90s, 30m, 2h, 1h30m): training stops when it is spent, with a final checkpoint; train.steps stays the upper limit."
+        None, description="Training-time budget (e.g. 90s, 30m, 2h, 1h30m), counted from the first step (the gate's one-time set-up is timed apart) and over resumes: training stops when it is spent, with a final checkpoint; train.steps stays the upper limit."
     )
     patience: int = Field(0, ge=0, description="Early stopping: stop when the mean KID of the evaluation at checkpoints has not improved for this many evaluations (0 = off).")
     init_from: str | None = Field(

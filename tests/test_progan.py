@@ -19,6 +19,7 @@ from synthgen.data.loading import load_labelled
 from synthgen.errors import SynthgenError
 from synthgen.imaging import to_model
 from synthgen.models.progan import EqualConv2d, EqualLinear, ProGANGenerator, ProGANTrunk, pixel_norm
+from synthgen.models.stylegan import GrowingStyleGANGenerator, StyleGANGenerator
 from synthgen.recipe import validate
 from synthgen.sample import TrainedGenerator
 from synthgen.train.loop import train
@@ -28,12 +29,13 @@ from tests.test_end_to_end import train_judge
 from tests.test_train import assert_same_tensors, final_tensors
 
 PROGAN = {"backbone": "progan", "spectral_norm": False, "g_channels": 16, "d_channels": 16, "z_dim": 32, "max_channels": 64, "minibatch_std": True}
+STYLEGAN_GROWING = {**PROGAN, "backbone": "stylegan-growing", "mapping_layers": 2}
 
 
-def progan_recipe(root, out_dir, images_per_stage: int, fade_fraction: float = 0.5, **sections):
+def progan_recipe(root, out_dir, images_per_stage: int, fade_fraction: float = 0.5, model: dict = PROGAN, **sections):
     train_keys = {"lr_g": 0.001, "lr_d": 0.001, "beta1": 0.0, "beta2": 0.99, **sections.pop("train", {})}
     return tiny_recipe(
-        root, out_dir, method="progan", model=PROGAN, conditioning={"type": "projection"}, train=train_keys,
+        root, out_dir, method="progan", model=model, conditioning={"type": "projection"}, train=train_keys,
         options={"grow": {"images_per_stage": images_per_stage, "fade_fraction": fade_fraction}}, **sections,
     )
 
@@ -106,6 +108,31 @@ def test_discriminator_fade_in_is_the_lower_stage_at_0_and_the_new_stage_at_1(ne
     assert torch.allclose(fade_reals(x, 2, 0.25, 2), 0.75 * low + 0.25 * x, atol=1e-6)
 
 
+def test_growing_stylegan_fades_like_progan_and_is_stylegan_at_full_size():
+    """StyleGAN v1's setting: at the last stage with alpha 1 the growing G is the skip G, weights and outputs alike;
+    alpha 0 is the smaller G's image (nearest-upsampled, as the faded reals); in between, the lerp of the two."""
+    torch.manual_seed(0)
+    cfg = validate({"method": "progan", "data": {"image_size": 28, "channels": 1}, "model": STYLEGAN_GROWING}).model
+    G = GrowingStyleGANGenerator(cfg, 28, 1, 4).eval()
+    plain = StyleGANGenerator(cfg, 28, 1, 4).eval()
+    plain.load_state_dict({k: v for k, v in G.state_dict().items() if not k.startswith("growth.")})
+    z, y = torch.randn(6, 32), torch.arange(6) % 4
+    assert torch.equal(G(z, y), plain(z, y))
+    up = lambda x: F.interpolate(x, scale_factor=2.0, mode="nearest")  # noqa: E731
+    for stage in (1, 2):
+        G.set_growth(stage - 1, 1.0)
+        lower = G(z, y)
+        G.set_growth(stage, 0.0)
+        assert torch.equal(G(z, y), lower) and lower.shape == (6, 1, 28, 28)
+        G.set_growth(stage, 1.0)
+        new = G(z, y)
+        assert not torch.allclose(new, lower, atol=1e-3)
+        G.set_growth(stage, 0.25)
+        image, below = G._skip_images(G.styles(z, y), stage)
+        expected = torch.tanh(0.75 * up(below) + 0.25 * image)
+        assert torch.allclose(G(z, y), F.interpolate(expected, scale_factor=2.0 ** (2 - stage), mode="nearest"), atol=1e-5)
+
+
 def test_stage_and_alpha_follow_the_images_seen():
     schedule = lambda images, start=0, fade=0.5: growth_at(images, start, 2, 100, fade)  # noqa: E731
     assert [schedule(i) for i in (0, 99, 100, 125, 149, 150, 199, 200, 240, 300, 10**6)] == [
@@ -117,10 +144,11 @@ def test_stage_and_alpha_follow_the_images_seen():
 # --- training through the one loop --------------------------------------------------------------------
 
 
-def test_resume_mid_fade_is_bit_exact_and_samples_at_any_stage(four_classes, tmp_path):
+@pytest.mark.parametrize("model", [PROGAN, STYLEGAN_GROWING], ids=["progan", "stylegan-growing"])
+def test_resume_mid_fade_is_bit_exact_and_samples_at_any_stage(four_classes, tmp_path, model):
     """16 images a step, 48 per stage: steps 3-4 (0-based) fade 14 px in (alpha 0, 2/3), 6-7 fade 28 px in; stopped after step 4."""
-    whole = train(progan_recipe(four_classes, tmp_path / "a", 48, train={"steps": 8}))
-    train(progan_recipe(four_classes, tmp_path / "b", 48, train={"steps": 5}))
+    whole = train(progan_recipe(four_classes, tmp_path / "a", 48, model=model, train={"steps": 8}))
+    train(progan_recipe(four_classes, tmp_path / "b", 48, model=model, train={"steps": 5}))
     stopped = latest_checkpoint(tmp_path / "b" / "tiny")
     assert stopped.step == 5 and stopped.state["method_state"]["growth"] == {"stage": 1, "alpha": pytest.approx(2 / 3), "resolution": 14}
     # `synthgen sample` mid-fade: the checkpoint's weights carry their route; images are 28 px.
@@ -130,7 +158,7 @@ def test_resume_mid_fade_is_bit_exact_and_samples_at_any_stage(four_classes, tmp
     assert result.exit_code == 0, result.output
     assert load_labelled(tmp_path / "s", 28, 1, "crop").images.shape == (3, 1, 28, 28)
 
-    resumed = train(progan_recipe(four_classes, tmp_path / "b", 48, train={"steps": 8}), resume=True)
+    resumed = train(progan_recipe(four_classes, tmp_path / "b", 48, model=model, train={"steps": 8}), resume=True)
     assert_same_tensors(final_tensors(whole.run_dir), final_tensors(resumed.run_dir))
     assert latest_checkpoint(resumed.run_dir).state["method_state"]["growth"] == {"stage": 2, "alpha": pytest.approx(2 / 3), "resolution": 28}
 
@@ -172,7 +200,7 @@ def test_a_tiny_run_grows_7_14_28_and_draws_recognisable_classes(grown_run, four
     ({"options": {"grow": {"images_per_stage": 0}}}, "options.grow.images_per_stage"),
     ({"options": {"grow": {"fade_fraction": 2}}}, "options.grow.fade_fraction"),
     ({"options": {"grow": {"fade": 0.5}}}, "options.grow.fade"),
-    ({"model": {"backbone": "dcgan"}}, "model.backbone: method progan grows G and D a resolution at a time; use a growing backbone (progan), got dcgan"),
+    ({"model": {"backbone": "dcgan"}}, "model.backbone: method progan grows G and D a resolution at a time; use a growing backbone (progan, stylegan-growing), got dcgan"),
     ({"model": {"spectral_norm": True}}, "model.spectral_norm: the progan backbone scales its weights by the equalised learning rate"),
 ])
 def test_bad_options_are_one_line_errors(four_classes, tmp_path, change, message):

@@ -25,7 +25,8 @@ skip architecture), bilinearly upsampled on the way.
 
 D is the ResNet trunk (models/resnet.py) with any conditioning head: a
 StyleGAN2 D is a ResNet D too; the trunk already supports minibatch stddev,
-packing and R1/R2.
+packing and R1/R2. Backbone `stylegan-growing` is StyleGAN v1's setting
+instead: this G grown progressively (method progan) against ProGAN's growing D.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from synthgen.models.layers import resolution_plan, widths
+from synthgen.models.progan import GrowingNetwork, Growth, ProGANTrunk
+from synthgen.models.progan import upsample as nearest_upsample
 from synthgen.models.registry import register_backbone
 from synthgen.models.resnet import ResNetTrunk
 
@@ -196,15 +199,44 @@ class StyleGANGenerator(nn.Module):
         return torch.cat([ws[:, :cutoff], second[:, None].expand(-1, self.num_ws - cutoff, -1)], dim=1)
 
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
+        image, _ = self._skip_images(ws, len(self.to_rgbs) - 1)
+        return torch.tanh(image)
+
+    def _skip_images(self, ws: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The skip architecture's image up to level `top` (0: the base) and the one a level below (None at the base)."""
         noise_mode = self.noise_mode or ("random" if self.training else "const")
         x = self.const[None].expand(len(ws), -1, -1, -1).to(ws.dtype).contiguous(memory_format=torch.channels_last)
         x = self.convs[0](x, ws[:, 0], noise_mode)
-        image = self.to_rgbs[0](x, ws[:, 1])
-        for level, to_rgb in enumerate(self.to_rgbs[1:]):
-            i = 1 + 2 * level
+        image, lower = self.to_rgbs[0](x, ws[:, 1]), None
+        for level in range(1, top + 1):
+            i = 2 * level - 1
             x = self.convs[i + 1](self.convs[i](x, ws[:, i], noise_mode), ws[:, i + 1], noise_mode)
-            image = F.interpolate(image, scale_factor=2.0, mode="bilinear", align_corners=False) + to_rgb(x, ws[:, i + 2])
-        return torch.tanh(image)
+            lower, image = image, F.interpolate(image, scale_factor=2.0, mode="bilinear", align_corners=False) + self.to_rgbs[level](x, ws[:, i + 2])
+        return image, lower
+
+
+class GrowingStyleGANGenerator(StyleGANGenerator, GrowingNetwork):
+    """The same G grown progressively, as StyleGAN (v1) trained it: for method progan, with ProGAN's growing D.
+
+    At stage s only the layers up to resolution base x 2^s run. While stage s fades in, its image is
+        lerp(nearest-upsample(image_{s-1}), image_s, alpha),   image_s = bilinear-upsample(image_{s-1}) + toRGB_s(x_s)
+    (the skip sum), so alpha = 0 is exactly the smaller G's image, upsampled the way ProGAN fades the real images
+    D sees, and alpha = 1 exactly the skip G. Outputs are always full size (nearest-upsampled after tanh), as
+    models/progan.py's; at the last stage with alpha 1 this is StyleGANGenerator, weights and outputs alike
+    (plus the two growth buffers).
+    """
+
+    def __init__(self, cfg, image_size: int, channels: int, num_classes: int):
+        super().__init__(cfg, image_size, channels, num_classes)
+        self.growth = Growth(resolution_plan(image_size)[1])
+
+    def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
+        stage = self.growth.current
+        image, lower = self._skip_images(ws, stage)
+        if self.growth.fading:
+            image = self.growth.blend(nearest_upsample(lower), image)
+        return nearest_upsample(torch.tanh(image), self.growth.levels - stage)
 
 
 register_backbone("stylegan", StyleGANGenerator, ResNetTrunk)
+register_backbone("stylegan-growing", GrowingStyleGANGenerator, ProGANTrunk, grows=True)

@@ -119,8 +119,8 @@ class ProGAN(ConditionalGAN):
             growing = ", ".join(name for name, b in BACKBONES.items() if b.grows)
             raise ValueError(f"model.backbone: method progan grows G and D a resolution at a time; use a growing backbone ({growing}), got {recipe.model.backbone}")
         for key in ("spectral_norm", "g_spectral_norm"):  # equalised learning rate is the paper's answer to the same problem
-            if recipe.model.backbone == "progan" and getattr(recipe.model, key):
-                raise ValueError(f"model.{key}: the progan backbone scales its weights by the equalised learning rate instead; set it to false")
+            if getattr(recipe.model, key):
+                raise ValueError(f"model.{key}: the {recipe.model.backbone} backbone scales its weights by the equalised learning rate instead; set it to false")
         if recipe.data.image_size != "auto":
             start_stage(method_options(recipe).grow, recipe.data.image_size)
 
