@@ -10,6 +10,7 @@ For every image size and every row, one run after another so that each has the w
    - progan:    recipes/progan.yaml (progressive growing), its schedule shortened so that the
                 full size is reached at about half the budget (PROGAN_IMAGES_PER_STAGE below);
    - resnet:    recipes/small-data.yaml with model.backbone=resnet (the ResNet baseline);
+   - small-data: recipes/small-data.yaml as bundled (the r3 backbone), the recommended recipe;
    - stylegan-growing: recipes/stylegan-growing.yaml, the same StyleGAN-style G grown
                 progressively against ProGAN's D (StyleGAN v1's setting), its schedule
                 shortened like ProGAN's (STYLEGAN_IMAGES_PER_STAGE: its G is slower per image).
@@ -53,6 +54,7 @@ ROWS = {
     "progan": ("recipes/progan.yaml", []),
     "resnet": ("recipes/small-data.yaml", ["model.backbone=resnet"]),
     "stylegan-growing": ("recipes/stylegan-growing.yaml", []),
+    "small-data": ("recipes/small-data.yaml", []),  # the recommended recipe as bundled (r3 backbone): issue 13's second dataset
 }
 GROWING = {"progan": PROGAN_IMAGES_PER_STAGE, "stylegan-growing": STYLEGAN_IMAGES_PER_STAGE}
 QUICK = ["model.g_channels=16", "model.d_channels=16", "train.batch_size=8", "gate.eval_during_training=false"]
