@@ -74,14 +74,15 @@ def domain_classifier(data: LabelledImages, folder: Path | None, steps: int, hfl
     """
     key = data_key(data.images, data.labels)
     shared = cache_dir() / "domain" / f"{key}-{steps}{'-hflip' if hflip else ''}"
-    for place in ([folder] if folder else []) + [shared]:
+    places = ([folder] if folder else []) + [shared]
+    for place in places:
         existing = DomainClassifier.load(place, device)
         if existing is not None and existing.data_key == key and existing.class_names == data.class_names:
             if place != folder and folder is not None:
                 _save_quietly(existing, folder)
             return existing
     classifier = train_domain_classifier(data.images, data.labels, data.class_names, steps=steps, hflip=hflip, device=device, progress=progress)
-    for place in ([folder] if folder else []) + [shared]:
+    for place in places:
         _save_quietly(classifier, place)
     return classifier
 
