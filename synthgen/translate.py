@@ -217,7 +217,7 @@ class ClassTranslator(Translator):
             raise SynthgenError(f"--to-class {to_class}: not a class of {self.run_dir} (its classes: {known}; or all)")
         self.targets = self.class_names if to_class == ALL_CLASSES else [to_class]
         self.in_channels = self.out_channels = self.recipe.data.channels
-        generator = build_stargan(self.recipe.model, self.in_channels, len(self.class_names))[0]
+        generator = build_stargan(self.recipe, self.in_channels, len(self.class_names))[0]
         self._load(checkpoint, "G", generator, device, precision)
         self.into(self.targets[0])
 
@@ -255,7 +255,7 @@ class AttributeTranslator(Translator):
             raise SynthgenError(f"--attr {unknown[0]}: not an attribute of {self.run_dir} (its attributes: {known})")
         self.targets = [None]  # one way: the edits
         self.in_channels = self.out_channels = self.recipe.data.channels
-        generator, self.reader = build_stargan(self.recipe.model, self.in_channels, len(self.attribute_names))
+        generator, self.reader = build_stargan(self.recipe, self.in_channels, len(self.attribute_names))
         checkpoint.verified_sha256("D")
         ckpt.restore_network(self.reader, checkpoint.weights("D"), checkpoint.path / "D.safetensors")
         self._load(checkpoint, "G", generator, device, precision)

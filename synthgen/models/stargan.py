@@ -20,6 +20,12 @@ and D_cls, K domain logits (multi-label: one logit per attribute). The paper's D
 covers the whole last feature map (fixed to its 128 px); here it is a 1x1
 convolution averaged over positions, which is the same kind of linear map
 of the features but works at any training size.
+
+With `options.attention` (GANimation, Pumarola et al. 2018, built on StarGAN)
+G gives one more channel, a keep-mask A in [0, 1], and its image is
+A * x + (1 - A) * C: where A is 1 the input passes through untouched, so a
+translation changes only what the target needs and the rest (a black
+background, a pose) is the input's own, not G's re-drawing of it.
 """
 
 from __future__ import annotations
@@ -40,14 +46,23 @@ def domain_planes(x: torch.Tensor, target: torch.Tensor, num_classes: int) -> to
 
 
 class StarGenerator(nn.Module):
-    def __init__(self, channels: int, num_classes: int, width: int, n_blocks: int, norm: str, max_width: int):
+    def __init__(self, channels: int, num_classes: int, width: int, n_blocks: int, norm: str, max_width: int, attention: bool = False):
         super().__init__()
-        self.num_classes = num_classes
-        self.translator = ResnetTranslator(channels + num_classes, channels, width, n_blocks, norm, max_width)
+        self.num_classes, self.attention = num_classes, attention
+        out_channels = channels + 1 if attention else channels  # + the keep-mask
+        self.translator = ResnetTranslator(channels + num_classes, out_channels, width, n_blocks, norm, max_width)
         self.stride = self.translator.stride
 
     def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.translator(domain_planes(x, target, self.num_classes))
+        return self.edit(x, target)[0]
+
+    def edit(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the translation, the keep-mask A [B, 1, H, W] or None without options.attention)."""
+        out = self.translator(domain_planes(x, target, self.num_classes))
+        if not self.attention:
+            return out, None
+        keep = (out[:, :1] + 1) / 2  # the translator ends in tanh: (tanh + 1) / 2 = sigmoid(2u)
+        return keep * x + (1 - keep) * out[:, 1:], keep
 
 
 class StarDiscriminator(nn.Module):
@@ -68,7 +83,11 @@ class StarDiscriminator(nn.Module):
         return self.src(h), self.cls(h).mean(dim=(2, 3))
 
 
-def build_stargan(cfg, channels: int, num_classes: int) -> tuple[StarGenerator, StarDiscriminator]:
-    """G and D from the recipe's model section (g_channels, n_blocks, norm; d_channels, d_layers, max_channels)."""
-    generator = StarGenerator(channels, num_classes, cfg.g_channels, cfg.n_blocks, cfg.norm, cfg.max_channels)
+def build_stargan(recipe, channels: int, num_classes: int) -> tuple[StarGenerator, StarDiscriminator]:
+    """G and D from the recipe's model section (g_channels, n_blocks, norm; d_channels, d_layers, max_channels)
+    and options.attention."""
+    from synthgen.recipe import method_options
+
+    cfg, attention = recipe.model, method_options(recipe).attention
+    generator = StarGenerator(channels, num_classes, cfg.g_channels, cfg.n_blocks, cfg.norm, cfg.max_channels, attention)
     return generator, StarDiscriminator(channels, num_classes, cfg.d_channels, cfg.d_layers, cfg.max_channels)

@@ -8,6 +8,7 @@ targets c':
 and per G step (after train.n_dis D steps):
     L_G = -D_src(G(x, c')) + lambda_cls CE(D_cls(G(x, c')), c') + lambda_rec |x - G(G(x, c'), c)|_1
           [+ lambda_id |x - G(x, c)|_1, CycleGAN's identity term, off by default]
+          [+ lambda_mask mean(A), with options.attention's keep-mask A (GANimation's), off by default]
 The domain head learns the domains from real images only, and G is pushed
 to make images it classifies as c'; the cycle term (weight 10) makes G keep
 what is not the domain: the layout, the pose, the shape.
@@ -48,6 +49,8 @@ class StarGANOptions(Section):
     lambda_cls: float = Field(1.0, ge=0, description="Weight of the domain-classification losses (D on real images, G on its translations); the paper's 1.")
     lambda_rec: float = Field(10.0, ge=0, description="Weight of the cycle reconstruction |x - G(G(x, c'), c)|_1; the paper's 10.")
     lambda_id: float = Field(0.0, ge=0, description="Weight of the identity term |x - G(x, c)|_1 (into its own class, x is kept; CycleGAN's, not the paper's): 0 = off.")
+    attention: bool = Field(False, description="GANimation's keep-mask: G also gives A in [0, 1] and its image is A * input + (1 - A) * G's colours, so untouched regions are the input's own.")
+    lambda_mask: float = Field(0.0, ge=0, description="With options.attention: weight of the mean keep-mask (GANimation's 0.1 stops G keeping every pixel); 0 = off.")
     attributes: str = Field("", description="Multi-label domains: a CSV (file, attribute, ...; values 1, 0 or CelebA's -1), absolute or relative to data.root; its images are the training set. Empty: the folder's classes are the domains.")
     attribute_names: list[str] = Field(default_factory=list, description="With options.attributes: the columns to learn (the paper: 5 of CelebA's 40); empty: all.")
 
@@ -62,7 +65,7 @@ class StarGAN(TranslationMethod):
         self.options = method_options(recipe)
         t, channels = recipe.train, data.images.shape[1]
         self.num_classes = len(data.class_names)
-        G, D = build_stargan(recipe.model, channels, self.num_classes)
+        G, D = build_stargan(recipe, channels, self.num_classes)
         self.G, self.D = self._place(G), self._place(D)
         self.opt_G = self._adam(self.G, lr=t.lr_g)
         self.opt_D = self._adam(self.D, lr=t.lr_d)
@@ -89,6 +92,9 @@ class StarGAN(TranslationMethod):
             raise ValueError(f"model.translator: stargan's G is the resnet translator with domain planes joined to the input; use resnet (got {recipe.model.translator})")
         if recipe.model.norm != "batch":  # see models/stargan.py
             raise ValueError("model.norm: instance norm removes stargan's constant target planes (G cannot see the target class); use batch")
+        options = method_options(recipe)
+        if options.lambda_mask > 0 and not options.attention:
+            raise ValueError(f"options.lambda_mask: {options.lambda_mask} weighs the keep-mask of options.attention, which is off; set options.attention: true or lambda_mask: 0")
 
     # --- one step ------------------------------------------------------------
 
@@ -117,7 +123,7 @@ class StarGAN(TranslationMethod):
         real, targets = self._input(real), self.domains.targets(step, n_dis, domains)
         self.D.requires_grad_(False)  # no D gradients needed for G's update
         with self.precision.autocast():
-            fake = self.G(real, targets)
+            fake, keep = self.G.edit(real, targets)
             fake_src, fake_cls = self.D(fake)
             adversarial = self.loss.generator(fake_src)
             cls = self.domains.loss(fake_cls, targets)
@@ -127,6 +133,9 @@ class StarGAN(TranslationMethod):
             if self.options.lambda_id > 0:
                 terms["identity"] = (self.G(real, domains).float() - real.float()).abs().mean()
                 total = total + self.options.lambda_id * terms["identity"]
+            if keep is not None:
+                terms["keep"] = keep.float().mean()  # logged with or without its penalty
+                total = total + self.options.lambda_mask * terms["keep"]
         self._update(self.opt_G, self.scaler_G, total)
         self.D.requires_grad_(True)
         return terms
