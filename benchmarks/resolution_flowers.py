@@ -7,13 +7,13 @@ For every image size and every row, one run after another so that each has the w
    data.root, data.image_size, data.hflip (flowers are mirror-symmetric), name, train.out_dir
    and train.budget set, the rest of the recipe as a user runs it:
    - stylegan:  recipes/stylegan.yaml (StyleGAN2-style G, ResNet D, rpgan + R1 + R2, ADA);
-   - progan:    recipes/progan.yaml (progressive growing), its schedule shortened so that the
-                full size is reached at about half the budget (PROGAN_IMAGES_PER_STAGE below);
+   - progan:    recipes/progan.yaml (progressive growing) with options.grow.images_per_stage=auto:
+                the full size is reached at half the budget, by the stages' speeds measured here;
    - resnet:    recipes/small-data.yaml with model.backbone=resnet (the ResNet baseline);
    - small-data: recipes/small-data.yaml as bundled (the r3 backbone), the recommended recipe;
    - stylegan-growing: recipes/stylegan-growing.yaml, the same StyleGAN-style G grown
-                progressively against ProGAN's D (StyleGAN v1's setting), its schedule
-                shortened like ProGAN's (STYLEGAN_IMAGES_PER_STAGE: its G is slower per image).
+                progressively against ProGAN's D (StyleGAN v1's setting), its schedule auto
+                like ProGAN's.
 2. `synthgen sample --balanced -n PER_CLASS --no-gate` of the default checkpoint, and a grid of
    the first GRID_PER_CLASS images of every class (out/bench/resolution_flowers/grid-<size>-<row>.png);
 3. `synthgen eval` of those images against all of flowers5 at that size, with domain features
@@ -45,10 +45,9 @@ FLOWERS = REPO.parent / "shared" / "datasets" / "flowers5"
 WORK = OUT / "resolution_flowers"
 MAX_STEPS = 10_000_000  # the budget stops training, not the step count
 PER_CLASS, GRID_PER_CLASS = 200, 8
-# ProGAN's schedule counts real images; 64 px has 5 stages (4..64), 128 px 6. Sized from the measured
-# rates (README) so that the full size trains for about the second half of a 5-minute budget.
-PROGAN_IMAGES_PER_STAGE = {64: 6000, 128: 3000}
-STYLEGAN_IMAGES_PER_STAGE = {64: 3000, 128: 1500}
+# The growing rows' schedule: images_per_stage auto, measured by `train` on this machine so that the
+# full size has faded in at half the budget (a count sized by hand, 6,000 images per stage at 64 px,
+# stopped the 5-minute ProGAN run at 32 px: README).
 ROWS = {
     "stylegan": ("recipes/stylegan.yaml", []),
     "progan": ("recipes/progan.yaml", []),
@@ -56,14 +55,14 @@ ROWS = {
     "stylegan-growing": ("recipes/stylegan-growing.yaml", []),
     "small-data": ("recipes/small-data.yaml", []),  # the recommended recipe as bundled (r3 backbone): issue 13's second dataset
 }
-GROWING = {"progan": PROGAN_IMAGES_PER_STAGE, "stylegan-growing": STYLEGAN_IMAGES_PER_STAGE}
+GROWING = ("progan", "stylegan-growing")
 QUICK = ["model.g_channels=16", "model.d_channels=16", "train.batch_size=8", "gate.eval_during_training=false"]
 
 
 def settings(row: str, size: int, quick: bool) -> list[str]:
     sets = [*ROWS[row][1], f"data.image_size={size}", "data.hflip=true"]
     if row in GROWING:
-        sets.append(f"options.grow.images_per_stage={GROWING[row][size] // (20 if quick else 1)}")
+        sets.append("options.grow.images_per_stage=auto")
     return sets + (QUICK if quick else [])
 
 

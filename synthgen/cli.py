@@ -106,11 +106,12 @@ def train(
     """Train a GAN from a recipe; the run is saved in weights/<name>/."""
     from synthgen import distributed
     from synthgen.recipe import load_recipe
-    from synthgen.train.loop import train as run_training
+    from synthgen.train.loop import refuse_if_one_process, train as run_training
 
     loaded = load_recipe(recipe, set_)
     if nproc > 1 and not distributed.is_distributed():
         distributed.shard_size(loaded.train.batch_size, loaded.model.pack, nproc)  # bad input fails here, not in N processes
+        refuse_if_one_process(loaded, nproc)
         args = ["train", recipe, *[a for s in set_ for a in ("--set", s)], *(["--resume"] if resume else [])]
         command = distributed.torchrun_command(nproc, args)
         os.execv(command[0], command)

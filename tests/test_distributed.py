@@ -17,7 +17,7 @@ from synthgen.data.batches import BatchDrawer
 from synthgen.data.loading import load_labelled
 from synthgen.errors import SynthgenError
 from synthgen.recipe import load_recipe
-from synthgen.train.loop import train
+from synthgen.train.loop import refuse_if_one_process, train
 from tests.conftest import REPO
 from tests.test_train import assert_same_tensors, final_tensors
 
@@ -104,3 +104,18 @@ def test_global_batch_must_split_evenly(four_classes, tmp_path):
         cwd=REPO, capture_output=True, text=True,
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "train.batch_size (33)" in bad.stderr
+
+
+def test_methods_without_ddp_are_refused_on_several_processes(four_classes, tmp_path):
+    """The translators and text2image are not under DDP: N processes would train N unsynchronised copies."""
+    refused = subprocess.run(
+        [sys.executable, "-m", "synthgen", "train", "recipes/stargan.yaml", "--set", f"data.root={four_classes}",
+         "--set", f"train.out_dir={tmp_path}", "--nproc", "2"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "method stargan trains in one process" in refused.stderr and not (tmp_path / "stargan").exists()
+    with pytest.raises(SynthgenError, match="method pix2pix trains in one process"):
+        refuse_if_one_process(load_recipe(str(REPO / "recipes/pix2pix.yaml"), []), 2)
+    for name in ("acgan", "sgan", "progan"):  # methods under DDP pass
+        refuse_if_one_process(load_recipe(str(REPO / f"recipes/{name}.yaml"), []), 2)

@@ -23,7 +23,7 @@ from synthgen.models.stylegan import GrowingStyleGANGenerator, StyleGANGenerator
 from synthgen.recipe import validate
 from synthgen.sample import TrainedGenerator
 from synthgen.train.loop import train
-from synthgen.train.progan import fade_reals, growth_at
+from synthgen.train.progan import fade_reals, growth_at, images_per_stage_for
 from tests.conftest import tiny_recipe
 from tests.test_end_to_end import train_judge
 from tests.test_train import assert_same_tensors, final_tensors
@@ -32,11 +32,11 @@ PROGAN = {"backbone": "progan", "spectral_norm": False, "g_channels": 16, "d_cha
 STYLEGAN_GROWING = {**PROGAN, "backbone": "stylegan-growing", "mapping_layers": 2}
 
 
-def progan_recipe(root, out_dir, images_per_stage: int, fade_fraction: float = 0.5, model: dict = PROGAN, **sections):
+def progan_recipe(root, out_dir, images_per_stage: int | str, fade_fraction: float = 0.5, model: dict = PROGAN, grow: dict | None = None, **sections):
     train_keys = {"lr_g": 0.001, "lr_d": 0.001, "beta1": 0.0, "beta2": 0.99, **sections.pop("train", {})}
     return tiny_recipe(
         root, out_dir, method="progan", model=model, conditioning={"type": "projection"}, train=train_keys,
-        options={"grow": {"images_per_stage": images_per_stage, "fade_fraction": fade_fraction}}, **sections,
+        options={"grow": {"images_per_stage": images_per_stage, "fade_fraction": fade_fraction, **(grow or {})}}, **sections,
     )
 
 
@@ -141,7 +141,44 @@ def test_stage_and_alpha_follow_the_images_seen():
     assert [schedule(i, start=1) for i in (0, 100, 150, 200)] == [(1, 1.0), (2, 0.0), (2, 1.0), (2, 1.0)]
 
 
+def test_auto_images_per_stage_fades_the_last_stage_in_at_the_time_asked():
+    """N (1/r_7 + 1/r_14 + fade / r_28) = seconds, with r the real images per second at each stage."""
+    rates, seconds = [400.0, 200.0, 50.0], 60.0
+    n = images_per_stage_for(seconds, rates, 0.5)
+    assert n / 400 + n / 200 + 0.5 * n / 50 == pytest.approx(seconds, abs=0.02)
+    assert images_per_stage_for(seconds, rates, 0.0) == int(seconds / (1 / 400 + 1 / 200))  # no fade: when the last stage starts
+
+
 # --- training through the one loop --------------------------------------------------------------------
+
+
+def test_auto_schedule_reaches_the_full_size_within_a_short_budget(four_classes, tmp_path):
+    """images_per_stage auto with a 10 s budget: measured here, recorded, and the run ends at 28 px (the recipe's
+    120,000 images per stage would still be at 7 px; the paper's 1,600,000 too)."""
+    result = train(progan_recipe(four_classes, tmp_path, "auto", train={"steps": 10**6, "budget": "10s", "log_every": 10, "checkpoint_every": 10**6, "sample_every": 10**6}))
+    run = json.loads((result.run_dir / "run.json").read_text())
+    planned = run["schedule"]["images_per_stage"]
+    assert set(run["schedule"]["real_images_per_s"]) == {"7", "14", "28"} and run["schedule"]["full_size_by_s"] == 5.0
+    growth = latest_checkpoint(result.run_dir).state["method_state"]["growth"]
+    # Planned to have faded in by 5 s; the 28 px stage itself is asserted, not alpha 1, as a machine busy with
+    # other jobs after the probe trains slower than it measured.
+    assert growth["images_per_stage"] == planned and growth["resolution"] == 28, (growth, result.step)
+    assert growth_at(result.step * 16, 0, 2, 120_000, 0.5)[0] == 0
+
+
+def test_planning_the_schedule_leaves_the_run_as_a_fixed_schedule_would_train_it(four_classes, tmp_path):
+    """The probe runs on a fresh copy in a forked RNG: an auto run equals, bit for bit, the run given its planned count."""
+    short = {"steps": 12, "checkpoint_every": 6, "sample_every": 6, "log_every": 3}
+    # A long budget (the steps end the run, not the clock) with the full size due after 0.7 s: the route grows within 12 steps.
+    soon = {"grow": {"full_size_at": 0.0002}}
+    auto = train(progan_recipe(four_classes, tmp_path / "a", "auto", **soon, train={**short, "budget": "1h"}))
+    planned = latest_checkpoint(auto.run_dir).state["method_state"]["growth"]["images_per_stage"]
+    fixed = train(progan_recipe(four_classes, tmp_path / "b", planned, train=short))
+    assert_same_tensors(final_tensors(auto.run_dir), final_tensors(fixed.run_dir))
+    # --resume keeps the planned count (no second probe): a longer resumed run continues the same route.
+    resumed = train(progan_recipe(four_classes, tmp_path / "a", "auto", **soon, train={**short, "steps": 18, "budget": "1h"}), resume=True)
+    assert latest_checkpoint(resumed.run_dir).state["method_state"]["growth"]["images_per_stage"] == planned
+    assert json.loads((resumed.run_dir / "run.json").read_text())["schedule"]["images_per_stage"] == planned
 
 
 @pytest.mark.parametrize("model", [PROGAN, STYLEGAN_GROWING], ids=["progan", "stylegan-growing"])
@@ -150,7 +187,7 @@ def test_resume_mid_fade_is_bit_exact_and_samples_at_any_stage(four_classes, tmp
     whole = train(progan_recipe(four_classes, tmp_path / "a", 48, model=model, train={"steps": 8}))
     train(progan_recipe(four_classes, tmp_path / "b", 48, model=model, train={"steps": 5}))
     stopped = latest_checkpoint(tmp_path / "b" / "tiny")
-    assert stopped.step == 5 and stopped.state["method_state"]["growth"] == {"stage": 1, "alpha": pytest.approx(2 / 3), "resolution": 14}
+    assert stopped.step == 5 and stopped.state["method_state"]["growth"] == {"stage": 1, "alpha": pytest.approx(2 / 3), "resolution": 14, "images_per_stage": 48}
     # `synthgen sample` mid-fade: the checkpoint's weights carry their route; images are 28 px.
     generator = TrainedGenerator(tmp_path / "b" / "tiny", device="cpu", checkpoint="latest")
     assert (generator.generator.growth.current, float(generator.generator.growth.alpha)) == (1, pytest.approx(2 / 3))
@@ -160,7 +197,7 @@ def test_resume_mid_fade_is_bit_exact_and_samples_at_any_stage(four_classes, tmp
 
     resumed = train(progan_recipe(four_classes, tmp_path / "b", 48, model=model, train={"steps": 8}), resume=True)
     assert_same_tensors(final_tensors(whole.run_dir), final_tensors(resumed.run_dir))
-    assert latest_checkpoint(resumed.run_dir).state["method_state"]["growth"] == {"stage": 2, "alpha": pytest.approx(2 / 3), "resolution": 28}
+    assert latest_checkpoint(resumed.run_dir).state["method_state"]["growth"] == {"stage": 2, "alpha": pytest.approx(2 / 3), "resolution": 28, "images_per_stage": 48}
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +236,7 @@ def test_a_tiny_run_grows_7_14_28_and_draws_recognisable_classes(grown_run, four
     ({"options": {"grow": {"start": 10}}}, "options.grow.start: 10 px is not a resolution of 28 px images; use one of 7, 14, 28"),
     ({"options": {"grow": {"images_per_stage": 0}}}, "options.grow.images_per_stage"),
     ({"options": {"grow": {"fade_fraction": 2}}}, "options.grow.fade_fraction"),
+    ({"options": {"grow": {"images_per_stage": "auto"}}}, "options.grow.images_per_stage: auto spreads the stages over train.budget; set train.budget"),
     ({"options": {"grow": {"fade": 0.5}}}, "options.grow.fade"),
     ({"model": {"backbone": "dcgan"}}, "model.backbone: method progan grows G and D a resolution at a time; use a growing backbone (progan, stylegan-growing), got dcgan"),
     ({"model": {"spectral_norm": True}}, "model.spectral_norm: the progan backbone scales its weights by the equalised learning rate"),

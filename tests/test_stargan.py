@@ -82,6 +82,21 @@ def test_instance_norm_would_hide_the_target_and_batch_norm_does_not():
         assert same == blind, norm
 
 
+def test_the_attention_mask_passes_the_input_where_it_keeps():
+    """options.attention: G's image is A * x + (1 - A) * colours; A = 1 returns x, A = 0 the colours alone."""
+    x, target = torch.rand(2, 1, 8, 8) * 2 - 1, torch.tensor([0, 2])
+    G = StarGenerator(1, 3, 8, 1, "batch", 64, attention=True).eval()
+    last = G.translator.net[-2]  # the 7x7 output convolution, before tanh
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([20.0, 0.5]))  # keep-mask channel saturated at 1
+        image, keep = G.edit(x, target)
+        assert torch.allclose(keep, torch.ones_like(keep)) and torch.allclose(image, x, atol=1e-6)
+        last.bias.copy_(torch.tensor([-20.0, 0.5]))  # keep 0: the colour channel, tanh(0.5), everywhere
+        assert torch.allclose(G(x, target), torch.full_like(x, float(torch.tanh(torch.tensor(0.5)))), atol=1e-6)
+    assert G.translator.net[-2].out_channels == 2 and StarGenerator(1, 3, 8, 1, "batch", 64).edit(x, target)[1] is None
+
+
 def test_translations_take_the_target_class_and_cycle_back(star_run, data):
     classifier = train_domain_classifier(data.images, data.labels, data.class_names, steps=DOMAIN_STEPS)
     gen = torch.Generator().manual_seed(1)
@@ -142,18 +157,23 @@ def test_wrong_translate_calls_are_one_line_errors(star_run, four_classes, tmp_p
         tiny_recipe(four_classes, tmp_path, method="stargan", loss={"type": "wgan-gp"}, model={"norm": "batch"}, data={"image_size": 32})  # the unet default
     with pytest.raises(SynthgenError, match="model.norm: instance norm removes"):
         tiny_recipe(four_classes, tmp_path, method="stargan", loss={"type": "wgan-gp"}, model={"translator": "resnet"})
+    with pytest.raises(SynthgenError, match="options.lambda_mask: 0.1 weighs the keep-mask of options.attention, which is off"):
+        star_recipe(four_classes, tmp_path, options={"lambda_mask": 0.1})
     with pytest.raises(SynthgenError, match="loss.type: stargan uses wgan-gp"):
         tiny_recipe(four_classes, tmp_path, method="stargan", model={"translator": "resnet", "norm": "batch"}, loss={"type": "rpgan"})
 
 
-def test_the_identity_term_keeps_an_image_translated_into_its_own_class(four_classes, data, tmp_path):
-    """options.lambda_id: |x - G(x, c_x)|_1 is trained down (the same short run without it keeps less of x)."""
+def test_the_identity_term_and_the_attention_mask_keep_more_of_the_input(four_classes, data, tmp_path):
+    """options.lambda_id: |x - G(x, c_x)|_1 is trained down; options.attention: G passes the input where its mask
+    keeps it. Each keeps more of x than the same short run without it, into x's own class and into another one."""
     x, own = data.images[::40][:64], data.labels[::40][:64]
+    other = (own + 1) % 4
     changed = {}
-    for weight in (0.0, 10.0):
-        run = train(star_recipe(four_classes, tmp_path / str(weight), steps=60, options={"lambda_id": weight})).run_dir
-        changed[weight] = float((_translated(run, x, own).float() - x.float()).abs().mean())
-    assert changed[10.0] < 0.9 * changed[0.0], changed  # measured 27.7 against 35.9 (grey levels)
+    for name, options in {"plain": {}, "identity": {"lambda_id": 10.0}, "attention": {"attention": True}}.items():
+        run = train(star_recipe(four_classes, tmp_path / name, steps=60, options=options)).run_dir
+        changed[name] = [float((_translated(run, x, target).float() - x.float()).abs().mean()) for target in (own, other)]
+    assert changed["identity"][0] < 0.9 * changed["plain"][0], changed  # measured 27.7 against 35.9 (grey levels)
+    assert all(a < 0.9 * p for a, p in zip(changed["attention"], changed["plain"])), changed
 
 
 def test_resume_is_bit_exact(four_classes, tmp_path):

@@ -71,6 +71,7 @@ class ConditionalGAN:
     """
 
     produces = "images"  # runs are used by `synthgen sample`: (latent, class) -> image
+    distributed = True  # trains under torchrun (DDP wrappers, sharded batches); a method that cannot says False
 
     def __init__(self, recipe, data: LabelledImages, precision: Precision):
         self.recipe, self.precision, self.device = recipe, precision, precision.device

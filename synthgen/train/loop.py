@@ -52,6 +52,14 @@ def train(recipe: Recipe, resume: bool = False, progress=None) -> TrainResult:
         return _train(recipe, device, resume, progress if distributed.is_main() else None)
 
 
+def refuse_if_one_process(recipe: Recipe, processes: int) -> None:
+    """A method whose networks are not under DDP trains in one process: N processes would train N unsynchronised copies."""
+    from synthgen.train import METHODS
+
+    if processes > 1 and not METHODS[recipe.method].distributed:
+        raise SynthgenError(f"method {recipe.method} trains in one process; run synthgen train without torchrun or --nproc")
+
+
 def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> TrainResult:
     from synthgen.train import METHODS
 
@@ -64,6 +72,7 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
         if progress:
             progress.note(f"{run_dir}: no checkpoint to resume yet; starting from step 0")
 
+    refuse_if_one_process(recipe, distributed.world_size())
     torch.manual_seed(recipe.seed)  # the same weights in every process
     resolve_precision(recipe.train.precision, device)  # a precision this device cannot run is refused before loading data
     if not recipe.data.root.strip():
@@ -103,8 +112,13 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
     state[ROLLBACKS] = previous.state.get(ROLLBACKS, 0) if resume else 0
     if resume and EVALS_SINCE_BEST in previous.state:
         state[EVALS_SINCE_BEST] = previous.state[EVALS_SINCE_BEST]
+    if resume and "schedule" in previous.state:  # what plan_for_budget measured; the method state holds its result
+        state["schedule"] = previous.state["schedule"]
     if not resume and recipe.train.init_from:
         state["init_from"] = init_from(method, recipe.train.init_from, data.describe()["class_names"], device, progress)
+    schedule = _plan_for_budget(method, recipe, data, progress)
+    if schedule:
+        state["schedule"] = schedule
     if main:
         _write_run_json(run_dir, state, start)
     setup = time.perf_counter()
@@ -208,6 +222,23 @@ def _decay_learning_rates(method, recipe: Recipe, step: int) -> None:
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
             group["lr"] = group["initial_lr"] * factor
+
+
+def _plan_for_budget(method, recipe: Recipe, data, progress) -> dict | None:
+    """A schedule measured against train.budget on this machine (progan's images_per_stage: auto), before the
+    clock starts: on a fresh copy of the method, so the run itself is untouched. None where there is none to plan
+    (no such method or key, or --resume brought the planned schedule back with the method's state)."""
+    from synthgen.train import METHODS
+
+    plan = getattr(method, "plan_for_budget", None)
+    if plan is None or not recipe.train.budget:
+        return None
+    schedule = plan(parse_budget(recipe.train.budget), lambda: METHODS[recipe.method](recipe, data, method.precision))
+    if schedule and progress and hasattr(progress, "note"):
+        rates = ", ".join(f"{size} px {rate:.0f}" for size, rate in schedule["real_images_per_s"].items())
+        progress.note(f"schedule: images_per_stage auto = {schedule['images_per_stage']:,}, the full size by {schedule['full_size_by_s']:.0f} s "
+                      f"of train.budget (real img/s per stage: {rates}; probe {schedule['probe_s']:.1f} s)")
+    return schedule
 
 
 def _restore(method, checkpoint: ckpt.Checkpoint, device: torch.device) -> int:

@@ -11,6 +11,15 @@ n_dis), options.grow:
 The paper: 800k images of fade-in and 800k of stabilisation per resolution
 (images_per_stage 1,600,000, fade_fraction 0.5).
 
+A fixed count of images does not fit a time budget: the same count takes
+minutes on one machine and hours on another, so a short train.budget may end
+before the full size is reached. `images_per_stage: auto` (with train.budget)
+measures the img/s of every stage on this machine before training, on a
+fresh copy of the networks, and picks the count for which the last stage has
+faded in at `full_size_at` (0.5) of the budget; the rest of the budget trains
+at the full size. The count is then fixed: it is in state.json and run.json,
+and --resume continues with it, so the route stays a function of the step.
+
 While a stage fades in, the real images D sees are faded the same way as G's
 (lerp(upsample(avgpool(x)), x, alpha) at the stage's resolution: the paper's
 Fig. 2), so D cannot tell G's images by the blockiness of their lower half.
@@ -26,23 +35,33 @@ optimiser parameter lists).
 
 from __future__ import annotations
 
+import time
+from typing import Annotated, Literal
+
 import torch
 from pydantic import Field
 
+from synthgen import distributed
 from synthgen.errors import SynthgenError
 from synthgen.models.layers import resolution_plan
 from synthgen.models.progan import downsample, growing_parts, upsample
 from synthgen.models.registry import BACKBONES, get_backbone
 from synthgen.recipe import Section, method_options
+from synthgen.speed import step_rate
 from synthgen.train.cgan import ConditionalGAN
+
+PROBE_STEPS = (2, 3)  # per stage: warm-up steps, then timed steps (the best of little noise on 2 cores)
 
 
 class GrowOptions(Section):
     start: int | None = Field(None, description="Resolution in px training starts at, one of data.image_size / 2^k down to its base (28: 7, 14, 28); empty: the base (4..8 px).")
-    images_per_stage: int = Field(
-        1_600_000, ge=1, description="Real images D sees per resolution before the next one is added (the paper: 800k fading in + 800k stabilising)."
+    images_per_stage: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        1_600_000,
+        description="Real images D sees per resolution before the next one is added (the paper: 800k fading in + 800k stabilising); "
+        "auto (needs train.budget): measured on this machine so that the full size has faded in at full_size_at of the budget.",
     )
     fade_fraction: float = Field(0.5, ge=0, le=1, description="Share of each new stage's images over which its layers fade in (alpha 0 -> 1); 0: added at once.")
+    full_size_at: float = Field(0.5, gt=0, lt=1, description="With images_per_stage auto: the share of train.budget by which the last stage has faded in; the rest trains at the full size.")
 
 
 class ProGANOptions(Section):
@@ -72,6 +91,14 @@ def growth_at(images: int, start: int, levels: int, images_per_stage: int, fade_
         return min(stage, levels), 1.0
     fade = fade_fraction * images_per_stage
     return stage, 1.0 if into >= fade else into / fade
+
+
+def images_per_stage_for(seconds: float, rates: list[float], fade_fraction: float) -> int:
+    """The images per stage for which the last stage has faded in after `seconds`, given the real images per
+    second D sees at each stage from the first to the last: N (sum of 1/r over the stages before the last
+    + fade_fraction / r_last) = seconds."""
+    *before, last = rates
+    return max(1, int(seconds / (sum(1 / r for r in before) + fade_fraction / last)))
 
 
 def fade_reals(x: torch.Tensor, stage: int, alpha: float, levels: int) -> torch.Tensor:
@@ -110,6 +137,8 @@ class ProGAN(ConditionalGAN):
         except ValueError as exc:  # data.image_size auto: known only now
             raise SynthgenError(str(exc)) from None
         self.batches = FadedReals(self.batches, self)
+        # auto: unknown until plan_for_budget (or --resume) sets it; until then the first stage trains
+        self.images_per_stage = None if self.grow.images_per_stage == "auto" else self.grow.images_per_stage
         self.set_growth(*self.growth_at(0))
 
     @staticmethod
@@ -121,14 +150,49 @@ class ProGAN(ConditionalGAN):
         for key in ("spectral_norm", "g_spectral_norm"):  # equalised learning rate is the paper's answer to the same problem
             if getattr(recipe.model, key):
                 raise ValueError(f"model.{key}: the {recipe.model.backbone} backbone scales its weights by the equalised learning rate instead; set it to false")
+        grow = method_options(recipe).grow
+        if grow.images_per_stage == "auto" and not recipe.train.budget:
+            raise ValueError("options.grow.images_per_stage: auto spreads the stages over train.budget; set train.budget (e.g. 30m) or give a number of images")
         if recipe.data.image_size != "auto":
-            start_stage(method_options(recipe).grow, recipe.data.image_size)
+            start_stage(grow, recipe.data.image_size)
 
     # --- the route ----------------------------------------------------------------
 
     def growth_at(self, step: int) -> tuple[int, float]:
-        t = self.recipe.train
-        return growth_at(step * t.batch_size * t.n_dis, self.start, self.levels, self.grow.images_per_stage, self.grow.fade_fraction)
+        if self.images_per_stage is None:  # auto, not planned yet (the precision probe's copies)
+            return self.start, 1.0
+        return growth_at(step * self.reals_per_step, self.start, self.levels, self.images_per_stage, self.grow.fade_fraction)
+
+    @property
+    def reals_per_step(self) -> int:
+        return self.recipe.train.batch_size * self.recipe.train.n_dis
+
+    def plan_for_budget(self, budget_seconds: float, fresh_copy) -> dict | None:
+        """images_per_stage auto: each stage's speed measured on `fresh_copy()` (so this run's weights, optimiser and
+        random streams are untouched), then the count that reaches the full size at full_size_at of the budget."""
+        if self.images_per_stage is not None:  # a number in the recipe, or restored by --resume
+            return None
+        started, stages = time.perf_counter(), range(self.start, self.levels + 1)
+        with torch.random.fork_rng(devices=[]):
+            probe = fresh_copy()
+            warmup, timed = PROBE_STEPS
+            rates = []
+            for stage in stages:
+                probe.start, probe.images_per_stage = stage, 10**15  # held at this stage, alpha 1
+                step_rate(probe, range(warmup))
+                rates.append(step_rate(probe, range(warmup, warmup + timed)) * self.reals_per_step / probe.images_per_step)
+        rates = distributed.mean_across_ranks({str(s): r for s, r in zip(stages, rates)}, self.device)  # one schedule for all
+        rates = [rates[str(s)] for s in stages]
+        seconds = self.grow.full_size_at * budget_seconds
+        # One stage only (start at the full size): nothing to spread, any count trains it.
+        self.images_per_stage = images_per_stage_for(seconds, rates, self.grow.fade_fraction) if len(rates) > 1 else self.reals_per_step
+        sizes = stage_sizes(self.recipe.data.image_size)
+        return {
+            "images_per_stage": self.images_per_stage,
+            "full_size_by_s": round(seconds, 1),
+            "real_images_per_s": {str(sizes[s]): round(r, 1) for s, r in zip(stages, rates)},
+            "probe_s": round(time.perf_counter() - started, 1),
+        }
 
     def set_growth(self, stage: int, alpha: float) -> None:
         self.growth = (stage, alpha)
@@ -142,11 +206,14 @@ class ProGAN(ConditionalGAN):
 
     def training_state(self) -> dict:
         stage, alpha = self.growth
-        return {**super().training_state(), "growth": {"stage": stage, "alpha": alpha, "resolution": self.resolution}}
+        growth = {"stage": stage, "alpha": alpha, "resolution": self.resolution, "images_per_stage": self.images_per_stage}
+        return {**super().training_state(), "growth": growth}
 
     def load_training_state(self, state: dict) -> None:
         super().load_training_state(state)
         if "growth" in state:
+            if state["growth"].get("images_per_stage") is not None:  # auto's planned count: --resume keeps the route
+                self.images_per_stage = int(state["growth"]["images_per_stage"])
             self.set_growth(int(state["growth"]["stage"]), float(state["growth"]["alpha"]))
 
     # --- one step -------------------------------------------------------------------

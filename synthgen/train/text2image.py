@@ -119,6 +119,7 @@ class Text2Image(ConditionalGAN):
 
     Options = Text2ImageOptions
     text_conditioned = True  # `synthgen sample --text` / --captions
+    distributed = False  # its text encoder and caption batches are not sharded
     evaluation_images = None  # no per-class generator: the loop's KID evaluation and the gate do not apply
 
     def __init__(self, recipe, data: CaptionedImages, precision):
@@ -155,10 +156,6 @@ class Text2Image(ConditionalGAN):
     @staticmethod
     def load_data(recipe) -> tuple[CaptionedImages, object]:
         """The captioned folder, and the recipe with `auto` size and channels and the vocabulary size resolved."""
-        from synthgen import distributed
-
-        if distributed.is_distributed():
-            raise SynthgenError("text2image trains in one process; run synthgen train without torchrun")
         d, options = recipe.data, method_options(recipe)
         data = load_captioned(d.root, d.image_size, d.channels, d.resize, options.min_count)
         _, channels, size, _ = data.images.shape

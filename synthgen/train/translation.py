@@ -19,6 +19,8 @@ class TranslationMethod:
     """Base of the image -> image methods; subclasses build their networks and define train_step."""
 
     produces = "translations"  # runs are used by `synthgen translate`
+    # One process: the translators' networks are not under DDP, so N processes would train N unsynchronised copies.
+    distributed = False
 
     def __init__(self, recipe, precision: Precision):
         self.recipe, self.precision, self.device = recipe, precision, precision.device
