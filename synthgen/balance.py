@@ -144,7 +144,7 @@ def balance_dataset(
         wanted = {name: n for name, n in plan.synthetic.items() if n}
         result.sample_result = sampling.sample_dataset(
             generator, wanted, out, seed, batch_size=batch_size, check=check or sampling.accept_all, retries=retries,
-            on_batch=on_image, subfolder="synthetic", manifest=SYNTHETIC_PART,
+            on_batch=on_image, subfolder="synthetic", manifest=SYNTHETIC_PART, set_check=getattr(check, "check_set", None),
         )
         result.rejected = result.sample_result.rejected
     if any(plan.augmented.values()):

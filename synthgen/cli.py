@@ -208,14 +208,15 @@ def sample(
         result = sampling.sample_dataset(
             generator, plan, out_dir, seed, truncation, fmt, batch_size,
             check=gate or sampling.accept_all, retries=generator.recipe.gate.retries if gate else 0,
-            on_batch=lambda k: bar.advance(task, k),
+            on_batch=lambda k: bar.advance(task, k), set_check=gate.check_set if gate else None,
         )
     report = sampling.write_gate_report(out_dir, result, generator, gate)
-    table = Table("prompt" if generator.text_conditioned else "class", "existing", "written", "retried", "gate")
+    table = Table("prompt" if generator.text_conditioned else "class", "existing", "written", "retried", "whole set", "gate")
     for name in plan:
         status = f"[red]rejected: {escape(result.rejected[name])}" if name in result.rejected else ("[green]passed" if gate else "off")
         shown = generator.prompts.get(name, name)
-        table.add_row(escape(shown), str(result.existing[name]), str(result.written[name]), str(result.retried[name]), status)
+        table.add_row(escape(shown), str(result.existing[name]), str(result.written[name]), str(result.retried[name]),
+                      _set_summary(result.sets.get(name)), status)
     out.print(table)
     out.print(f"dataset: {out_dir} (manifest: {out_dir / sampling.MANIFEST}, gate report: {report}), checkpoint step {generator.step}")
     if result.rejected:
@@ -373,11 +374,12 @@ def eval_command(
     if gate:
         with err.status("gate: calibrating on the real images"):
             classifier = ev.extractor_for(folders, "domain")
-            verdicts = ev.gate_folder(folders, classifier, batch_size)
-        _print_gate_verdicts(verdicts)
+            verdicts, sets = ev.gate_folder(folders, classifier, batch_size)
+        _print_gate_verdicts(verdicts, sets)
         if json_out:
-            write_atomic(json_out, json.dumps({c: [v.__dict__ for v in vs] for c, vs in verdicts.items()}, indent=1).encode())
-        if not all(v.accepted for vs in verdicts.values() for v in vs):
+            report = {c: {"batches": [v.__dict__ for v in vs], "set": sets[c].__dict__ if c in sets else None} for c, vs in verdicts.items()}
+            write_atomic(json_out, json.dumps(report, indent=1).encode())
+        if not all(v.accepted for vs in [*verdicts.values(), sets.values()] for v in vs):
             raise typer.Exit(EXIT_REJECTED)
         return
     with err.status(f"{features} features"):
@@ -450,13 +452,26 @@ def _print_evaluation(result, features: str, metrics=None) -> None:
     out.print(table)
 
 
-def _print_gate_verdicts(verdicts) -> None:
-    table = Table("class", "batches", "passed", "verdict")
+def _print_gate_verdicts(verdicts, sets) -> None:
+    table = Table("class", "batches", "passed", "whole set", "verdict")
     for name, batch_verdicts in verdicts.items():
         failed = [v for v in batch_verdicts if not v.accepted]
-        verdict = "[green]pass" if not failed else f"[red]fail: {escape(failed[0].reason)}"
-        table.add_row(escape(name), str(len(batch_verdicts)), str(len(batch_verdicts) - len(failed)), verdict)
+        failing = failed + ([sets[name]] if name in sets and not sets[name].accepted else [])
+        verdict = "[green]pass" if not failing else f"[red]fail: {escape(failing[0].reason)}"
+        table.add_row(escape(name), str(len(batch_verdicts)), str(len(batch_verdicts) - len(failed)), _set_summary(sets.get(name)), verdict)
     out.print(table)
+
+
+def _set_summary(verdict) -> str:
+    """The set check in one cell: coverage against real sets of the same size, and images the classifier puts elsewhere."""
+    if verdict is None:
+        return "-"
+    parts = []
+    if "set_coverage" in verdict.figures:
+        parts.append(f"coverage {verdict.figures['set_coverage']:.2f} (real {verdict.details['real_vs_real']['set_coverage']:.2f})")
+    if "assigned_elsewhere" in verdict.details:
+        parts.append(f"{verdict.details['assigned_elsewhere']} of {verdict.details['images']} look like another class")
+    return escape("; ".join(parts)) or "-"
 
 
 @app.command()

@@ -18,8 +18,9 @@ under class K instead (IcGAN-style attribute change: the same style, another cla
 The gate: a set of variations of a few images is by design not a sample of its
 class, so the batch-level checks of `sample` (KID, coverage, diversity,
 near-copies) would reject it. What a variation must keep is its class: the
-run's domain classifier must put at least `gate.fidelity_ratio` x its accuracy
-on real images of the class in the class (the fidelity check of the gate).
+run's domain classifier must put about as many of them in the class as it
+puts real images of the class there (the fidelity check of the gate, its limit
+from the classifier's held-out accuracy: metrics/gate.py `fidelity_limit`).
 A rejected batch is drawn again with fresh seeds up to `gate.retries` times; a
 source that still fails is reported, the others complete. A one-class run has
 no class to keep: its variations are written unchecked.
@@ -176,12 +177,14 @@ def _relative(path: Path, src: Path) -> str:
 class VariationCheck:
     """The gate's fidelity check on a batch of variations: the share of them the run's domain classifier puts in the class."""
 
-    def __init__(self, classifier, fidelity_ratio: float):
-        self.classifier, self.fidelity_ratio = classifier, fidelity_ratio
+    def __init__(self, classifier, settings, held_out: list[int]):
+        self.classifier, self.settings, self.held_out = classifier, settings, held_out
 
     def __call__(self, class_name: str, images: torch.Tensor) -> Verdict:
+        from synthgen.metrics.gate import fidelity_limit
+
         index = self.classifier.class_names.index(class_name)
-        limit = self.fidelity_ratio * self.classifier.real_accuracy[index]
+        limit = fidelity_limit(self.classifier.real_accuracy[index], self.held_out[index], len(images), self.settings)
         _, logits = self.classifier.features_and_logits(images)
         share = float((logits.argmax(1) == index).double().mean())
         passed = share >= limit
@@ -192,12 +195,14 @@ class VariationCheck:
 
 def variation_check(encoder: TrainedEncoder, real_root: str | Path | None = None, progress=None) -> VariationCheck | None:
     """The fidelity check of the run (its domain classifier, trained once on its real images); None for a one-class run."""
+    from synthgen.metrics.domain import held_out_count
     from synthgen.metrics.gate import run_domain_classifier
 
     if len(encoder.class_names) < 2:
         return None
-    _, classifier = run_domain_classifier(encoder.run_dir, encoder.recipe, encoder.class_names, real_root, encoder.device, progress)
-    return VariationCheck(classifier, encoder.recipe.gate.fidelity_ratio)
+    data, classifier = run_domain_classifier(encoder.run_dir, encoder.recipe, encoder.class_names, real_root, encoder.device, progress)
+    held_out = [held_out_count(int((data.labels == c).sum())) for c in range(len(encoder.class_names))]
+    return VariationCheck(classifier, encoder.recipe.gate, held_out)
 
 
 @dataclass

@@ -236,12 +236,24 @@ class GateConfig(Section):
     kid_margin: float = Field(
         0.5, ge=0, description="KID may exceed the real batches' percentile by this fraction of the KID between the class and its nearest other class."
     )
+    kid_spread_ratio: float = Field(
+        1.0, ge=0, description="KID's margin is also capped at this multiple of the class's own spread (the KID of a batch of copies of one of its real images)."
+    )
     coverage_ratio: float = Field(0.05, ge=0, le=1, description="Coverage must reach this fraction of real batches' median coverage.")
     diversity_headroom: float = Field(
         0.5, ge=0, le=1, description="Within-batch MS-SSIM may use up this share of the room between the real batches' percentile and 1 (identical images)."
     )
     duplicate_margin: float = Field(0.1, ge=0, le=1, description="Share of near-copies may exceed the real batches' percentile by this much.")
-    fidelity_ratio: float = Field(0.5, ge=0, le=1, description="Share put in the intended class must reach this fraction of the classifier's accuracy on real images.")
+    diversity_ratio: float = Field(
+        1.5, ge=1, description="Within-batch MS-SSIM may also not exceed this multiple of real batches' median (the tighter of the two limits, never below the real percentile)."
+    )
+    fidelity_margin: float = Field(
+        0.1, ge=0, le=1, description="Share put in the intended class may fall this far below real batches' low percentile (the classifier's held-out accuracy at the batch size)."
+    )
+    fidelity_ratio: float = Field(0.5, ge=0, le=1, description="Floor of the fidelity limit: never below this fraction of the classifier's held-out accuracy on the class.")
+    set_ratio: float = Field(
+        0.5, ge=0, le=1, description="Once a class is complete: recall and coverage of everything written for it must reach this fraction of real sets' low percentile at the same N."
+    )
     null_trials: int = Field(200, ge=20, description="Real batches drawn per class to calibrate the thresholds.")
     retries: int = Field(3, ge=0, description="A rejected batch is regenerated with fresh seeds this many times before its class is stopped.")
     domain_steps: int = Field(600, ge=10, description="Training steps of the domain classifier (trained once per run on its real images).")

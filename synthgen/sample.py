@@ -48,6 +48,11 @@ class BatchCheck(Protocol):
         """images: uint8 [N, C, H, W] about to be written for `class_name`."""
 
 
+class SetCheck(Protocol):
+    def __call__(self, class_name: str, images: torch.Tensor) -> Verdict | None:
+        """images: uint8 [N, C, H, W], everything written for `class_name` once it is complete; None: unchecked."""
+
+
 def accept_all(class_name: str, images: torch.Tensor) -> Verdict:  # noqa: ARG001
     return Verdict(True, "off")
 
@@ -228,6 +233,7 @@ class SampleResult:
     written: dict[str, int] = field(default_factory=dict)  # new files per class
     existing: dict[str, int] = field(default_factory=dict)  # already there before this run
     rejected: dict[str, str] = field(default_factory=dict)  # class -> why the gate stopped it
+    sets: dict[str, Verdict] = field(default_factory=dict)  # class -> the set check of everything written for it
     retried: dict[str, int] = field(default_factory=dict)  # class -> batches regenerated after a rejection
     batches: list[dict] = field(default_factory=list)  # every verdict, for gate_report.json
 
@@ -245,12 +251,15 @@ def sample_dataset(
     on_batch: Callable[[int], None] | None = None,
     subfolder: str = "",
     manifest: str = MANIFEST,
+    set_check: SetCheck | None = None,
 ) -> SampleResult:
     """Write plan[c] images of each class c under out/<c>/[subfolder/], continuing what is already there.
 
     `subfolder` and `manifest` let `balance` keep its synthetic part beside the real and augmented ones.
     A batch is encoded and written on the writer threads while the next one is generated and gated;
-    its rows are journaled once its files are whole (manifest.py).
+    its rows are journaled once its files are whole (manifest.py). Once every batch is written, `set_check`
+    judges each complete class as a whole (everything written for it, earlier runs included): a class it
+    fails is rejected too, its files kept and listed.
     """
     if fmt not in SAVE_FORMATS:
         raise SynthgenError(f"--format {fmt}: expected one of {', '.join(SAVE_FORMATS)}")
@@ -277,7 +286,30 @@ def sample_dataset(
                 new_rows = _rows(relatives, name, [seeds[k] for k in keep], generator, truncation, attempt, verdict)
                 writes.submit(out, relatives, batch[keep], fmt, new_rows)
                 result.written[name] += len(new_rows)
+        if set_check is not None:
+            _check_sets(set_check, out, rows.rows, [name for name in plan if name not in result.rejected], generator, result)
     return result
+
+
+def _check_sets(set_check: SetCheck, out: Path, rows: list[dict], classes: list[str], generator: TrainedGenerator, result: SampleResult) -> None:
+    """The set check of every complete class, read back from disk (so a continued folder is judged whole)."""
+    from synthgen.imaging import UnreadableImage, load_image
+
+    data = generator.recipe.data
+    for name in classes:
+        images = []
+        for row in rows:
+            if row["class"] == name:
+                try:
+                    images.append(load_image(out / row["file"], data.channels, data.image_size, "crop"))
+                except UnreadableImage:  # removed or damaged since: the next run writes it again
+                    continue
+        verdict = set_check(name, torch.stack(images)) if images else None
+        if verdict is None:
+            continue
+        result.sets[name] = verdict
+        if not verdict.accepted:
+            result.rejected[name] = verdict.reason
 
 
 def check_output_folder(out: Path, option: str = "--out") -> Path:
@@ -493,11 +525,21 @@ def write_gate_report(out: Path, result: SampleResult, generator: TrainedGenerat
             entry.update(gate.describe(name))
             if not entry["checked"]:
                 entry["status"] = "unchecked"
+        if name in result.sets:
+            entry["set"] = _set_entry(result.sets[name])
         entry["batches"] = [b for b in result.batches if b["class"] == name]
         classes[name] = entry
     report = {"checkpoint_sha256": generator.checkpoint_sha256, "step": generator.step, "classes": classes}
     write_atomic(out / GATE_REPORT, json.dumps(report, indent=1).encode())
     return out / GATE_REPORT
+
+
+def _set_entry(verdict: Verdict) -> dict:
+    """The set check in gate_report.json: verdict, figures against their limits and real sets at the same N."""
+    entry = {"accepted": verdict.accepted, "figures": verdict.figures, "limits": verdict.limits, "failed": verdict.failed, **verdict.details}
+    if verdict.reason:
+        entry["reason"] = verdict.reason
+    return entry
 
 
 def _has_index(row: dict) -> bool:

@@ -308,3 +308,39 @@ def test_cli_fid_with_inception_caches_features(fashion_test_split, tmp_path):
     assert len(list((cache / "features").glob("*.safetensors"))) == 2
     again = synthgen("fid", folders["a"], folders["b"], env=env)
     assert again.stdout == first.stdout
+
+
+# --- limits from the real null, the set check (issue 13) ------------------------------------
+
+
+def test_fidelity_limit_is_the_real_batches_low_percentile_minus_the_margin():
+    """With a well-measured accuracy a, a real batch scores Binomial(64, a) / 64: the limit is its 1st percentile - margin."""
+    from scipy.stats import binom
+
+    from synthgen.metrics.gate import fidelity_limit
+
+    settings = GateConfig()
+    for accuracy in (0.6, 0.9, 0.98):
+        reference = max(binom.ppf(0.01, BATCH, accuracy) / BATCH - settings.fidelity_margin, settings.fidelity_ratio * accuracy)
+        assert fidelity_limit(accuracy, 1_000_000, BATCH, settings) == pytest.approx(reference, abs=1.5 / BATCH)
+    # Fewer held-out images measure the accuracy less well: a wider null, a lower limit, never below the old floor.
+    limits = [fidelity_limit(0.9, held, BATCH, settings) for held in (3, 30, 300, 3000)]
+    assert limits == sorted(limits) and limits[0] == pytest.approx(settings.fidelity_ratio * 0.9)
+    assert limits[-1] > 0.68  # the old limit, half the accuracy, let half of a batch be another class
+
+
+def test_kid_and_diversity_limits_are_capped_by_the_class_itself(gate, split):
+    """KID's margin is at most the class's own spread (a batch of copies of one real image); MS-SSIM at most 1.5x the real median."""
+    import numpy as np
+
+    settings = GateConfig()
+    reference, _ = split
+    for name, ref in gate.references.items():
+        kid_q = np.percentile(ref.null["kid"], settings.percentile)
+        assert kid_q < ref.limits["kid"] <= kid_q + settings.kid_spread_ratio * ref.kid_spread + 1e-12
+        diversity_q, median = np.percentile(ref.null["diversity"], settings.percentile), np.median(ref.null["diversity"])
+        assert diversity_q <= ref.limits["diversity"] <= max(diversity_q, settings.diversity_ratio * median) + 1e-12
+        # The spread is what it says: the KID of batches of copies of one real image, on average.
+        members = reference.images[reference.labels == reference.class_names.index(name)]
+        copies = [gate(name, members[i : i + 1].repeat(BATCH, 1, 1, 1)).figures["kid"] for i in range(40)]
+        assert float(np.mean(copies)) == pytest.approx(ref.kid_spread, rel=0.25)

@@ -199,13 +199,18 @@ def data_key(images: torch.Tensor, labels: torch.Tensor) -> str:
     return digest.hexdigest()[:32]
 
 
+def held_out_count(class_size: int) -> int:
+    """How many images of a class of this size are held out to measure the classifier's accuracy on it."""
+    return class_size // 10 if class_size >= 30 else (1 if class_size >= 3 else 0)
+
+
 def _held_out_split(labels: torch.Tensor, num_classes: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """A tenth of every class (at least one image where the class has three or more) held out."""
     train, held = [], []
     for c in range(num_classes):
         members = (labels == c).nonzero().flatten()
         members = members[torch.randperm(len(members), generator=gen)]
-        n_held = len(members) // 10 if len(members) >= 30 else (1 if len(members) >= 3 else 0)
+        n_held = held_out_count(len(members))
         held.append(members[:n_held])
         train.append(members[n_held:])
     return torch.cat(train), torch.cat(held)

@@ -178,14 +178,18 @@ def _per_class(real: LabelledImages, half_a, sides, real_features) -> dict:
 # --- the gate on a folder -------------------------------------------------------------
 
 
-def gate_folder(folders: Folders, classifier: DomainClassifier, batch_size: int = 64) -> dict[str, list[Verdict]]:
-    """Every class of the generated folder through the gate, in batches; class name -> verdict per batch."""
+def gate_folder(folders: Folders, classifier: DomainClassifier, batch_size: int = 64) -> tuple[dict[str, list[Verdict]], dict[str, Verdict]]:
+    """Every class of the generated folder through the gate: (class -> verdict per batch, class -> the set check of all its images)."""
     gate = Gate(classifier, folders.real.images, folders.real.labels, batch_size, folders.settings)
     fake = folders.fake
     verdicts: dict[str, list[Verdict]] = {}
+    sets: dict[str, Verdict] = {}
     for c in fake.labels.unique().tolist():
         name = fake.class_names[c]
         members = (fake.labels == c).nonzero().flatten()
         batches = [members[i : i + batch_size] for i in range(0, len(members), batch_size)]
         verdicts[name] = [gate(name, fake.images[b]) for b in batches if len(b) >= 2]
-    return verdicts
+        whole = gate.check_set(name, fake.images[members])
+        if whole is not None:
+            sets[name] = whole
+    return verdicts, sets
