@@ -463,12 +463,12 @@ def _print_gate_verdicts(verdicts, sets) -> None:
 
 
 def _set_summary(verdict) -> str:
-    """The set check in one cell: coverage against real sets of the same size, and images the classifier puts elsewhere."""
+    """The set check in one cell: recall against real sets of the same size, and images the classifier puts elsewhere."""
     if verdict is None:
         return "-"
     parts = []
-    if "set_coverage" in verdict.figures:
-        parts.append(f"coverage {verdict.figures['set_coverage']:.2f} (real {verdict.details['real_vs_real']['set_coverage']:.2f})")
+    if "set_recall" in verdict.figures:
+        parts.append(f"recall {verdict.figures['set_recall']:.2f} (real {verdict.details['real_vs_real']['set_recall']:.2f})")
     if "assigned_elsewhere" in verdict.details:
         parts.append(f"{verdict.details['assigned_elsewhere']} of {verdict.details['images']} look like another class")
     return escape("; ".join(parts)) or "-"

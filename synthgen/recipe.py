@@ -248,11 +248,11 @@ class GateConfig(Section):
         1.5, ge=1, description="Within-batch MS-SSIM may also not exceed this multiple of real batches' median (the tighter of the two limits, never below the real percentile)."
     )
     fidelity_margin: float = Field(
-        0.1, ge=0, le=1, description="Share put in the intended class may fall this far below real batches' low percentile (the classifier's held-out accuracy at the batch size)."
+        0.15, ge=0, le=1, description="Share put in the intended class may fall this far below real batches' low percentile (the classifier's held-out accuracy at the batch size)."
     )
     fidelity_ratio: float = Field(0.5, ge=0, le=1, description="Floor of the fidelity limit: never below this fraction of the classifier's held-out accuracy on the class.")
     set_ratio: float = Field(
-        0.5, ge=0, le=1, description="Once a class is complete: recall and coverage of everything written for it must reach this fraction of real sets' low percentile at the same N."
+        0.5, ge=0, le=1, description="Once a class is complete: the recall of everything written for it must reach this fraction of real sets' low percentile at the same N."
     )
     null_trials: int = Field(200, ge=20, description="Real batches drawn per class to calibrate the thresholds.")
     retries: int = Field(3, ge=0, description="A rejected batch is regenerated with fresh seeds this many times before its class is stopped.")

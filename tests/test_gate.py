@@ -22,6 +22,7 @@ from synthgen.sample import (
     image_seed,
     plan_balanced,
     sample_dataset,
+    write_gate_report,
 )
 from tests.cli import synthgen
 
@@ -326,7 +327,7 @@ def test_fidelity_limit_is_the_real_batches_low_percentile_minus_the_margin():
     # Fewer held-out images measure the accuracy less well: a wider null, a lower limit, never below the old floor.
     limits = [fidelity_limit(0.9, held, BATCH, settings) for held in (3, 30, 300, 3000)]
     assert limits == sorted(limits) and limits[0] == pytest.approx(settings.fidelity_ratio * 0.9)
-    assert limits[-1] > 0.68  # the old limit, half the accuracy, let half of a batch be another class
+    assert limits[-1] > 0.6  # the old limit, half the accuracy (0.45), let half of a batch be another class
 
 
 def test_kid_and_diversity_limits_are_capped_by_the_class_itself(gate, split):
@@ -344,3 +345,56 @@ def test_kid_and_diversity_limits_are_capped_by_the_class_itself(gate, split):
         members = reference.images[reference.labels == reference.class_names.index(name)]
         copies = [gate(name, members[i : i + 1].repeat(BATCH, 1, 1, 1)).figures["kid"] for i in range(40)]
         assert float(np.mean(copies)) == pytest.approx(ref.kid_spread, rel=0.25)
+
+
+def test_the_set_check_passes_unseen_real_sets_and_says_where_images_go(gate, split):
+    """Every unseen real image of a class, judged as one written set: it passes, with real-like figures and few images elsewhere."""
+    _, held = split
+    for c, name in enumerate(held.class_names):
+        images = held.images[held.labels == c]
+        verdict = gate.check_set(name, images)
+        assert verdict.accepted, verdict.reason
+        real = verdict.details["real_vs_real"]
+        assert verdict.figures["set_recall"] > 0.9 * real["set_recall"] and verdict.figures["set_coverage"] > 0.9 * real["set_coverage"]
+        assert verdict.details["images"] == len(images) and verdict.details["assigned_elsewhere"] <= 0.1 * len(images)
+        assert sum(verdict.details["assigned_to"].values()) == verdict.details["assigned_elsewhere"]
+        assert name not in verdict.details["assigned_to"]
+
+
+def test_the_set_check_fails_a_class_whose_images_cover_a_corner_of_it(gate, split):
+    """Unseen real images from one corner of the class (the tenth furthest along its main direction of variation),
+    each written ten times: a set that covers a tenth of the class fails the set check."""
+    _, held = split
+    for c, name in enumerate(held.class_names):
+        images = held.images[held.labels == c]
+        features = gate.classifier.features_and_logits(images)[0].double()
+        centred = features - features.mean(0)
+        direction = torch.linalg.svd(centred, full_matrices=False).Vh[0]
+        corner = images[(centred @ direction).argsort()[: len(images) // 10]]
+        written = corner.repeat(10, 1, 1, 1)[: len(images)]
+        verdict = gate.check_set(name, written)
+        assert not verdict.accepted and verdict.failed == ["set_recall"], (name, verdict.figures)
+        assert "set of" in verdict.reason and "real" in verdict.reason
+
+
+def test_sampling_runs_the_set_check_once_a_class_is_complete(generator, gate, tmp_path):
+    """sample_dataset judges each complete class as a whole: the report holds the figures; a failed set rejects the class, its files kept."""
+    plan = {"Bag": BATCH, "Trouser": BATCH}
+    result = sample_dataset(generator, plan, tmp_path, batch_size=BATCH, check=gate, retries=3, set_check=gate.check_set)
+    assert not result.rejected, result.rejected
+    write_gate_report(tmp_path, result, generator, gate)
+    report = json.loads((tmp_path / GATE_REPORT).read_text())["classes"]
+    for name in plan:
+        entry = report[name]["set"]
+        assert entry["accepted"] and entry["images"] == BATCH and entry["n"] == BATCH and set(entry["limits"]) == {"set_recall"}
+        assert {"set_precision", "set_recall", "set_density", "set_coverage"} == set(entry["figures"]) == set(entry["real_vs_real"])
+
+    def trousers_fail(name, images):
+        verdict = gate.check_set(name, images)
+        if name == "Trouser":
+            verdict.accepted, verdict.failed, verdict.reason = False, ["set_recall"], "set of 128 failed set_recall (forced)"
+        return verdict
+
+    more = sample_dataset(generator, {"Bag": 2 * BATCH, "Trouser": 2 * BATCH}, tmp_path, batch_size=BATCH, check=gate, retries=3, set_check=trousers_fail)
+    assert list(more.rejected) == ["Trouser"] and more.sets["Bag"].details["images"] == 2 * BATCH  # the earlier run's files count too
+    assert len(list((tmp_path / "Trouser").glob("*.png"))) == 2 * BATCH  # judged after writing: kept, and reported

@@ -14,17 +14,16 @@ dataset, the image size or the batch size:
 | fidelity    | share the domain classifier puts in the intended class     | < (100 - q)-th percentile of real batches - fidelity_margin (never below fidelity_ratio x held-out accuracy) |
 
 Once a class is complete, `check_set` judges everything written for it as one
-set, which a batch of 64 cannot: a class missing a quarter of its modes passes
-batch by batch. Against N of its real images (N = min(written, half the real
+set, which a batch of 64 cannot: samples that are each plausible but together
+cover a fraction of the class pass batch by batch. Against N of its real images (N = min(written, half the real
 ones), SEED-fixed draws):
 
 | set check    | figure (everything written for the class)                 | rejects when                                         |
 |--------------|------------------------------------------------------------|------------------------------------------------------|
 | set_recall   | share of real images inside the written set's 3-NN balls    | < set_ratio x the (100 - q)-th percentile of real sets of the same N |
-| set_coverage | share of real images with a written one among their 5 NN    | < set_ratio x the (100 - q)-th percentile of real sets of the same N |
 
-Precision and density of the set, and how many written images the domain
-classifier puts in another class (and which), are reported beside them.
+Its precision, density and coverage, and how many written images the domain
+classifier puts in another class (and which), are reported beside it.
 
 KID is the distribution check: unbiased, so meaningful for a batch of 64.
 Coverage, diversity and duplicates catch the three faces of mode collapse
@@ -54,7 +53,10 @@ MIN_REAL_PER_CLASS = 8  # below this a class cannot be calibrated: its batches a
 SET_TRIALS = 20  # equal-N draws of the set check: the written set's figure is their mean, the real sets' their spread
 SET_MIN = 20  # below this many images per side at equal N a set says little: unchecked
 SET_FIGURES = ("precision", "recall", "density", "coverage")  # all reported
-SET_CHECKED = ("recall", "coverage")  # the two that see missing modes
+# Recall is the one checked: on Fashion-MNIST it separated a generator whose synthetic data helps a classifier
+# (recipes/small-data.yaml, recall 0.55-0.75 per class) from one whose data does not (acgan.yaml, 0.09-0.41);
+# coverage overlapped (0.38-0.72 against 0.16-0.58). README, The gate.
+SET_CHECKED = ("recall",)
 FIDELITY_DRAWS = 20_000  # draws of the fidelity null (numbers only: cheap, and its low percentile is then stable)
 SEED = 0  # calibration draws are fixed: the same run and data always give the same thresholds
 
@@ -75,8 +77,7 @@ ADVICE = {
     "diversity": "samples look alike (mode collapse): try an earlier checkpoint, no --truncation or a larger psi, model.pack: 2 or model.minibatch_std: true",
     "duplicates": "the same images repeat (mode collapse): try an earlier checkpoint, model.pack: 2 or model.minibatch_std: true",
     "fidelity": "samples do not look like this class to the domain classifier: train longer or raise conditioning.aux_weight",
-    "set_coverage": "everything written for the class misses part of the real variety (dropped modes): train longer, sample an earlier checkpoint or use recipes/small-data.yaml",
-    "set_recall": "everything written for the class misses part of the real variety (dropped modes): train longer, sample an earlier checkpoint or use recipes/small-data.yaml",
+    "set_recall": "everything written for the class misses much of the real variety (too alike, or modes dropped): train longer, sample an earlier checkpoint or use recipes/small-data.yaml",
 }
 
 
@@ -186,7 +187,7 @@ class ClassReference:
         return mean, {name: np.asarray([r[name] for r in real]) for name in SET_FIGURES}
 
     def set_limits(self, null: dict[str, np.ndarray]) -> dict[str, float]:
-        """Recall and coverage must reach set_ratio x the low percentile of the real-vs-real draws at the same N."""
+        """Recall must reach set_ratio x the low percentile of the real-vs-real draws at the same N."""
         low = 100.0 - self.settings.percentile
         return {f"set_{name}": self.settings.set_ratio * float(np.percentile(null[name], low)) for name in SET_CHECKED}
 
@@ -198,7 +199,7 @@ class ClassReference:
         return base
 
 
-LOWER_IS_WORSE = {"coverage", "fidelity", "set_coverage", "set_recall"}
+LOWER_IS_WORSE = {"coverage", "fidelity", "set_recall"}
 
 
 def fidelity_limit(accuracy: float, held_out: int, batch_size: int, settings: GateConfig, seed: int = SEED) -> float:
@@ -281,8 +282,8 @@ class Gate:
     def check_set(self, class_name: str, images: torch.Tensor) -> Verdict | None:
         """The set check once a class is complete: can everything written for it (uint8 [N, C, H, W]) stand for its real images?
 
-        A batch of 64 cannot see that a quarter of a class's modes is missing; the whole written set can. Fails
-        when its recall or coverage against the real images falls below the limit; `details` holds the real-vs-real
+        A batch of 64 cannot see that a class's samples are too alike as a whole; the written set can. Fails
+        when its recall against the real images falls below the limit; `details` holds the real-vs-real
         figures at the same N and, for a labelled run, how many written images the domain classifier puts in
         another class (and which). None when the class is unchecked (too few real images).
         """
