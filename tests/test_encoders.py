@@ -34,7 +34,7 @@ from tests.conftest import load_imagefolder, tiny_recipe
 from tests.test_train import assert_same_tensors, final_tensors
 
 TINY = dict(model={"g_channels": 16, "d_channels": 16, "z_dim": 16}, conditioning={"type": "projection"}, options={"e_channels": 16})
-TRAINED_STEPS = {"bigan": 300, "vaegan": 150}
+TRAINED_STEPS = {"bigan": 600, "vaegan": 150}
 FAST_LR = {"lr_g": 5e-4, "lr_d": 5e-4}  # tiny models, few steps: a faster start than the recipes' 2e-4
 
 
