@@ -71,10 +71,10 @@ balance: $(STAMP)
 # From a labelled folder to a measured answer: inspect -> stratified split (20% held out for the
 # utility test) -> train RECIPE on the rest -> gated synthetic fill -> augmented fill -> balanced
 # dataset -> utility report (does synthetic or augmented data train a better classifier?).
-#   make pipeline DATA=my/data [RECIPE=recipes/acgan.yaml] [PIPE=out/pipeline] [TRAIN="--set train.steps=5000"]
-RECIPE ?= recipes/acgan.yaml
+#   make pipeline DATA=my/data [RECIPE=recipes/small-data.yaml] [PIPE=out/pipeline] [TRAIN="--set train.budget=20m"]
+RECIPE ?= recipes/small-data.yaml
 PIPE ?= out/pipeline
-TRAIN ?=
+TRAIN ?= --set train.budget=20m
 pipeline: $(STAMP)
 	@test -n "$(DATA)" || { echo "usage: make pipeline DATA=folder [RECIPE=...] [PIPE=...] [TRAIN=\"--set key=value ...\"]"; exit 2; }
 	$(BIN)/synthgen data inspect $(DATA)
