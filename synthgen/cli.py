@@ -721,8 +721,15 @@ def balance(
     how = "hard-linked" if result.linked else "copied"
     out.print(f"{dest}: real images {how}; manifest {dest / bal.MANIFEST}" + (f", gate report {dest / sampling.GATE_REPORT}" if gate else ""))
     if result.rejected:
-        err.print(f"the gate refused synthetic images for {', '.join(result.rejected)}: those classes are short of the target; "
-                  "see gate_report.json, or fill them with --mix augment=1 into a new folder")
+        sets = result.sample_result.sets if result.sample_result is not None else {}
+        as_sets = [name for name in result.rejected if name in sets and not sets[name].accepted]
+        short = [name for name in result.rejected if name not in as_sets]
+        if short:
+            err.print(f"the gate refused synthetic images for {', '.join(short)}: those classes are short of the target; "
+                      "see gate_report.json, or fill them with --mix augment=1 into a new folder")
+        if as_sets:
+            err.print(f"the gate refused the synthetic images of {', '.join(as_sets)} as a whole set (written, in <class>/synthetic/); "
+                      "see gate_report.json: remove them before training, or fill with --mix augment=1 into a new folder")
         raise typer.Exit(EXIT_REJECTED)
 
 

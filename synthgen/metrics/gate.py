@@ -44,13 +44,13 @@ from synthgen.metrics.domain import DomainClassifier, held_out_count
 from synthgen.metrics.features import cached_features
 from synthgen.metrics.kid import mmd2_unbiased, polynomial_kernel
 from synthgen.metrics.msssim import mean_pairwise_ms_ssim
-from synthgen.metrics.prdc import prdc
+from synthgen.metrics.prdc import prdc, real_radii
 from synthgen.recipe import GateConfig
 
 COVERAGE_K = 5  # Naeem et al. 2020
 MAX_REFERENCE = 2000  # real images per class the gate compares with (a seeded subsample above this)
 MIN_REAL_PER_CLASS = 8  # below this a class cannot be calibrated: its batches are written unchecked
-SET_TRIALS = 20  # equal-N draws of the set check: the written set's figure is their mean, the real sets' their spread
+SET_TRIALS = 10  # equal-N draws of the set check: the written set's figure is their mean, the real sets' their spread
 SET_MIN = 20  # below this many images per side at equal N a set says little: unchecked
 SET_FIGURES = ("precision", "recall", "density", "coverage")  # all reported
 # Recall is the one checked: on Fashion-MNIST it separated a generator whose synthetic data helps a classifier
@@ -181,8 +181,9 @@ class ClassReference:
         for _ in range(SET_TRIALS):
             order = torch.randperm(len(self.features), generator=gen)
             reference, twin = self.features[order[:n]], self.features[order[n : 2 * n]]
-            written.append(prdc(reference, features.double()[torch.randperm(len(features), generator=gen)[:n]]))
-            real.append(prdc(reference, twin))
+            radii = real_radii(reference)  # one neighbour search of the reference for both sets scored against it
+            written.append(prdc(reference, features.double()[torch.randperm(len(features), generator=gen)[:n]], radii))
+            real.append(prdc(reference, twin, radii))
         mean = {name: float(np.mean([w[name] for w in written])) for name in SET_FIGURES}
         return mean, {name: np.asarray([r[name] for r in real]) for name in SET_FIGURES}
 

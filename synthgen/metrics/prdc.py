@@ -107,16 +107,21 @@ def _density_coverage_from(scores: dict, k: int, n_fake: int) -> dict[str, float
     return {"density": density, "coverage": float(scores["coverage"])}
 
 
-def prdc(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
-    """Precision and recall (k=3), density and coverage (k=5), sharing one pass over the distances."""
+def real_radii(real: torch.Tensor) -> dict[int, torch.Tensor]:
+    """The real set's neighbour radii that `prdc` needs (k=3 and k=5): compute once to score several fake sets against it."""
+    return _neighbour_radii(real, (PRECISION_RECALL_K, DENSITY_COVERAGE_K))
+
+
+def prdc(real: torch.Tensor, fake: torch.Tensor, radii: dict[int, torch.Tensor] | None = None) -> dict[str, float]:
+    """Precision and recall (k=3), density and coverage (k=5), sharing one pass over the distances; `radii`: real_radii(real)."""
     k_pr, k_dc = PRECISION_RECALL_K, DENSITY_COVERAGE_K
-    real_radii = _neighbour_radii(real, (k_pr, k_dc))
+    radii = radii if radii is not None else real_radii(real)
     scores = _real_fake_scores(
         real,
         fake,
-        real_radii_pr=real_radii[k_pr],
+        real_radii_pr=radii[k_pr],
         fake_radii_pr=nearest_neighbour_radii(fake, k_pr),
-        real_radii_dc=real_radii[k_dc],
+        real_radii_dc=radii[k_dc],
     )
     return {
         "precision": float(scores["precision"]),
