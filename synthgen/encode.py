@@ -179,12 +179,18 @@ class VariationCheck:
 
     def __init__(self, classifier, settings, held_out: list[int]):
         self.classifier, self.settings, self.held_out = classifier, settings, held_out
+        self.limits: dict[tuple[int, int], float] = {}  # (class, batch size) -> limit: its null is drawn once, not per batch
 
-    def __call__(self, class_name: str, images: torch.Tensor) -> Verdict:
+    def limit(self, index: int, batch_size: int) -> float:
         from synthgen.metrics.gate import fidelity_limit
 
+        if (index, batch_size) not in self.limits:
+            self.limits[index, batch_size] = fidelity_limit(self.classifier.real_accuracy[index], self.held_out[index], batch_size, self.settings)
+        return self.limits[index, batch_size]
+
+    def __call__(self, class_name: str, images: torch.Tensor) -> Verdict:
         index = self.classifier.class_names.index(class_name)
-        limit = fidelity_limit(self.classifier.real_accuracy[index], self.held_out[index], len(images), self.settings)
+        limit = self.limit(index, len(images))
         _, logits = self.classifier.features_and_logits(images)
         share = float((logits.argmax(1) == index).double().mean())
         passed = share >= limit

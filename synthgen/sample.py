@@ -296,14 +296,16 @@ def _check_sets(set_check: SetCheck, out: Path, rows: list[dict], classes: list[
     from synthgen.imaging import UnreadableImage, load_image
 
     data = generator.recipe.data
+    files: dict[str, list[str]] = {}
+    for row in rows:
+        files.setdefault(row["class"], []).append(row["file"])
     for name in classes:
         images = []
-        for row in rows:
-            if row["class"] == name:
-                try:
-                    images.append(load_image(out / row["file"], data.channels, data.image_size, "crop"))
-                except UnreadableImage:  # removed or damaged since: the next run writes it again
-                    continue
+        for file in files.get(name, []):
+            try:
+                images.append(load_image(out / file, data.channels, data.image_size, "crop"))
+            except UnreadableImage:  # removed or damaged since: the next run writes it again
+                continue
         verdict = set_check(name, torch.stack(images)) if images else None
         if verdict is None:
             continue

@@ -166,6 +166,7 @@ def test_prdc_equals_reference_definitions(monkeypatch, chunk_elements):
     assert prdc.density_coverage(real, fake, real_radii=radii) == pytest.approx(
         {k: expected[k] for k in ("density", "coverage")}, abs=1e-12
     )
+    assert prdc.prdc(real, fake, prdc.real_radii(real)) == pytest.approx(expected, abs=1e-12)  # radii computed once, reused
 
 
 def test_density_and_coverage_of_one_distribution():

@@ -56,7 +56,7 @@ SET_FIGURES = ("precision", "recall", "density", "coverage")  # all reported
 # Recall is the one checked: on Fashion-MNIST it separated a generator whose synthetic data helps a classifier
 # (recipes/small-data.yaml, recall 0.55-0.75 per class) from one whose data does not (acgan.yaml, 0.09-0.41);
 # coverage overlapped (0.38-0.72 against 0.16-0.58). README, The gate.
-SET_CHECKED = ("recall",)
+SET_CHECKED = "recall"
 FIDELITY_DRAWS = 20_000  # draws of the fidelity null (numbers only: cheap, and its low percentile is then stable)
 SEED = 0  # calibration draws are fixed: the same run and data always give the same thresholds
 
@@ -166,16 +166,17 @@ class ClassReference:
 
     # --- the class's whole written set ---------------------------------------------------
 
-    def set_figures(self, features: torch.Tensor) -> tuple[dict[str, float], dict[str, np.ndarray]] | None:
-        """Recall and coverage (with precision and density) of everything written for the class, and the same of real sets.
+    def set_size(self, written: int) -> int:
+        """N of the set check: as many written images as real ones, the real ones at most half the class (the rest is their twin)."""
+        return min(written, len(self.features) // 2)
 
-        Both at equal N = min(written, half the real images): in each of SET_TRIALS draws, N real images are the
-        reference, N written ones are scored against it and N other real ones (its twin) give the real-vs-real
-        figure. Returns (the written set's mean figures, the real twins' figures per draw); None when N is too small.
+    def set_figures(self, features: torch.Tensor, n: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """Precision, recall, density and coverage of everything written for the class, and the same of real sets.
+
+        In each of SET_TRIALS draws, n real images are the reference, n written ones are scored against it and
+        n other real ones (its twin) give the real-vs-real figure. Returns (the written set's mean figures,
+        the real twins' figures per draw).
         """
-        n = min(len(features), len(self.features) // 2)
-        if n < SET_MIN:
-            return None
         gen = torch.Generator().manual_seed(SEED + self.index)
         written, real = [], []
         for _ in range(SET_TRIALS):
@@ -190,7 +191,7 @@ class ClassReference:
     def set_limits(self, null: dict[str, np.ndarray]) -> dict[str, float]:
         """Recall must reach set_ratio x the low percentile of the real-vs-real draws at the same N."""
         low = 100.0 - self.settings.percentile
-        return {f"set_{name}": self.settings.set_ratio * float(np.percentile(null[name], low)) for name in SET_CHECKED}
+        return {f"set_{SET_CHECKED}": self.settings.set_ratio * float(np.percentile(null[SET_CHECKED], low))}
 
     def baseline(self) -> dict[str, float]:
         """Median figures of real batches: what a perfect generator would score."""
@@ -299,13 +300,13 @@ class Gate:
             counts = torch.bincount(predicted[elsewhere], minlength=len(self.class_names))
             details["assigned_elsewhere"] = int(elsewhere.sum())
             details["assigned_to"] = {self.class_names[c]: int(k) for c, k in enumerate(counts) if k > 0}
-        scored = reference.set_figures(features)
-        if scored is None:
+        n = reference.set_size(len(images))
+        if n < SET_MIN:
             return Verdict(True, f"set unchecked: fewer than {SET_MIN} images to compare at equal N", details=details)
-        figures, null = scored
+        figures, null = reference.set_figures(features, n)
         limits = reference.set_limits(null)
         checked = {f"set_{name}": figures[name] for name in SET_FIGURES}
-        details.update({"n": min(len(images), len(reference.features) // 2), "draws": SET_TRIALS,
+        details.update({"n": n, "draws": SET_TRIALS,
                         "real_vs_real": {f"set_{name}": float(np.median(values)) for name, values in null.items()}})
         failed = failed_checks(checked, limits)
         verdict = Verdict(not failed, figures=checked, limits=limits, failed=failed, details=details)
