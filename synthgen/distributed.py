@@ -30,6 +30,7 @@ import contextlib
 import os
 import sys
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -69,6 +70,9 @@ def process_group(device: torch.device):
     dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
     try:
         yield
+        # Every process leaves together: a rank tearing gloo down while rank 0 still saves has aborted
+        # ("terminate called without an active exception"). Not on an error: the others may never arrive.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -94,7 +98,8 @@ def shard_size(batch_size: int, pack: int = 1, world: int | None = None) -> int:
 def seed_this_rank(seed: int) -> None:
     """Distinct noise per process (rank 0 keeps the single-process stream), identical weights from the shared seed before."""
     if rank() > 0:
-        torch.manual_seed(hash((seed, "rank", rank())) & 0x7FFF_FFFF_FFFF_FFFF)
+        # SeedSequence, not hash(): Python salts str hashes per process, which made a rerun draw other noise.
+        torch.manual_seed(int(np.random.SeedSequence([seed, rank()]).generate_state(1, np.uint64)[0]) >> 1)
 
 
 def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -93,6 +93,17 @@ def test_processes_split_the_global_batch_like_distributed_sampler(four_classes)
     assert torch.equal(torch.cat([s.fake_labels(5, 0, torch.device("cpu")) for s in shards]).view(2, 4).T.flatten(), fake)
 
 
+def test_a_rank_draws_the_same_noise_in_every_run_of_the_same_seed():
+    """Each process's seed is a function of (seed, rank) alone: a rerun of a recipe is the same run."""
+    script = "from synthgen import distributed; import torch; distributed.seed_this_rank(7); print(torch.initial_seed())"
+    seeds = {
+        subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True,
+                       env={**os.environ, "RANK": "1", "WORLD_SIZE": "2", "PYTHONHASHSEED": salt}).stdout
+        for salt in ("1", "2")
+    }
+    assert len(seeds) == 1 and int(seeds.pop()) != 7
+
+
 def test_global_batch_must_split_evenly(four_classes, tmp_path):
     with pytest.raises(SynthgenError, match=r"train.batch_size \(30\).*multiple of the number of processes \(4\)"):
         distributed.shard_size(30, pack=1, world=4)
