@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 # Trains recipes/demo.yaml on the embedded Fashion-MNIST test split (about 6-7 minutes on 2 cores),
 # then samples 100 images per class through the gate. Everything lands under out/demo/.

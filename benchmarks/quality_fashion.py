@@ -1,6 +1,7 @@
 """Quality per CPU-minute: what a user gets from a fixed wall-clock budget, recipe by recipe.
 
-    make bench-quality      (or: .venv/bin/python benchmarks/quality_fashion.py [--budget 10m] [--recipes a.yaml,b.yaml] [--fresh])
+    make bench-quality      (or: .venv/bin/python benchmarks/quality_fashion.py [--budget 10m] [--recipes a.yaml,b.yaml]
+                             [--variant NAME:RECIPE:key=value,key=value ...] [--fresh])
 
 For every recipe, one after another so that each has the whole machine:
 1. `synthgen train RECIPE` on the Fashion-MNIST training set (60,000 images,
@@ -49,14 +50,20 @@ def import_data() -> Path:
     return data
 
 
-def run_recipe(recipe: str, data: Path, budget: str) -> dict:
-    name = Path(recipe).stem
+def parse_variant(text: str) -> tuple[str, str, list[str]]:
+    """`NAME:RECIPE:key=value,key=value`: a recipe with settings changed, as its own row (e.g. a learning rate)."""
+    name, recipe, sets = text.split(":", 2)
+    return name, recipe, [s for s in sets.split(",") if s]
+
+
+def run_recipe(recipe: str, data: Path, budget: str, name: str | None = None, sets: list[str] = ()) -> dict:
+    name = name or Path(recipe).stem
     run = WORK / "weights" / name
     started = time.perf_counter()
     if not (run / "run.json").is_file() or not (run / "checkpoints").is_dir():
         shutil.rmtree(run, ignore_errors=True)
         synthgen("train", recipe, "--set", f"name={name}", "--set", f"data.root={data / 'train'}", "--set", f"train.out_dir={run.parent}",
-                 "--set", f"train.budget={budget}", "--set", f"train.steps={MAX_STEPS}")
+                 "--set", f"train.budget={budget}", "--set", f"train.steps={MAX_STEPS}", *[a for s in sets for a in ("--set", s)])
     trained = time.perf_counter() - started
     state = json.loads((run / "run.json").read_text())
     gated, ungated = WORK / "samples" / f"{name}-gated", WORK / "samples" / f"{name}"
@@ -64,12 +71,12 @@ def run_recipe(recipe: str, data: Path, budget: str) -> dict:
         synthgen("sample", "--weights", run, "--balanced", "-n", PER_CLASS, "--out", gated, "--seed", 0, ok=(0, 3))
     if not (ungated / "manifest.csv").is_file():
         synthgen("sample", "--weights", run, "--balanced", "-n", PER_CLASS, "--out", ungated, "--seed", 0, "--no-gate")
-    return {"recipe": recipe, "run": run, "ungated": ungated, "gate_report": json.loads((gated / "gate_report.json").read_text()),
+    return {"recipe": recipe, "name": name, "settings": list(sets), "run": run, "ungated": ungated, "gate_report": json.loads((gated / "gate_report.json").read_text()),
             "steps": state["step"], "precision": state.get("precision"), "train_seconds": round(state.get("train_seconds", trained), 1)}
 
 
 def evaluate(row: dict, classifier_run: Path) -> dict:
-    out = WORK / f"eval-{Path(row['recipe']).stem}.json"
+    out = WORK / f"eval-{row['name']}.json"
     if not out.is_file():
         synthgen("eval", "--real", WORK / "fm" / "test", "--fake", row["ungated"], "--weights", classifier_run, "--per-class", "--json", out)
     return json.loads(out.read_text())
@@ -86,6 +93,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", default="10m", help="Training wall-clock budget per recipe (train.budget).")
     parser.add_argument("--recipes", default=",".join(DEFAULT_RECIPES), help="Comma-separated recipe files; the first one's domain classifier scores all.")
+    parser.add_argument("--variant", action="append", default=[], type=parse_variant,
+                        help="NAME:RECIPE:key=value,...: one more row, a recipe with settings changed (repeatable).")
     parser.add_argument("--fresh", action="store_true", help="Start over (delete out/bench/quality_fashion/).")
     args = parser.parse_args()
     if args.fresh:
@@ -93,7 +102,8 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}\nbudget: {args.budget} of training per recipe, one recipe at a time")
     data = import_data()
-    rows = [run_recipe(recipe, data, args.budget) for recipe in args.recipes.split(",")]
+    rows = [run_recipe(recipe, data, args.budget) for recipe in args.recipes.split(",") if recipe]
+    rows += [run_recipe(recipe, data, args.budget, name, sets) for name, recipe, sets in args.variant]
     results = []
     for row in rows:
         figures = evaluate(row, rows[0]["run"])
@@ -103,7 +113,7 @@ def main() -> None:
     metric_names = ["fid", "kid", "precision", "recall", "density", "coverage", "label_fidelity", "ms_ssim"]
     available = [m for m in metric_names if m in results[0]["eval"]["metrics"]]
     header = ["recipe", "precision", "steps", "train s"] + available + ["gate passed", "refused"]
-    table = [[Path(r["recipe"]).stem, r["precision"], r["steps"], r["train_seconds"]]
+    table = [[r["name"], r["precision"], r["steps"], r["train_seconds"]]
              + [f"{r['eval']['metrics'][m]['generated']:.4g}" for m in available] + [r["gate_passed"], ",".join(r["gate_refused"]) or "-"]
              for r in results]
     table.append(["real vs real", "", "", ""] + [f"{results[0]['eval']['metrics'][m]['real']:.4g}" for m in available] + ["", ""])

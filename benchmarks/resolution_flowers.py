@@ -11,8 +11,9 @@ For every image size and every row, one run after another so that each has the w
                 the full size is reached at half the budget, by the stages' speeds measured here;
    - resnet:    recipes/small-data.yaml with model.backbone=resnet (the ResNet baseline);
    - small-data: recipes/small-data.yaml as bundled (the DCGAN backbone), the recommended recipe;
-   - small-data-lr2e-4 / small-data-lr5e-4: the same with both learning rates set, to decide
-                the recipe's default on a second dataset (issue 13);
+   - small-data-lr2e-4 / small-data-lr5e-4 / small-data-lr5e-4-w32: the same with both learning
+                rates set (and G and D at half width), to decide the recipe's defaults on a second
+                dataset (issue 13);
    - stylegan-growing: recipes/stylegan-growing.yaml, the same StyleGAN-style G grown
                 progressively against ProGAN's D (StyleGAN v1's setting), its schedule auto
                 like ProGAN's.
@@ -58,6 +59,7 @@ ROWS = {
     "small-data": ("recipes/small-data.yaml", []),  # the recommended recipe as bundled: issue 13's second dataset
     "small-data-lr2e-4": ("recipes/small-data.yaml", ["train.lr_g=0.0002", "train.lr_d=0.0002"]),
     "small-data-lr5e-4": ("recipes/small-data.yaml", ["train.lr_g=0.0005", "train.lr_d=0.0005"]),
+    "small-data-lr5e-4-w32": ("recipes/small-data.yaml", ["train.lr_g=0.0005", "train.lr_d=0.0005", "model.g_channels=32", "model.d_channels=32"]),
 }
 GROWING = ("progan", "stylegan-growing")
 QUICK = ["model.g_channels=16", "model.d_channels=16", "train.batch_size=8", "gate.eval_during_training=false"]
