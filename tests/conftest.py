@@ -5,18 +5,29 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# pytest-xdist (`make test` runs one worker per core) puts several workers on the same cores: each gets its
+# share of threads, and so does every process it starts (OMP_NUM_THREADS, which synthgen leaves alone), so a
+# command run as its own process computes what the same command run in the worker does.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+# Output is checked as a user who redirects it to a file sees it (not wrapped); xdist's workers set COLUMNS=80.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
-from synthgen.data.idx import import_idx, resolve_class_names
-from synthgen.recipe import validate
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from synthgen.data.idx import import_idx, resolve_class_names  # noqa: E402
+from synthgen.recipe import validate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 # Four visually distinct Fashion-MNIST classes keep the end-to-end tests short.
 FOUR_CLASSES = ["Trouser", "Sneaker", "Bag", "T-shirt-top"]
 
-torch.set_num_threads(max(1, os.cpu_count() or 1))
+torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -341,10 +341,13 @@ def test_kid_and_diversity_limits_are_capped_by_the_class_itself(gate, split):
         assert kid_q < ref.limits["kid"] <= kid_q + settings.kid_spread_ratio * ref.kid_spread + 1e-12
         diversity_q, median = np.percentile(ref.null["diversity"], settings.percentile), np.median(ref.null["diversity"])
         assert diversity_q <= ref.limits["diversity"] <= max(diversity_q, settings.diversity_ratio * median) + 1e-12
-        # The spread is what it says: the KID of batches of copies of one real image, on average.
-        members = reference.images[reference.labels == reference.class_names.index(name)]
-        copies = [gate(name, members[i : i + 1].repeat(BATCH, 1, 1, 1)).figures["kid"] for i in range(40)]
-        assert float(np.mean(copies)) == pytest.approx(ref.kid_spread, rel=0.25)
+        # The spread is what it says: the KID of a batch of copies of one real image, on average over all the
+        # class's images (by the reference estimator on their features: exact up to a 2/n term), and that is the
+        # figure the gate itself gives such a batch (three of them, end to end through the domain classifier).
+        copies = np.array([mmd2_unbiased(ref.features, f.repeat(BATCH, 1)) for f in ref.features])
+        assert copies.mean() == pytest.approx(ref.kid_spread, rel=3 / len(copies))
+        for i in (0, 1, 2):
+            assert gate(name, ref.images[i : i + 1].repeat(BATCH, 1, 1, 1)).figures["kid"] == pytest.approx(copies[i], rel=1e-3, abs=1e-4)
 
 
 def test_the_set_check_passes_unseen_real_sets_and_says_where_images_go(gate, split):

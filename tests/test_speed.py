@@ -94,6 +94,7 @@ def test_probe_leaves_training_exact_and_resume_keeps_its_choice(four_classes, t
     pinned, bit for bit, and a run killed half way and resumed with the default settings equals both."""
     monkeypatch.setattr(speed, "MIN_STEPS_TO_PROBE", 0)
     monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(speed, "machine_load", lambda: 0.0)  # a quiet machine, whatever else runs beside the tests
     probed = train(tiny_recipe(four_classes, tmp_path / "a"))
     run = json.loads((probed.run_dir / "run.json").read_text())
     assert run["speed"]["how"] == "measured" and set(run["speed"]["rates"]) == {"fp32", "bf16"}
