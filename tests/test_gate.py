@@ -13,7 +13,7 @@ from synthgen.imaging import to_uint8
 from synthgen.metrics.domain import DomainClassifier, train_domain_classifier
 from synthgen.metrics.features import domain_classifier
 from synthgen.metrics.gate import Gate
-from synthgen.metrics.kid import mmd2_unbiased
+from synthgen.metrics.kid import _mmd2_from_kernels, mmd2_unbiased, polynomial_kernel
 from synthgen.recipe import GateConfig
 from synthgen.sample import (
     GATE_REPORT,
@@ -344,9 +344,12 @@ def test_kid_and_diversity_limits_are_capped_by_the_class_itself(gate, split):
         # The spread is what it says: the KID of a batch of copies of one real image, on average over all the
         # class's images (by the reference estimator on their features: exact up to a 2/n term), and that is the
         # figure the gate itself gives such a batch (three of them, end to end through the domain classifier).
-        copies = np.array([mmd2_unbiased(ref.features, f.repeat(BATCH, 1)) for f in ref.features])
+        kernel = polynomial_kernel(ref.features, ref.features)  # the estimator's kernels, from one matrix per class
+        copies = np.array([_mmd2_from_kernels(kernel, kernel[i, i].expand(BATCH, BATCH), kernel[:, i : i + 1].expand(-1, BATCH))
+                           for i in range(len(kernel))])
         assert copies.mean() == pytest.approx(ref.kid_spread, rel=3 / len(copies))
         for i in (0, 1, 2):
+            assert copies[i] == pytest.approx(mmd2_unbiased(ref.features, ref.features[i].repeat(BATCH, 1)), rel=1e-9)
             assert gate(name, ref.images[i : i + 1].repeat(BATCH, 1, 1, 1)).figures["kid"] == pytest.approx(copies[i], rel=1e-3, abs=1e-4)
 
 
