@@ -82,6 +82,15 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
             print("  " + "  ".join("-" * w for w in widths))
 
 
+def recipe_variant(text: str) -> tuple[str, str, list[str]]:
+    """`--variant NAME:RECIPE:key=value,key=value`: a recipe with settings changed, as its own benchmark row."""
+    name, recipe, sets = text.split(":", 2)
+    return name, recipe, [s for s in sets.split(",") if s]
+
+
+VARIANT_HELP = "NAME:RECIPE:key=value,...: one more row, a recipe with settings changed, e.g. a learning rate (repeatable)."
+
+
 def write_json(name: str, payload: dict) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{name}.json"

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import OUT, machine, print_table, write_json  # noqa: E402
+from benchlib import OUT, VARIANT_HELP, machine, print_table, recipe_variant, write_json  # noqa: E402
 from utility_fashion import SHARED_FM, synthgen  # noqa: E402
 
 WORK = OUT / "quality_fashion"
@@ -48,12 +48,6 @@ def import_data() -> Path:
             sys.exit(f"needs the Fashion-MNIST idx files in {SHARED_FM}")
         synthgen("data", "import", "idx", SHARED_FM, data, "--names", "fashion-mnist")
     return data
-
-
-def parse_variant(text: str) -> tuple[str, str, list[str]]:
-    """`NAME:RECIPE:key=value,key=value`: a recipe with settings changed, as its own row (e.g. a learning rate)."""
-    name, recipe, sets = text.split(":", 2)
-    return name, recipe, [s for s in sets.split(",") if s]
 
 
 def run_recipe(recipe: str, data: Path, budget: str, name: str | None = None, sets: list[str] = ()) -> dict:
@@ -93,8 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", default="10m", help="Training wall-clock budget per recipe (train.budget).")
     parser.add_argument("--recipes", default=",".join(DEFAULT_RECIPES), help="Comma-separated recipe files; the first one's domain classifier scores all.")
-    parser.add_argument("--variant", action="append", default=[], type=parse_variant,
-                        help="NAME:RECIPE:key=value,...: one more row, a recipe with settings changed (repeatable).")
+    parser.add_argument("--variant", action="append", default=[], type=recipe_variant, help=VARIANT_HELP)
     parser.add_argument("--fresh", action="store_true", help="Start over (delete out/bench/quality_fashion/).")
     args = parser.parse_args()
     if args.fresh:

@@ -1,6 +1,7 @@
 """Resolution on a CPU (issue 15, section 6): what each architecture gives on RGB flowers in the same wall-clock time.
 
-    make bench-resolution     (or: .venv/bin/python benchmarks/resolution_flowers.py [--budget 5m] [--sizes 64,128] [--quick] [--fresh])
+    make bench-resolution     (or: .venv/bin/python benchmarks/resolution_flowers.py [--budget 5m] [--sizes 64,128]
+                              [--rows a,b] [--variant NAME:RECIPE:key=value,...] [--quick] [--fresh])
 
 For every image size and every row, one run after another so that each has the whole machine:
 1. `synthgen train RECIPE` on flowers5 (4,317 RGB photos in 5 classes, ../shared/datasets) with
@@ -11,9 +12,8 @@ For every image size and every row, one run after another so that each has the w
                 the full size is reached at half the budget, by the stages' speeds measured here;
    - resnet:    recipes/small-data.yaml with model.backbone=resnet (the ResNet baseline);
    - small-data: recipes/small-data.yaml as bundled (the DCGAN backbone), the recommended recipe;
-   - small-data-lr2e-4 / small-data-lr5e-4 / small-data-lr5e-4-w32: the same with both learning
-                rates set (and G and D at half width), to decide the recipe's defaults on a second
-                dataset (issue 13);
+   - any --variant NAME:RECIPE:key=value,...: a recipe with settings changed (how the recommended
+                recipe's width and learning rates were decided on a second dataset, issue 13);
    - stylegan-growing: recipes/stylegan-growing.yaml, the same StyleGAN-style G grown
                 progressively against ProGAN's D (StyleGAN v1's setting), its schedule auto
                 like ProGAN's.
@@ -41,7 +41,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import OUT, REPO, machine, print_table, write_json  # noqa: E402
+from benchlib import OUT, REPO, VARIANT_HELP, machine, print_table, recipe_variant, write_json  # noqa: E402
 from utility_fashion import synthgen  # noqa: E402
 
 FLOWERS = REPO.parent / "shared" / "datasets" / "flowers5"
@@ -57,9 +57,6 @@ ROWS = {
     "resnet": ("recipes/small-data.yaml", ["model.backbone=resnet"]),
     "stylegan-growing": ("recipes/stylegan-growing.yaml", []),
     "small-data": ("recipes/small-data.yaml", []),  # the recommended recipe as bundled: issue 13's second dataset
-    "small-data-lr2e-4": ("recipes/small-data.yaml", ["train.lr_g=0.0002", "train.lr_d=0.0002"]),
-    "small-data-lr5e-4": ("recipes/small-data.yaml", ["train.lr_g=0.0005", "train.lr_d=0.0005"]),
-    "small-data-lr5e-4-w32": ("recipes/small-data.yaml", ["train.lr_g=0.0005", "train.lr_d=0.0005", "model.g_channels=32", "model.d_channels=32"]),
 }
 GROWING = ("progan", "stylegan-growing")
 QUICK = ["model.g_channels=16", "model.d_channels=16", "train.batch_size=8", "gate.eval_during_training=false"]
@@ -119,10 +116,13 @@ def main() -> None:
     parser.add_argument("--budget", default="5m", help="Training wall-clock budget per run (train.budget).")
     parser.add_argument("--sizes", default="64,128", help="Comma-separated image sizes.")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"Comma-separated rows, the first one's domain classifier scores all ({', '.join(ROWS)}).")
+    parser.add_argument("--variant", action="append", default=[], type=recipe_variant, help=VARIANT_HELP)
     parser.add_argument("--no-inception", action="store_true", help="Domain features only (Inception costs about 0.1 s an image on 2 cores).")
     parser.add_argument("--quick", action="store_true", help="Smoke setting: widths 16, batch 8, 20 per class; use with a short --budget.")
     parser.add_argument("--fresh", action="store_true", help="Start over (delete out/bench/resolution_flowers/).")
     args = parser.parse_args()
+    ROWS.update({name: (recipe, sets) for name, recipe, sets in args.variant})
+    rows = [row for row in args.rows.split(",") if row] + [name for name, _, _ in args.variant]
     if not FLOWERS.is_dir():
         sys.exit(f"needs flowers5 in {FLOWERS}")
     if args.fresh:
@@ -133,7 +133,7 @@ def main() -> None:
     print(f"machine: {machine()}\nbudget: {args.budget} of training per run, one run at a time")
     results = []
     for size in map(int, args.sizes.split(",")):
-        trained = [train(row, size, args.budget, args.quick) for row in args.rows.split(",")]
+        trained = [train(row, size, args.budget, args.quick) for row in rows]
         for run, row in trained:
             name = f"{row['row']}-{size}"
             samples = sample_and_grid(run, name, per_class)
