@@ -342,12 +342,14 @@ def test_kid_and_diversity_limits_are_capped_by_the_class_itself(gate, split):
         diversity_q, median = np.percentile(ref.null["diversity"], settings.percentile), np.median(ref.null["diversity"])
         assert diversity_q <= ref.limits["diversity"] <= max(diversity_q, settings.diversity_ratio * median) + 1e-12
         # The spread is what it says: the KID of a batch of copies of one real image, on average over all the
-        # class's images (by the reference estimator on their features: exact up to a 2/n term), and that is the
-        # figure the gate itself gives such a batch (three of them, end to end through the domain classifier).
+        # class's n images (by the reference estimator on their features; the mean is exactly spread x (1 - 2/n),
+        # the cross term counting each image against itself once), and that is the figure the gate itself gives
+        # such a batch (three of them, end to end through the domain classifier).
         kernel = polynomial_kernel(ref.features, ref.features)  # the estimator's kernels, from one matrix per class
+        n = len(kernel)
         copies = np.array([_mmd2_from_kernels(kernel, kernel[i, i].expand(BATCH, BATCH), kernel[:, i : i + 1].expand(-1, BATCH))
-                           for i in range(len(kernel))])
-        assert copies.mean() == pytest.approx(ref.kid_spread, rel=3 / len(copies))
+                           for i in range(n)])
+        assert copies.mean() == pytest.approx(ref.kid_spread * (1 - 2 / n), rel=1e-9)
         for i in (0, 1, 2):
             assert copies[i] == pytest.approx(mmd2_unbiased(ref.features, ref.features[i].repeat(BATCH, 1)), rel=1e-9)
             assert gate(name, ref.images[i : i + 1].repeat(BATCH, 1, 1, 1)).figures["kid"] == pytest.approx(copies[i], rel=1e-3, abs=1e-4)
