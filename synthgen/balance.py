@@ -145,6 +145,7 @@ def balance_dataset(
         result.sample_result = sampling.sample_dataset(
             generator, wanted, out, seed, batch_size=batch_size, check=check or sampling.accept_all, retries=retries,
             on_batch=on_image, subfolder="synthetic", manifest=SYNTHETIC_PART, set_check=getattr(check, "check_set", None),
+            keep=getattr(check, "image_filter", None),
         )
         result.rejected = result.sample_result.rejected
     if any(plan.augmented.values()):

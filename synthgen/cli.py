@@ -209,13 +209,17 @@ def sample(
             generator, plan, out_dir, seed, truncation, fmt, batch_size,
             check=gate or sampling.accept_all, retries=generator.recipe.gate.retries if gate else 0,
             on_batch=lambda k: bar.advance(task, k), set_check=gate.check_set if gate else None,
+            keep=gate.image_filter if gate else None,
         )
     report = sampling.write_gate_report(out_dir, result, generator, gate)
-    table = Table("prompt" if generator.text_conditioned else "class", "existing", "written", "retried", "whole set", "gate")
+    filtered = bool(result.drawn)
+    table = Table("prompt" if generator.text_conditioned else "class", "existing", "written", *(["recognised of drawn"] if filtered else []),
+                  "retried", "whole set", "gate")
     for name in plan:
         status = f"[red]rejected: {escape(result.rejected[name])}" if name in result.rejected else ("[green]passed" if gate else "off")
         shown = generator.prompts.get(name, name)
-        table.add_row(escape(shown), str(result.existing[name]), str(result.written[name]), str(result.retried[name]),
+        recognised = [_recognised_summary(result.drawn[name])] if filtered else []
+        table.add_row(escape(shown), str(result.existing[name]), str(result.written[name]), *recognised, str(result.retried[name]),
                       _set_summary(result.sets.get(name)), status)
     out.print(table)
     out.print(f"dataset: {out_dir} (manifest: {out_dir / sampling.MANIFEST}, gate report: {report}), checkpoint step {generator.step}")
@@ -460,6 +464,12 @@ def _print_gate_verdicts(verdicts, sets) -> None:
         verdict = "[green]pass" if not failing else f"[red]fail: {escape(failing[0].reason)}"
         table.add_row(escape(name), str(len(batch_verdicts)), str(len(batch_verdicts) - len(failed)), _set_summary(sets.get(name)), verdict)
     out.print(table)
+
+
+def _recognised_summary(tally: list[int]) -> str:
+    """gate.recognised_only in one cell: images the domain classifier recognised of those drawn."""
+    drawn, kept = tally
+    return f"{kept} of {drawn} ({kept / drawn:.0%})" if drawn else "-"
 
 
 def _set_summary(verdict) -> str:

@@ -254,6 +254,9 @@ class GateConfig(Section):
     set_ratio: float = Field(
         0.5, ge=0, le=1, description="Once a class is complete: the recall of everything written for it must reach this fraction of real sets' low percentile at the same N."
     )
+    recognised_only: bool = Field(
+        False, description="Per image, before its batch is checked: an image the domain classifier puts in another class is drawn again (a fresh seed for the same index, at most 64 draws), so every written image is one it recognises as its class."
+    )
     null_trials: int = Field(200, ge=20, description="Real batches drawn per class to calibrate the thresholds.")
     retries: int = Field(3, ge=0, description="A rejected batch is regenerated with fresh seeds this many times before its class is stopped.")
     domain_steps: int = Field(600, ge=10, description="Training steps of the domain classifier (trained once per run on its real images).")

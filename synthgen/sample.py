@@ -11,6 +11,11 @@ attempt number enters the seed), up to `gate.retries` times; a class that
 still fails is stopped with the reason while the other classes complete.
 Batches are aligned to multiples of the batch size and always generated
 whole, so a verdict never depends on what was already on disk.
+
+An `ImageFilter` (the gate's `recognised_only`) judges images one by one
+before their batch is checked: a refused image is drawn again from the
+next seed of its own index (draw d enters the seed), so the files still
+depend on nothing but (--seed, class, index).
 """
 
 from __future__ import annotations
@@ -51,6 +56,16 @@ class BatchCheck(Protocol):
 class SetCheck(Protocol):
     def __call__(self, class_name: str, images: torch.Tensor) -> Verdict | None:
         """images: uint8 [N, C, H, W], everything written for `class_name` once it is complete; None: unchecked."""
+
+
+class ImageFilter(Protocol):
+    def __call__(self, class_name: str, images: torch.Tensor) -> torch.Tensor:
+        """bool [N]: which of these uint8 images may be written as `class_name`; the others are drawn again."""
+
+
+# An image the filter refuses is drawn again with the next seed of its index; a slot still refused after this
+# many draws rejects its batch (a class whose images the filter keeps one time in 20 has such a slot in most batches).
+MAX_DRAWS = 64
 
 
 def accept_all(class_name: str, images: torch.Tensor) -> Verdict:  # noqa: ARG001
@@ -163,9 +178,10 @@ def latent(seed: int, z_dim: int, truncation: float | None) -> torch.Tensor:
     return z
 
 
-def image_seed(seed: int, class_name: str, index: int, attempt: int = 0) -> int:
-    """The seed of image `index` of a class; a retry after a rejected batch (attempt > 0) gets fresh seeds."""
-    key = f"{seed}/{class_name}/{index}" + (f"/retry{attempt}" if attempt else "")
+def image_seed(seed: int, class_name: str, index: int, attempt: int = 0, draw: int = 0) -> int:
+    """The seed of image `index` of a class; a retry after a rejected batch (attempt > 0) and a redraw of an image the
+    filter refused (draw > 0) get fresh seeds."""
+    key = f"{seed}/{class_name}/{index}" + (f"/retry{attempt}" if attempt else "") + (f"/draw{draw}" if draw else "")
     digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
 
@@ -235,6 +251,7 @@ class SampleResult:
     rejected: dict[str, str] = field(default_factory=dict)  # class -> why the gate stopped it
     sets: dict[str, Verdict] = field(default_factory=dict)  # class -> the set check of everything written for it
     retried: dict[str, int] = field(default_factory=dict)  # class -> batches regenerated after a rejection
+    drawn: dict[str, list[int]] = field(default_factory=dict)  # with an image filter: class -> [images drawn, images it kept]
     batches: list[dict] = field(default_factory=list)  # every verdict, for gate_report.json
 
 
@@ -252,6 +269,7 @@ def sample_dataset(
     subfolder: str = "",
     manifest: str = MANIFEST,
     set_check: SetCheck | None = None,
+    keep: ImageFilter | None = None,
 ) -> SampleResult:
     """Write plan[c] images of each class c under out/<c>/[subfolder/], continuing what is already there.
 
@@ -259,7 +277,8 @@ def sample_dataset(
     A batch is encoded and written on the writer threads while the next one is generated and gated;
     its rows are journaled once its files are whole (manifest.py). Once every batch is written, `set_check`
     judges each complete class as a whole (everything written for it, earlier runs included): a class it
-    fails is rejected too, its files kept and listed.
+    fails is rejected too, its files kept and listed. `keep` filters images one by one before `check` sees
+    their batch (see the module's docstring).
     """
     if fmt not in SAVE_FORMATS:
         raise SynthgenError(f"--format {fmt}: expected one of {', '.join(SAVE_FORMATS)}")
@@ -276,9 +295,12 @@ def sample_dataset(
         batches = []
         for name, wanted in plan.items():
             result.existing[name], result.written[name], result.retried[name] = len(present.get(name, ())), 0, 0
+            if keep is not None:
+                result.drawn[name] = [0, 0]
             todo = [i for i in range(wanted) if i not in present.get(name, ())]
             batches += [(name, start, indices) for start, indices in _aligned_batches(todo, batch_size)]
-        checked = _checked_batches(generator, batches, batch_size, seed, truncation, check, retries, result)
+        draw = _Draw(generator, batch_size, seed, truncation, check, keep)
+        checked = _checked_batches(draw, batches, retries, result)
         with _Writes(rows, on_batch) as writes:
             for (name, start, indices), (batch, seeds, attempt, verdict) in checked:
                 keep = [i - start for i in indices]
@@ -370,7 +392,54 @@ def _order(row: dict) -> tuple:
     return row["class"], _index_of(row)
 
 
-def _checked_batches(generator, batches, batch_size, seed, truncation, check, retries, result):
+@dataclass
+class _Draw:
+    """How one batch of a class is drawn: seeds, generator, the per-image filter, and the gate's check on its thread."""
+
+    generator: TrainedGenerator
+    batch_size: int
+    seed: int
+    truncation: float | None
+    check: BatchCheck
+    keep: ImageFilter | None
+
+    def launch(self, job, attempt: int, result: SampleResult):
+        """Generate the aligned batch of `job` for `attempt` (filtered image by image) and hand it to the gate thread."""
+        name, start, _ = job
+        seeds = [image_seed(self.seed, name, i, attempt) for i in range(start, start + self.batch_size)]
+        batch = self.generator.generate_named(name, seeds, self.truncation)
+        if self.keep is None:
+            return job, attempt, seeds, batch, _GATE.submit(self.check, name, batch)
+        refused = self._redraw_refused(name, start, attempt, seeds, batch, result.drawn[name])
+        if refused:  # the gate need not look: this batch cannot be written whole
+            share = result.drawn[name][1] / result.drawn[name][0]
+            verdict = Verdict(False, f"{len(refused)} of {self.batch_size} images still not recognised as {name} after {MAX_DRAWS} draws each "
+                                     f"(the domain classifier recognised {share:.0%} of the images drawn for it); train longer or sample without gate.recognised_only")
+            future: Future = Future()
+            future.set_result(verdict)
+            return job, attempt, seeds, batch, future
+        return job, attempt, seeds, batch, _GATE.submit(self.check, name, batch)
+
+    def _redraw_refused(self, name, start, attempt, seeds, batch, tally) -> list[int]:
+        """Replace (in place) every image the filter refuses by the next draw of its index; the slots still refused."""
+        refused = (~self.keep(name, batch)).nonzero().flatten().tolist()
+        tally[0] += len(seeds)
+        for draw in range(1, MAX_DRAWS):
+            if not refused:
+                break
+            fresh = [image_seed(self.seed, name, start + k, attempt, draw) for k in refused]
+            images = self.generator.generate_named(name, fresh, self.truncation)
+            kept = self.keep(name, images).tolist()
+            tally[0] += len(fresh)
+            for k, new_seed, image, ok in zip(refused, fresh, images, kept):
+                if ok:
+                    seeds[k], batch[k] = new_seed, image
+            refused = [k for k, ok in zip(refused, kept) if not ok]
+        tally[1] += len(seeds) - len(refused)
+        return refused
+
+
+def _checked_batches(draw: _Draw, batches, retries, result):
     """(batch, accepted images) for every (class, start, indices) in `batches`, in order; a class stops at its first failure.
 
     Batch j + 1 is generated while batch j is checked on the gate thread, so the generator seldom waits
@@ -378,23 +447,15 @@ def _checked_batches(generator, batches, batch_size, seed, truncation, check, re
     """
     ahead = None
     for job in [*batches, None]:
-        launched = _launch(generator, job, 0, batch_size, seed, truncation, check) if job and job[0] not in result.rejected else None
+        launched = draw.launch(job, 0, result) if job and job[0] not in result.rejected else None
         if ahead is not None and ahead[0][0] not in result.rejected:
-            accepted = _settle(generator, ahead, batch_size, seed, truncation, check, retries, result)
+            accepted = _settle(draw, ahead, retries, result)
             if accepted is not None:
                 yield ahead[0], accepted
         ahead = launched
 
 
-def _launch(generator, job, attempt, batch_size, seed, truncation, check):
-    """Generate the aligned batch of `job` for `attempt` and hand it to the gate thread."""
-    name, start, _ = job
-    seeds = [image_seed(seed, name, i, attempt) for i in range(start, start + batch_size)]
-    batch = generator.generate_named(name, seeds, truncation)
-    return job, attempt, seeds, batch, _GATE.submit(check, name, batch)
-
-
-def _settle(generator, launched, batch_size, seed, truncation, check, retries, result):
+def _settle(draw: _Draw, launched, retries, result):
     """The verdict on a launched batch; on rejection retry with fresh seeds. None when every attempt failed."""
     job, attempt, seeds, batch, verdict = launched
     name, start, _ = job
@@ -408,7 +469,7 @@ def _settle(generator, launched, batch_size, seed, truncation, check, retries, r
             result.rejected[name] = f"{retries + 1} batches in a row rejected; last: {verdict.reason}"
             return None
         result.retried[name] += 1
-        _, attempt, seeds, batch, verdict = _launch(generator, job, attempt + 1, batch_size, seed, truncation, check)
+        _, attempt, seeds, batch, verdict = draw.launch(job, attempt + 1, result)
 
 
 def _aligned_batches(indices: list[int], batch_size: int) -> list[tuple[int, list[int]]]:
@@ -529,6 +590,9 @@ def write_gate_report(out: Path, result: SampleResult, generator: TrainedGenerat
                 entry["status"] = "unchecked"
         if name in result.sets:
             entry["set"] = _set_entry(result.sets[name])
+        if name in result.drawn:  # gate.recognised_only: how many images were drawn to write the recognised ones
+            drawn, kept = result.drawn[name]
+            entry["recognised_only"] = {"drawn": drawn, "kept": kept, "kept_share": kept / drawn if drawn else None}
         entry["batches"] = [b for b in result.batches if b["class"] == name]
         classes[name] = entry
     report = {"checkpoint_sha256": generator.checkpoint_sha256, "step": generator.step, "classes": classes}

@@ -406,3 +406,46 @@ def test_sampling_runs_the_set_check_once_a_class_is_complete(generator, gate, t
     more = sample_dataset(generator, {"Bag": 2 * BATCH, "Trouser": 2 * BATCH}, tmp_path, batch_size=BATCH, check=gate, retries=3, set_check=trousers_fail)
     assert list(more.rejected) == ["Trouser"] and more.sets["Bag"].details["images"] == 2 * BATCH  # the earlier run's files count too
     assert len(list((tmp_path / "Trouser").glob("*.png"))) == 2 * BATCH  # judged after writing: kept, and reported
+
+
+def test_recognised_only_redraws_what_the_classifier_puts_elsewhere(generator, gate, classifier, split, tmp_path):
+    """gate.recognised_only: every written image is one the domain classifier puts in its class; the rest of the
+    batch is the unfiltered sample's own images, a refused one is replaced by a later draw of its index, and a re-run
+    writes the same bytes."""
+    reference, _ = split
+    strict = Gate(classifier, reference.images, reference.labels, BATCH, GateConfig(recognised_only=True))
+    assert gate.image_filter is None  # off by default
+    plan = plan_balanced(generator, BATCH)
+    plain = sample_dataset(generator, plan, tmp_path / "plain", seed=4, batch_size=BATCH)
+    runs = [sample_dataset(generator, plan, tmp_path / f"filtered{i}", seed=4, batch_size=BATCH, keep=strict.image_filter) for i in range(2)]
+    assert plain.written == runs[0].written == {name: BATCH for name in generator.class_names} and not runs[0].rejected
+
+    def unrecognised(folder):
+        written = load_labelled(folder, 28, 1, "crop")
+        return int((classifier.features_and_logits(written.images)[1].argmax(1) != written.labels).sum())
+
+    assert unrecognised(tmp_path / "plain") > 0  # the tiny GAN draws some images of another class: there is something to filter
+    assert unrecognised(tmp_path / "filtered0") == 0
+    drawn = runs[0].drawn
+    assert all(kept == BATCH for _, kept in drawn.values()) and sum(d for d, _ in drawn.values()) > len(plan) * BATCH
+    plain_rows, filtered_rows = manifest_rows(tmp_path / "plain"), manifest_rows(tmp_path / "filtered0")
+    redrawn = [(p, f) for p, f in zip(plain_rows, filtered_rows) if p["seed"] != f["seed"]]
+    assert 0 < len(redrawn) < len(plain_rows)
+    for p, f in zip(plain_rows, filtered_rows):
+        same = (tmp_path / "plain" / p["file"]).read_bytes() == (tmp_path / "filtered0" / f["file"]).read_bytes()
+        assert same == (p["seed"] == f["seed"])
+    index = lambda row: int(row["file"].rsplit("_", 1)[1].split(".")[0])  # noqa: E731
+    assert all(int(f["seed"]) in {image_seed(4, f["class"], index(f), 0, d) for d in range(1, 64)} for _, f in redrawn)
+    assert files_in(tmp_path / "filtered0") == files_in(tmp_path / "filtered1")
+    write_gate_report(tmp_path / "filtered0", runs[0], generator, strict)
+    entry = json.loads((tmp_path / "filtered0" / GATE_REPORT).read_text())["classes"][generator.class_names[0]]["recognised_only"]
+    assert entry["kept"] == BATCH and entry["drawn"] == drawn[generator.class_names[0]][0]
+
+
+def manifest_rows(folder) -> list[dict]:
+    with open(folder / MANIFEST, newline="") as handle:
+        return sorted(csv.DictReader(handle), key=lambda row: row["file"])
+
+
+def files_in(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.png"))}

@@ -16,6 +16,7 @@ from torchvision.datasets import ImageFolder
 from synthgen.errors import SynthgenError
 from synthgen.sample import (
     MANIFEST,
+    MAX_DRAWS,
     TrainedGenerator,
     Verdict,
     latent,
@@ -272,3 +273,17 @@ def test_log_lines_are_not_wrapped_when_output_is_not_a_terminal():
     assert "x" * 300 in lines
     keys = subprocess.run([sys.executable, "-m", "synthgen", "recipes", "--keys"], cwd=REPO, capture_output=True, text=True, env=env)
     assert any("train.ema_decay" in line and "EMA decay, ramped up from 0 over the first steps (when ema_halflife_kimg is not set)." in line for line in keys.stdout.splitlines())
+
+
+def test_an_image_filter_that_refuses_a_class_rejects_it_after_max_draws(generator, tmp_path):
+    """A slot still refused after MAX_DRAWS draws rejects its batch with the reason; the other class is written."""
+    drawn_for = []
+
+    def no_bags(class_name, images):
+        drawn_for.append(class_name)
+        return torch.full((len(images),), class_name != "Bag")
+
+    result = sample_dataset(generator, plan_classes(generator, ["Bag", "Sneaker"], 4), tmp_path, batch_size=4, keep=no_bags)
+    assert list(result.rejected) == ["Bag"] and f"after {MAX_DRAWS} draws" in result.rejected["Bag"]
+    assert drawn_for.count("Bag") == MAX_DRAWS and result.drawn == {"Bag": [4 * MAX_DRAWS, 0], "Sneaker": [4, 4]}
+    assert result.written == {"Bag": 0, "Sneaker": 4} and not (tmp_path / "Bag").exists()

@@ -316,6 +316,16 @@ class Gate:
             verdict.reason = f"set of {len(images)} failed {', '.join(parts)}; {ADVICE[failed[0]]}"
         return verdict
 
+    @property
+    def image_filter(self):
+        """With gate.recognised_only on a labelled run: `recognised`, sample's per-image filter; else None."""
+        return self.recognised if self.settings.recognised_only and len(self.class_names) > 1 else None
+
+    def recognised(self, class_name: str, images: torch.Tensor) -> torch.Tensor:
+        """bool [N]: which uint8 images the domain classifier puts in `class_name` (its most likely class)."""
+        _, logits = self.classifier.features_and_logits(images)
+        return logits.argmax(1) == self.class_names.index(class_name)
+
     def __call__(self, class_name: str, images: torch.Tensor) -> Verdict:
         reference = self.references.get(class_name)
         if reference is None:
