@@ -23,8 +23,13 @@ one trains a GAN per recipe for its budget and 18 classifiers per recipe
    - `synthgen eval --per-class` of the complete set against TRAIN: within-class
      MS-SSIM of every synthetic class beside its real class's;
    - `synthgen eval --utility` over 3 seeds: cases (a)-(f), (f) being real only
-     with class-balanced batches (the re-sampling baseline).
-4. one summary table, and out/bench/utility_fashion.json (every figure, the
+     with class-balanced batches (the re-sampling baseline);
+   - the same top-up sampled with `--set gate.recognised_only=true` (only images
+     the run's domain classifier puts in their class) and cases (c), (e) with it.
+4. the ceiling, once: case (c) with the top-up made of real training images the
+   small set left out (540 per minority class, seeded): what perfect synthetic
+   images of the rare classes could give at most.
+5. one summary table, and out/bench/utility_fashion.json (every figure, the
    settings, gate verdicts and stage timings).
 
 Every stage is skipped when its output is complete (a stopped run continues);
@@ -65,6 +70,22 @@ def synthgen(*args, ok=(0,)) -> int:
     if code not in ok:
         sys.exit(f"synthgen {args[0]} failed with exit code {code}")
     return code
+
+
+def withheld_real(full_train: Path, train: Path, dest: Path, majority: int) -> None:
+    """Links to real training images the small set left out, topping each short class up to `majority` (seeded)."""
+    rng = random.Random(SEED + 1)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for folder in sorted(d for d in train.iterdir() if d.is_dir()):
+        taken = {p.name for p in folder.iterdir()}
+        if len(taken) >= majority:
+            continue
+        left = sorted(p for p in (full_train / folder.name).iterdir() if p.name not in taken)
+        (tmp / folder.name).mkdir(parents=True)
+        for path in rng.sample(left, majority - len(taken)):
+            (tmp / folder.name / path.name).symlink_to(path.resolve())
+    tmp.rename(dest)  # complete or absent
 
 
 def small_train_set(full_train: Path, dest: Path) -> dict:
@@ -126,22 +147,30 @@ def main() -> None:
     stage("augment", (augmented / "manifest.csv").exists() and all(
         len(list((augmented / c).glob("*.png"))) == majority - n for c, n in setting["counts"].items() if n < majority),
         lambda: synthgen("augment", train, augmented, "--per-class", majority, "--seed", SEED))
+    withheld, ceiling = WORK / "withheld_real", WORK / "ceiling.json"
+    stage("withheld real images", withheld.is_dir(), lambda: withheld_real(full / "train", train, withheld, majority))
+    stage("ceiling: utility with real top-up", ceiling.exists(), lambda: synthgen(
+        "eval", "--utility", "--train", train, "--test", full / "test", "--synthetic", withheld,
+        "--cases", "c", "--seeds", args.seeds, "--steps", args.steps, "--json", ceiling))
     rows = {}
     for recipe in args.recipes.split(","):
         rows[Path(recipe).stem] = gan_case(recipe, args, stage, full, train, augmented, majority)
     summary = [summary_row(name, row, setting) for name, row in rows.items()]
+    ceiling_c = json.loads(ceiling.read_text())["cases"]["c"]
+    print(f"ceiling, real top-up instead of synthetic (case c): macro-F1 {ceiling_c['macro_f1']['mean']:.4f}, "
+          f"minority recall {ceiling_c['minority_recall']['mean']:.3f}", flush=True)
     print_table(f"Fashion-MNIST, {sum(setting['counts'].values())} train images (3 classes at 60), GAN {args.budget} per recipe; "
                 f"classifier {args.steps} steps x {args.seeds} seeds; macro-F1 and minority recall, mean over seeds", SUMMARY_HEADER, summary)
     result = {
         "setting": setting, "budget": args.budget, "machine": machine(), "timings_s": timings, "command": " ".join(sys.argv),
-        "recipes": rows,
+        "recipes": rows, "ceiling_real_top_up": json.loads(ceiling.read_text()),
     }
     write_json("utility_fashion", result)
 
 
 DEFAULT_RECIPES = ["recipes/demo.yaml", "recipes/small-data.yaml"]
 SUMMARY_HEADER = ["recipe", "GAN steps", "(a) real", "(f) balanced", "(d) +aug", "(c) +synth", "(e) +synth+aug", "minority recall a/f/c/e",
-                  "CAS / real acc", "worst MS-SSIM ratio", "gate passed"]
+                  "(c) / (e) recognised only", "minority recall c/e recognised", "CAS / real acc", "worst MS-SSIM ratio", "gate passed"]
 
 
 def gan_case(recipe: str, args, stage, full: Path, train: Path, augmented: Path, majority: int) -> dict:
@@ -168,11 +197,20 @@ def gan_case(recipe: str, args, stage, full: Path, train: Path, augmented: Path,
     stage(f"{name}: utility", False, lambda: synthgen(
         "eval", "--utility", "--train", train, "--test", full / "test", "--synthetic", synthetic, "--augmented", augmented,
         "--cas", cas, "--seeds", args.seeds, "--steps", args.steps, "--json", utility))
+    # The same top-up with the gate's per-image filter: only images the run's domain classifier puts in their class.
+    recognised, utility_recognised = folder / "synthetic_recognised", folder / "utility_recognised.json"
+    stage(f"{name}: sample fill-to, recognised only", False, lambda: codes.__setitem__("fill_to_recognised", synthgen(
+        "sample", "--weights", run, "--fill-to", majority, "--data", train, "--out", recognised, "--seed", SEED,
+        "--set", "gate.recognised_only=true", ok=(0, 3))))
+    stage(f"{name}: utility, recognised only", False, lambda: synthgen(
+        "eval", "--utility", "--train", train, "--test", full / "test", "--synthetic", recognised, "--augmented", augmented,
+        "--cases", "c,e", "--seeds", args.seeds, "--steps", args.steps, "--json", utility_recognised))
     state = json.loads((run / "run.json").read_text())
     return {
         "recipe": recipe, "gan_steps": state["step"], "precision": state.get("precision"), "sample_exit_codes": codes,
-        "gate": {kind: _gate_summary(f) for kind, f in (("fill_to", synthetic), ("balanced", cas))},
+        "gate": {kind: _gate_summary(f) for kind, f in (("fill_to", synthetic), ("balanced", cas), ("fill_to_recognised", recognised))},
         "ms_ssim": ms_ssim_per_class(json.loads(diversity.read_text())), "utility": json.loads(utility.read_text()),
+        "utility_recognised": json.loads(utility_recognised.read_text()),
     }
 
 
@@ -187,14 +225,15 @@ def ms_ssim_per_class(evaluation: dict) -> dict:
 
 
 def summary_row(name: str, row: dict, setting: dict) -> list:
-    cases = row["utility"]["cases"]
-    f1 = lambda key: f"{cases[key]['macro_f1']['mean']:.4f}" if key in cases else "-"  # noqa: E731
-    minority = "/".join(f"{cases[k]['minority_recall']['mean']:.3f}" if k in cases else "-" for k in "afce")
+    cases, filtered = row["utility"]["cases"], row["utility_recognised"]["cases"]
+    f1 = lambda key, c=cases: f"{c[key]['macro_f1']['mean']:.4f}" if key in c else "-"  # noqa: E731
+    recall = lambda keys, c=cases: "/".join(f"{c[k]['minority_recall']['mean']:.3f}" if k in c else "-" for k in keys)  # noqa: E731
     cas = f"{cases['b']['accuracy']['mean'] / cases['a']['accuracy']['mean']:.3f}" if "b" in cases else "-"
     ratios = [r["ratio"] for r in row["ms_ssim"].values() if r["ratio"] is not None]
     worst = f"{max(ratios):.2f}" if ratios else "-"
     passed = sum(1 for c in row["gate"]["balanced"].get("classes", {}).values() if c.get("status") == "passed")
-    return [name, row["gan_steps"], f1("a"), f1("f"), f1("d"), f1("c"), f1("e"), minority, cas, worst, f"{passed}/{len(setting['classes'])}"]
+    return [name, row["gan_steps"], f1("a"), f1("f"), f1("d"), f1("c"), f1("e"), recall("afce"),
+            f"{f1('c', filtered)} / {f1('e', filtered)}", recall("ce", filtered), cas, worst, f"{passed}/{len(setting['classes'])}"]
 
 
 def _gate_summary(folder: Path) -> dict:

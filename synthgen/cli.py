@@ -359,6 +359,7 @@ def eval_command(
     cas: Optional[Path] = typer.Option(None, "--cas", help="With --utility: a synthetic set with every class for the synthetic-only case (default: --synthetic)."),
     seeds: int = typer.Option(1, "--seeds", min=1, help="With --utility: train every case with seeds 0..N-1; mean and std over them."),
     steps: int = typer.Option(1000, "--steps", min=1, help="With --utility: optimisation steps per classifier (the same budget for every case)."),
+    cases: Optional[str] = typer.Option(None, "--cases", help="With --utility: only these cases, e.g. c,e (default: every case whose folders are given)."),
 ):
     """Every metric of a generated folder against a real one, each beside its real-vs-real baseline (or, with --utility, whether it helps a classifier)."""
     import json
@@ -367,7 +368,7 @@ def eval_command(
     from synthgen.metrics import evaluate as ev
 
     if utility:
-        return _eval_utility(train_dir, test_dir, synthetic, augmented, cas, seeds, steps, json_out)
+        return _eval_utility(train_dir, test_dir, synthetic, augmented, cas, seeds, steps, json_out, cases)
     if paired is not None:
         if weights is None:
             raise SynthgenError("--paired needs --weights RUN (a pix2pix or cyclegan run)")
@@ -399,7 +400,7 @@ def eval_command(
         write_atomic(json_out, json.dumps(result.as_json(), indent=1).encode())
 
 
-def _eval_utility(train_dir, test_dir, synthetic, augmented, cas, seeds, steps, json_out) -> None:
+def _eval_utility(train_dir, test_dir, synthetic, augmented, cas, seeds, steps, json_out, cases=None) -> None:
     import json
 
     from synthgen import utility as ut
@@ -416,7 +417,7 @@ def _eval_utility(train_dir, test_dir, synthetic, augmented, cas, seeds, steps, 
             if not err.is_terminal:  # a log file: one plain line per training run
                 err.print(line, highlight=False)
 
-        report_ = ut.evaluate_utility(train_dir, test_dir, synthetic, augmented, cas, config, progress=progress)
+        report_ = ut.evaluate_utility(train_dir, test_dir, synthetic, augmented, cas, config, progress=progress, cases=cases)
     _print_utility(report_)
     if json_out:
         write_atomic(json_out, json.dumps(report_.as_json(), indent=1).encode())

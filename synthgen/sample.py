@@ -303,10 +303,10 @@ def sample_dataset(
         checked = _checked_batches(draw, batches, retries, result)
         with _Writes(rows, on_batch) as writes:
             for (name, start, indices), (batch, seeds, attempt, verdict) in checked:
-                keep = [i - start for i in indices]
+                missing = [i - start for i in indices]
                 relatives = [image_path(name, index, fmt, subfolder) for index in indices]
-                new_rows = _rows(relatives, name, [seeds[k] for k in keep], generator, truncation, attempt, verdict)
-                writes.submit(out, relatives, batch[keep], fmt, new_rows)
+                new_rows = _rows(relatives, name, [seeds[k] for k in missing], generator, truncation, attempt, verdict)
+                writes.submit(out, relatives, batch[missing], fmt, new_rows)
                 result.written[name] += len(new_rows)
         if set_check is not None:
             _check_sets(set_check, out, rows.rows, [name for name in plan if name not in result.rejected], generator, result)

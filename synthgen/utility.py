@@ -294,8 +294,12 @@ def evaluate_utility(
     cas: str | Path | None = None,
     config: UtilityConfig = UtilityConfig(),
     progress: Callable[[str, int], None] | None = None,
+    cases: str | None = None,
 ) -> UtilityReport:
-    """Cases (a)-(e) for every seed of config.seeds; `cas` is the synthetic set of case (b) (default: `synthetic`).
+    """Cases (a)-(f) for every seed of config.seeds; `cas` is the synthetic set of case (b) (default: `synthetic`).
+
+    `cases` (e.g. "a,c") runs only those: a second synthetic set against a baseline already measured with the
+    same seeds and steps needs only its own cases trained.
 
     Case (b) needs synthetic images of every class: a folder that tops up
     only the rare classes (sample --fill-to) cannot train a classifier of
@@ -304,6 +308,7 @@ def evaluate_utility(
     """
     if config.steps < 1 or config.batch_size < 1 or not config.seeds:
         raise SynthgenError(f"utility: steps ({config.steps}), batch size ({config.batch_size}) and seeds ({list(config.seeds)}) must be positive / non-empty")
+    wanted = chosen_cases(cases)
     given = {"train": train, "test": test, "synthetic": synthetic, "augmented": augmented, "cas": cas or synthetic}
     folders = {role: Path(folder) for role, folder in given.items() if folder is not None}
     data, class_names = load_sources(folders)
@@ -313,7 +318,7 @@ def evaluate_utility(
     skipped = _skipped_cases(data, folders, class_names)
     cases = {}
     for key, case in CASES.items():
-        if key in skipped:
+        if key in skipped or key not in wanted:
             continue
         images = torch.cat([data[s].images for s in case.sources])
         labels = torch.cat([data[s].labels for s in case.sources])
@@ -329,6 +334,17 @@ def evaluate_utility(
         class_names, train_counts, test.class_counts(), minority_classes(train_counts), config,
         {role: str(folder) for role, folder in folders.items()}, cases, skipped,
     )
+
+
+def chosen_cases(cases: str | None) -> list[str]:
+    """The case keys of `cases` ("a,c"; None: all), or a one-line error naming the known ones."""
+    if cases is None:
+        return list(CASES)
+    keys = [key.strip().strip("()") for key in cases.split(",") if key.strip()]
+    unknown = [key for key in keys if key not in CASES]
+    if unknown or not keys:
+        raise SynthgenError(f"--cases {cases}: expected a comma list of {', '.join(CASES)}")
+    return keys
 
 
 def _skipped_cases(data: dict[str, LabelledImages], folders: dict[str, Path], class_names: list[str]) -> dict[str, str]:

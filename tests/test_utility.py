@@ -177,6 +177,12 @@ def test_cli_prints_the_table_and_writes_json(splits, tmp_path):
     saved = json.loads((tmp_path / "u.json").read_text())
     assert set(saved["cases"]) == {"a", "b", "c", "f"} and saved["config"]["seeds"] == [0, 1]
     assert saved["cases"]["c"]["train_counts"] == {name: 300 for name in sorted(FOUR_CLASSES)}
+    # --cases c: only (c), trained exactly as in the full run (same seeds, same steps).
+    done = synthgen("eval", "--utility", "--train", splits["train"], "--test", splits["test"], "--synthetic", splits["other"],
+                    "--steps", 10, "--seeds", 2, "--cases", "c", "--json", tmp_path / "c.json")
+    assert done.returncode == 0, done.stderr
+    only_c = json.loads((tmp_path / "c.json").read_text())["cases"]
+    assert set(only_c) == {"c"} and only_c["c"] == saved["cases"]["c"]
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(splits, tmp_path):
@@ -186,3 +192,5 @@ def test_cli_bad_input_is_one_line_and_exit_2(splits, tmp_path):
     assert "missing" in done.stderr
     done = synthgen("eval", "--utility", "--test", splits["test"])
     assert done.returncode == 2 and "--train DIR" in done.stderr
+    done = synthgen("eval", "--utility", "--train", splits["train"], "--test", splits["test"], "--cases", "a,g")
+    assert done.returncode == 2 and "--cases a,g: expected a comma list of a, b, c, d, e, f" in done.stderr
