@@ -3,9 +3,7 @@
 1. On one 32 px recipes/acgan.yaml checkpoint (one training step: speed does
    not depend on how trained it is), side by side in interleaved rounds:
    G's forward alone (the same batches and seeds, nothing written), sampling
-   to PNG without the gate, and sampling with the gate (writer and gate
-   threads at the lowest priority, the default; beside it at G's priority,
-   as before, and with the gate inline). The gate is the real
+   to PNG without the gate, and sampling with the gate. The gate is the real
    one (domain classifier, calibration on real Fashion-MNIST of the same
    classes); it computes every figure of every batch but its verdict is
    ignored, so every variant writes the same images (an untrained G would
@@ -79,31 +77,25 @@ def speed_rows(workdir: Path) -> dict:
                 generator.generate(generator.class_index(name), [sampling.image_seed(0, name, i) for i in range(first, first + BATCH)], None)
         return total / (time.perf_counter() - start)
 
-    default_pools = sampling._WRITERS, sampling._GATE
-    equal_priority = sampling._writer_pool(background=False), sampling._gate_thread(background=False)
-
-    def to_png(check, pools=default_pools) -> float:
+    def to_png(check, gate_thread=sampling._GATE) -> float:
         out = workdir / "out"
         shutil.rmtree(out, ignore_errors=True)
-        timed_gate.seconds, (sampling._WRITERS, sampling._GATE) = 0.0, pools
-        gate_thread = sampling._GATE
+        timed_gate.seconds, default_thread, sampling._GATE = 0.0, sampling._GATE, gate_thread
         start = time.perf_counter()
         try:
             sampling.sample_dataset(generator, plan, out, seed=0, batch_size=BATCH, check=check)
         finally:
-            sampling._WRITERS, sampling._GATE = default_pools
+            sampling._GATE = default_thread
         seconds = time.perf_counter() - start
         if check is timed_gate:
-            kind = "inline" if gate_thread is INLINE else ("thread" if gate_thread is default_pools[1] else "thread, G's priority")
-            gate_seconds.setdefault(kind, []).append(timed_gate.seconds / (total / BATCH))
+            gate_seconds.setdefault("inline" if gate_thread is INLINE else "thread", []).append(timed_gate.seconds / (total / BATCH))
         return total / seconds
 
     gate_seconds: dict[str, list[float]] = {}
     variants = {"G forward only (nothing written)": forward_only,
                 "sample to PNG, --no-gate": lambda: to_png(sampling.accept_all),
                 "sample to PNG, gated (default: gate beside G)": lambda: to_png(timed_gate),
-                "sample to PNG, gated, gate inline (no overlap)": lambda: to_png(timed_gate, (default_pools[0], INLINE)),
-                "sample to PNG, gated, writers and gate at G's priority (before)": lambda: to_png(timed_gate, equal_priority)}
+                "sample to PNG, gated, gate inline (no overlap)": lambda: to_png(timed_gate, INLINE)}
     forward_only()  # warm-up
 
     def run(variant) -> float:

@@ -24,8 +24,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
-import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -493,36 +491,20 @@ def _index_of(row: dict) -> int:
 
 # PNG/JPEG/WebP encoding (zlib, libjpeg) and the write + fsync release the GIL,
 # so a few threads encode and write a batch in parallel with each other.
-def _writer_pool(background: bool = True) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2), thread_name_prefix="synthgen-write",
-                              initializer=_lowest_priority if background else None)
+def _writer_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2), thread_name_prefix="synthgen-write")
 
 
-# The gate runs beside the generator with a quarter of the intra-op threads (one on 2 cores).
-def _gate_thread(background: bool = True) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthgen-gate",
-                              initializer=(lambda: (_fewer_threads(), _lowest_priority())) if background else _fewer_threads)
+# The gate runs beside the generator with a quarter of the intra-op threads (one on 2 cores): the generator
+# keeps the cores, the gate fills the gaps its forward leaves, and the two oversubscribe the cores little.
+def _gate_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthgen-gate", initializer=_fewer_threads)
 
 
 def _fewer_threads() -> None:
     # OpenMP's thread count is per thread, so the generator's stays; torch also keeps this as the default
     # of threads that start torch work later (the sampling thread has started long before: it generated first).
     torch.set_num_threads(max(1, torch.get_num_threads() // 4))
-
-
-def _lowest_priority() -> None:
-    """Run this thread at nice 19 (Linux schedules threads one by one): it gets the cycles G's forward leaves.
-
-    G's forward is an OpenMP team with one thread per core; a writer or the gate taking a core from one of
-    them stalls the whole team at its next barrier, so at equal priority writing beside G slows G more than
-    the writing costs. At the lowest priority they wait for the gaps instead; and when they fall behind, the
-    bounded queue makes the sampling thread wait for them, which leaves them the cores.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except OSError:  # not permitted in some sandboxes: equal priority, as everywhere else
-            pass
 
 
 _WRITERS, _GATE = _writer_pool(), _gate_thread()

@@ -287,18 +287,3 @@ def test_an_image_filter_that_refuses_a_class_rejects_it_after_max_draws(generat
     assert list(result.rejected) == ["Bag"] and f"after {MAX_DRAWS} draws" in result.rejected["Bag"]
     assert drawn_for.count("Bag") == MAX_DRAWS and result.drawn == {"Bag": [4 * MAX_DRAWS, 0], "Sneaker": [4, 4]}
     assert result.written == {"Bag": 0, "Sneaker": 4} and not (tmp_path / "Bag").exists()
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="nice values per thread are Linux's")
-def test_writer_and_gate_threads_yield_the_cores_to_the_generator():
-    """Writers and the gate run at nice 19, so they take the cycles G's forward leaves instead of stalling its OpenMP team."""
-    import threading
-
-    import synthgen.sample as sampling
-
-    def own_nice() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    assert sampling._WRITERS.submit(own_nice).result() == 19 and sampling._GATE.submit(own_nice).result() == 19
-    assert own_nice() == os.getpriority(os.PRIO_PROCESS, 0)  # the sampling thread keeps the process's priority
-    assert sampling._writer_pool(background=False).submit(own_nice).result() == own_nice()
