@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -114,6 +115,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def read_manifest(folder: Path, name: str = "manifest.csv") -> list[dict]:
+    """The rows of a CSV manifest (sample, augment, balance, vary, translate write one), in file order."""
+    with open(folder / name, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def files_of(folder: Path, pattern: str = "*") -> dict[str, bytes]:
+    """Every file below `folder` matching `pattern`, by relative path: two byte-identical outputs compare equal."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob(pattern)) if p.is_file()}
 
 
 def load_imagefolder(folder: Path, cache: Path, **options):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import shutil
 from pathlib import Path
@@ -18,7 +17,7 @@ from synthgen.cli import app
 from synthgen.errors import SynthgenError
 from synthgen.metrics.gate import Verdict
 from synthgen.sample import TrainedGenerator
-from tests.conftest import load_imagefolder
+from tests.conftest import load_imagefolder, read_manifest
 
 COUNTS = {"Trouser": 30, "Sneaker": 24, "Bag": 6, "T-shirt-top": 3}  # a skewed little dataset
 
@@ -30,11 +29,6 @@ def tree(folder: Path) -> dict[str, str]:
 
 def images_per_class(folder: Path) -> dict[str, int]:
     return {d.name: sum(1 for p in d.rglob("*.png")) for d in sorted(folder.iterdir()) if d.is_dir()}
-
-
-def manifest(folder: Path, name: str = "manifest.csv") -> list[dict]:
-    with open(folder / name, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +53,7 @@ def test_augment_copies_exact_counts_deterministic_and_resumable(skewed, tmp_pat
     assert result.written == {name: 2 * n for name, n in COUNTS.items()}
     assert tree(skewed) == before
 
-    rows = manifest(tmp_path / "a")
+    rows = read_manifest(tmp_path / "a")
     assert sorted(r["file"] for r in rows) == sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*.png"))
     assert all((skewed / r["source"]).is_file() and r["class"] == r["file"].split("/")[0] for r in rows)
     assert all(isinstance(__import__("json").loads(r["transforms"]), list) and r["transforms"] != "[]" for r in rows)
@@ -92,7 +86,7 @@ def test_augment_per_class_fills_every_class_to_n_via_cli(skewed, tmp_path):
     assert "Trouser" not in written  # already above N: nothing to add
     # T-shirt-top has 3 sources for 22 copies: they take turns (8, 7, 7).
     per_source = {}
-    for row in manifest(tmp_path / "o"):
+    for row in read_manifest(tmp_path / "o"):
         if row["class"] == "T-shirt-top":
             per_source[row["source"]] = per_source.get(row["source"], 0) + 1
     assert sorted(per_source.values()) == [7, 7, 8]
@@ -152,7 +146,7 @@ def test_paired_augmentation_keeps_sides_aligned(four_classes, tmp_path):
         assert np.array_equal(sbs[:, :28], a2) and np.array_equal(sbs[:, 28:], b2)  # both layouts: the same transform
     source = np.asarray(Image.open(pairs / "A" / "p0.png")).astype(int)
     assert any(np.abs(np.asarray(Image.open(p)).astype(int) - source).mean() > 5 for p in outputs if p.name.startswith("p0_"))
-    rows = manifest(tmp_path / "o1")
+    rows = read_manifest(tmp_path / "o1")
     assert all(r["partner"] == r["file"].replace("A/", "B/", 1) for r in rows)
 
 
@@ -176,7 +170,7 @@ def test_balance_mixed_exact_counts_links_and_manifest(skewed, generator, tmp_pa
     assert images_per_class(out) == {name: 30 for name in COUNTS}  # up to the largest class
     assert result.plan.synthetic == {"Trouser": 0, "Sneaker": 3, "Bag": 12, "T-shirt-top": 14}
     assert result.plan.augmented == {"Trouser": 0, "Sneaker": 3, "Bag": 12, "T-shirt-top": 13}
-    rows = manifest(out)
+    rows = read_manifest(out)
     on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.parent != out)
     assert sorted(r["file"] for r in rows) == on_disk
     for row in rows:
@@ -194,7 +188,7 @@ def test_balance_mixed_exact_counts_links_and_manifest(skewed, generator, tmp_pa
 
     # A re-run with the same settings has nothing to do; other settings are refused.
     again = bal.balance_dataset(skewed, out, to="max", mix=bal.parse_mix("synthetic=0.5,augment=0.5"), generator=generator, link=True, seed=3, batch_size=16)
-    assert again.sample_result.written == {"Sneaker": 0, "Bag": 0, "T-shirt-top": 0} and manifest(out) == rows
+    assert again.sample_result.written == {"Sneaker": 0, "Bag": 0, "T-shirt-top": 0} and read_manifest(out) == rows
     with pytest.raises(SynthgenError, match="other settings"):
         bal.balance_dataset(skewed, out, to=40, generator=generator)
 

@@ -4,7 +4,6 @@ bit-exact resume and the one-line errors."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
@@ -17,7 +16,6 @@ from torchvision.datasets import ImageFolder
 
 from synthgen import balance as bal
 from synthgen.encode import (
-    MANIFEST,
     TrainedEncoder,
     encode_folder,
     encoding_methods,
@@ -30,7 +28,7 @@ from synthgen.metrics.gate import Verdict
 from synthgen.train.loop import train
 from synthgen.train.vaegan import feature_reconstruction_loss, kl_divergence
 from tests.cli import synthgen
-from tests.conftest import load_imagefolder, tiny_recipe
+from tests.conftest import files_of, load_imagefolder, read_manifest, tiny_recipe
 from tests.test_train import assert_same_tensors, final_tensors
 
 TINY = dict(model={"g_channels": 16, "d_channels": 16, "z_dim": 16}, conditioning={"type": "projection"}, options={"e_channels": 16})
@@ -60,15 +58,6 @@ def sources(four_classes, tmp_path_factory) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, target)
     return root
-
-
-def manifest(folder: Path, name: str = MANIFEST) -> list[dict]:
-    with open(folder / name, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.png"))}
 
 
 # --- the losses against their definitions -----------------------------------------------------
@@ -154,7 +143,7 @@ def test_vary_writes_the_counts_with_provenance_and_continues_like_sample(traine
     assert result.written == {"Bag": 15, "Sneaker": 15} and not result.rejected
     dataset = ImageFolder(str(tmp_path / "a"))
     assert dataset.classes == ["Bag", "Sneaker"] and len(dataset) == 30
-    rows = manifest(tmp_path / "a")
+    rows = read_manifest(tmp_path / "a")
     assert len(rows) == 30 and {r["checkpoint_sha256"] for r in rows} == {encoder.checkpoint_sha256}
     for row in rows:
         assert (sources / row["source"]).is_file() and row["source"].startswith(row["class"] + "/") and row["source_class"] == row["class"]
@@ -167,24 +156,24 @@ def test_vary_writes_the_counts_with_provenance_and_continues_like_sample(traine
     assert vary_folder(encoder, sources, tmp_path / "a", n=8, spread=0.3, seed=1, batch_size=4).written == {"Bag": 9, "Sneaker": 9}
     next((tmp_path / "a" / "Bag").glob("*_var002.png")).unlink()
     again = vary_folder(encoder, sources, tmp_path / "a", n=8, spread=0.3, seed=1, batch_size=4)
-    assert again.written == {"Bag": 1, "Sneaker": 0} and len(manifest(tmp_path / "a")) == 48
+    assert again.written == {"Bag": 1, "Sneaker": 0} and len(read_manifest(tmp_path / "a")) == 48
     vary_folder(encoder, sources, tmp_path / "b", n=8, spread=0.3, seed=1, batch_size=4)
-    assert files_of(tmp_path / "a") == files_of(tmp_path / "b")
+    assert files_of(tmp_path / "a", "*.png") == files_of(tmp_path / "b", "*.png")
     with pytest.raises(SynthgenError, match="other settings.*spread"):
         vary_folder(encoder, sources, tmp_path / "a", n=8, spread=0.5, seed=1)
     # Spread 0 is the reconstruction itself, the same for every index.
     zero = vary_folder(encoder, sources / "Bag", tmp_path / "zero", n=2, spread=0.0, class_name="Bag")
-    assert zero.written == {"Bag": 6} and len(set(files_of(tmp_path / "zero").values())) == 3
+    assert zero.written == {"Bag": 6} and len(set(files_of(tmp_path / "zero", "*.png").values())) == 3
 
 
 def test_vary_to_class_decodes_the_same_latent_as_another_class(trained, sources, tmp_path):
     encoder = TrainedEncoder(trained, device="cpu")
     vary_folder(encoder, sources / "Bag", tmp_path / "o", n=2, spread=0.0, class_name="Bag", to_class="Trouser")
-    rows = manifest(tmp_path / "o")
+    rows = read_manifest(tmp_path / "o")
     assert {r["class"] for r in rows} == {"Trouser"} and {r["source_class"] for r in rows} == {"Bag"}
     assert sorted(p.parent.name for p in (tmp_path / "o").rglob("*.png")) == ["Trouser"] * 6
     vary_folder(encoder, sources / "Bag", tmp_path / "same", n=2, spread=0.0, class_name="Bag")
-    assert sorted(files_of(tmp_path / "o").values()) != sorted(files_of(tmp_path / "same").values())  # another class, other images
+    assert sorted(files_of(tmp_path / "o", "*.png").values()) != sorted(files_of(tmp_path / "same", "*.png").values())  # another class, other images
 
 
 def test_a_rejected_source_is_retried_then_reported_and_the_others_complete(trained, sources, tmp_path):
@@ -199,7 +188,7 @@ def test_a_rejected_source_is_retried_then_reported_and_the_others_complete(trai
     result = vary_folder(encoder, sources, tmp_path, n=3, spread=0.3, batch_size=4, check=refuse_bags, retries=1)
     assert len(result.rejected) == 3 and all("not a bag" in reason for reason in result.rejected.values())
     assert result.written == {"Bag": 0, "Sneaker": 9} and calls.count("Bag") == 6  # 3 sources x 2 attempts
-    assert {r["gate"] for r in manifest(tmp_path)} == {"passed"}
+    assert {r["gate"] for r in read_manifest(tmp_path)} == {"passed"}
 
 
 def test_balance_fills_with_variations_of_real_images(trained, sources, tmp_path):
@@ -209,7 +198,7 @@ def test_balance_fills_with_variations_of_real_images(trained, sources, tmp_path
     (skewed / "Sneaker" / "deep").rename(tmp_path / "moved")  # Sneaker: 2 images, Bag: 3
     result = bal.balance_dataset(skewed, tmp_path / "o", to=7, mix=bal.parse_mix("vary=1,augment=1"), encoder=encoder, seed=2, batch_size=4)
     assert result.plan.varied == {"Bag": 2, "Sneaker": 2} and result.final == {"Bag": 7, "Sneaker": 7}  # round(2.5) = 2
-    varied = [r for r in manifest(tmp_path / "o") if r["kind"] == "varied"]
+    varied = [r for r in read_manifest(tmp_path / "o") if r["kind"] == "varied"]
     assert len(varied) == 4 and all(r["file"].startswith(f"{r['class']}/varied/") and (skewed / r["source"]).is_file() for r in varied)
     assert {r["source"] for r in varied if r["class"] == "Sneaker"} == {p.relative_to(skewed).as_posix() for p in (skewed / "Sneaker").glob("*.png")}
     with pytest.raises(SynthgenError, match="--mix vary needs --weights.*bigan"):

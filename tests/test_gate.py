@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
@@ -17,7 +16,6 @@ from synthgen.metrics.kid import _mmd2_from_kernels, mmd2_unbiased, polynomial_k
 from synthgen.recipe import GateConfig
 from synthgen.sample import (
     GATE_REPORT,
-    MANIFEST,
     TrainedGenerator,
     image_seed,
     plan_balanced,
@@ -25,6 +23,7 @@ from synthgen.sample import (
     write_gate_report,
 )
 from tests.cli import synthgen
+from tests.conftest import files_of, read_manifest
 
 BATCH = 64
 DOMAIN_STEPS = 120  # enough for these four classes (held-out accuracy asserted below); the recipe default is 600
@@ -187,8 +186,7 @@ def test_sampling_with_the_gate_retries_and_reports(generator, gate, tmp_path):
     assert not result.rejected, result.rejected
     assert result.written == {name: BATCH for name in generator.class_names}
     assert result.retried[generator.class_names[0]] >= 1
-    with open(tmp_path / MANIFEST, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_manifest(tmp_path)
     first = [r for r in rows if r["class"] == generator.class_names[0]]
     assert {r["attempt"] for r in first} != {"0"} and {r["gate"] for r in rows} == {"passed"}
     retried_seed = image_seed(3, generator.class_names[0], 0, int(first[0]["attempt"]))
@@ -428,7 +426,8 @@ def test_recognised_only_redraws_what_the_classifier_puts_elsewhere(generator, g
     assert unrecognised(tmp_path / "filtered0") == 0
     drawn = runs[0].drawn
     assert all(kept == BATCH for _, kept in drawn.values()) and sum(d for d, _ in drawn.values()) > len(plan) * BATCH
-    plain_rows, filtered_rows = manifest_rows(tmp_path / "plain"), manifest_rows(tmp_path / "filtered0")
+    by_file = lambda folder: sorted(read_manifest(folder), key=lambda row: row["file"])  # noqa: E731
+    plain_rows, filtered_rows = by_file(tmp_path / "plain"), by_file(tmp_path / "filtered0")
     redrawn = [(p, f) for p, f in zip(plain_rows, filtered_rows) if p["seed"] != f["seed"]]
     assert 0 < len(redrawn) < len(plain_rows)
     for p, f in zip(plain_rows, filtered_rows):
@@ -436,16 +435,7 @@ def test_recognised_only_redraws_what_the_classifier_puts_elsewhere(generator, g
         assert same == (p["seed"] == f["seed"])
     index = lambda row: int(row["file"].rsplit("_", 1)[1].split(".")[0])  # noqa: E731
     assert all(int(f["seed"]) in {image_seed(4, f["class"], index(f), 0, d) for d in range(1, 64)} for _, f in redrawn)
-    assert files_in(tmp_path / "filtered0") == files_in(tmp_path / "filtered1")
+    assert files_of(tmp_path / "filtered0", "*.png") == files_of(tmp_path / "filtered1", "*.png")
     write_gate_report(tmp_path / "filtered0", runs[0], generator, strict)
     entry = json.loads((tmp_path / "filtered0" / GATE_REPORT).read_text())["classes"][generator.class_names[0]]["recognised_only"]
     assert entry["kept"] == BATCH and entry["drawn"] == drawn[generator.class_names[0]][0]
-
-
-def manifest_rows(folder) -> list[dict]:
-    with open(folder / MANIFEST, newline="") as handle:
-        return sorted(csv.DictReader(handle), key=lambda row: row["file"])
-
-
-def files_in(folder) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.png"))}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ from synthgen.sample import (
 )
 from synthgen.train.loop import train
 from tests.cli import synthgen
-from tests.conftest import REPO, load_imagefolder, tiny_recipe
+from tests.conftest import REPO, files_of, load_imagefolder, read_manifest, tiny_recipe
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +39,6 @@ def generator(run) -> TrainedGenerator:
     return TrainedGenerator(run)
 
 
-def files_of(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def manifest(folder: Path) -> list[dict]:
-    with open(folder / MANIFEST, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def test_balanced_output_is_an_imagefolder_with_a_manifest(generator, tmp_path):
     result = sample_dataset(generator, plan_balanced(generator, 7), tmp_path, seed=1, batch_size=4)
     assert result.written == {name: 7 for name in generator.class_names} and not result.rejected
@@ -56,7 +46,7 @@ def test_balanced_output_is_an_imagefolder_with_a_manifest(generator, tmp_path):
     assert dataset.classes == generator.class_names and len(dataset) == 28
     image, _ = dataset[0]
     assert image.size == (28, 28)
-    rows = manifest(tmp_path)
+    rows = read_manifest(tmp_path)
     assert len(rows) == 28 and set(rows[0]) == {"file", "class", "seed", "checkpoint_sha256", "truncation", "attempt", "gate"}
     assert {row["checkpoint_sha256"] for row in rows} == {generator.checkpoint_sha256}
     assert len({row["seed"] for row in rows}) == 28
@@ -85,7 +75,7 @@ def test_same_seed_same_bytes_and_continuation_equals_one_go(generator, tmp_path
 def test_rerun_into_a_full_folder_writes_nothing(generator, tmp_path):
     sample_dataset(generator, plan_classes(generator, ["Trouser"], 5), tmp_path, seed=0)
     result = sample_dataset(generator, plan_classes(generator, ["Trouser"], 5), tmp_path, seed=0)
-    assert result.written == {"Trouser": 0} and len(manifest(tmp_path)) == 5
+    assert result.written == {"Trouser": 0} and len(read_manifest(tmp_path)) == 5
 
 
 def test_fill_to_tops_up_a_skewed_dataset(generator, four_classes, tmp_path):
@@ -191,7 +181,7 @@ def test_manifest_rows_written_grow_linearly_with_n(generator, tmp_path, monkeyp
     images = sum(result.written.values())
     assert images == 2 * n
     assert disk.appended == images and disk.rewrites == 1 and disk.rewritten == images and disk.metadata_lines == images
-    assert len(manifest(tmp_path)) == images
+    assert len(read_manifest(tmp_path)) == images
     more = sample_dataset(generator, plan_classes(generator, ["Bag", "Sneaker"], n + 4), tmp_path, seed=2, batch_size=4)
     assert sum(more.written.values()) == 8 and disk.appended == images + 8 and disk.rewrites == 2  # one more compaction
 
@@ -228,7 +218,7 @@ def test_a_batch_is_made_durable_before_the_journal_names_it(generator, tmp_path
 
     monkeypatch.setattr(sampling, "make_durable", sync_then_check)
     sample_dataset(generator, plan_classes(generator, ["Bag", "Trouser"], 10), out, seed=4, batch_size=4)
-    assert {row["file"] for row in manifest(out)} == synced and len(synced) == 20
+    assert {row["file"] for row in read_manifest(out)} == synced and len(synced) == 20
 
 
 # --- small defects ----------------------------------------------------------------------

@@ -24,7 +24,7 @@ from synthgen.recipe import validate
 from synthgen.sample import TrainedGenerator
 from synthgen.train.loop import train
 from synthgen.train.text2image import CaptionBatches, Text2Image, gan_cls_discriminator_loss
-from tests.conftest import tiny_recipe
+from tests.conftest import read_manifest, tiny_recipe
 from tests.test_train import assert_same_tensors, final_tensors
 
 SMALL = {"embed_dim": 16, "text_dim": 32, "c_dim": 8, "d_text_dim": 16}
@@ -188,11 +188,6 @@ def test_resume_is_bit_exact(captioned, tmp_path):
 # --- sample --text / --captions -----------------------------------------------------------
 
 
-def _manifest(out: Path) -> list[dict]:
-    with open(out / "manifest.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def test_sample_text_and_captions_write_n_per_prompt_with_manifest_and_imagefolder_metadata(text_run, tmp_path):
     from torchvision.datasets import ImageFolder
 
@@ -204,7 +199,7 @@ def test_sample_text_and_captions_write_n_per_prompt_with_manifest_and_imagefold
     prompts.write_text("a dark sneaker\n\na bright bag\n")
     done = runner.invoke(app, ["sample", "--weights", str(text_run), "--captions", str(prompts), "-n", "7", "--out", str(out)])
     assert done.exit_code == 0, done.output  # continues: a-bright-bag gets 2 more, a-dark-sneaker 7
-    rows = _manifest(out)
+    rows = read_manifest(out)
     assert sorted((r["class"], r["prompt"]) for r in rows) == [("a-bright-bag", "a bright bag")] * 7 + [("a-dark-sneaker", "a dark sneaker")] * 7
     metadata = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
     assert sorted(m["file_name"] for m in metadata) == sorted(r["file"] for r in rows)
