@@ -75,17 +75,13 @@ def synthgen(*args, ok=(0,)) -> int:
 def withheld_real(full_train: Path, train: Path, dest: Path, majority: int) -> None:
     """Links to real training images the small set left out, topping each short class up to `majority` (seeded)."""
     rng = random.Random(SEED + 1)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    chosen = {}
     for folder in sorted(d for d in train.iterdir() if d.is_dir()):
         taken = {p.name for p in folder.iterdir()}
-        if len(taken) >= majority:
-            continue
-        left = sorted(p for p in (full_train / folder.name).iterdir() if p.name not in taken)
-        (tmp / folder.name).mkdir(parents=True)
-        for path in rng.sample(left, majority - len(taken)):
-            (tmp / folder.name / path.name).symlink_to(path.resolve())
-    tmp.rename(dest)  # complete or absent
+        if len(taken) < majority:
+            left = sorted(p for p in (full_train / folder.name).iterdir() if p.name not in taken)
+            chosen[folder.name] = rng.sample(left, majority - len(taken))
+    link_folder(dest, chosen)
 
 
 def small_train_set(full_train: Path, dest: Path) -> dict:
@@ -93,20 +89,26 @@ def small_train_set(full_train: Path, dest: Path) -> dict:
     rng = random.Random(SEED)
     classes = sorted(d.name for d in full_train.iterdir() if d.is_dir())
     minority = sorted(rng.sample(classes, MINORITY_CLASSES))
-    counts = {}
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    chosen = {}
     for name in classes:
         files = sorted((full_train / name).iterdir())
         n = round(len(files) * TRAIN_SHARE)
         if name in minority:
             n = round(n * MINORITY_SHARE)
+        chosen[name] = rng.sample(files, n)
+    link_folder(dest, chosen)
+    return {"classes": classes, "minority": minority, "counts": {name: len(files) for name, files in chosen.items()}}
+
+
+def link_folder(dest: Path, chosen: dict[str, list[Path]]) -> None:
+    """dest/<class>/<name> linked to each chosen file; complete or absent (built beside it, then renamed)."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for name, files in chosen.items():
         (tmp / name).mkdir(parents=True)
-        for path in rng.sample(files, n):
+        for path in files:
             (tmp / name / path.name).symlink_to(path.resolve())
-        counts[name] = n
-    tmp.rename(dest)  # complete or absent
-    return {"classes": classes, "minority": minority, "counts": counts}
+    tmp.rename(dest)
 
 
 def main() -> None:
@@ -156,14 +158,15 @@ def main() -> None:
     for recipe in args.recipes.split(","):
         rows[Path(recipe).stem] = gan_case(recipe, args, stage, full, train, augmented, majority)
     summary = [summary_row(name, row, setting) for name, row in rows.items()]
-    ceiling_c = json.loads(ceiling.read_text())["cases"]["c"]
+    ceiling_report = json.loads(ceiling.read_text())
+    ceiling_c = ceiling_report["cases"]["c"]
     print(f"ceiling, real top-up instead of synthetic (case c): macro-F1 {ceiling_c['macro_f1']['mean']:.4f}, "
           f"minority recall {ceiling_c['minority_recall']['mean']:.3f}", flush=True)
     print_table(f"Fashion-MNIST, {sum(setting['counts'].values())} train images (3 classes at 60), GAN {args.budget} per recipe; "
                 f"classifier {args.steps} steps x {args.seeds} seeds; macro-F1 and minority recall, mean over seeds", SUMMARY_HEADER, summary)
     result = {
         "setting": setting, "budget": args.budget, "machine": machine(), "timings_s": timings, "command": " ".join(sys.argv),
-        "recipes": rows, "ceiling_real_top_up": json.loads(ceiling.read_text()),
+        "recipes": rows, "ceiling_real_top_up": ceiling_report,
     }
     write_json("utility_fashion", result)
 
