@@ -140,7 +140,7 @@ bench-text2image: $(STAMP)
 # real-vs-real, SSIM to the input, against the input itself and a random target-class image. QUICK=1: the smoke run.
 .PHONY: bench-stargan
 bench-stargan: $(STAMP)
-	$(BIN)/python benchmarks/stargan_fashion.py --steps $(or $(STEPS),8000) $(if $(QUICK),--quick) $(ARGS)
+	$(BIN)/python benchmarks/stargan_fashion.py --data $(or $(DATA),fashion-mnist) --steps $(or $(STEPS),8000) $(if $(QUICK),--quick) $(ARGS)
 
 # Quality per CPU-minute: recipes/small-data.yaml and recipes/acgan.yaml, each trained for BUDGET of wall-clock
 # time on the Fashion-MNIST training set (../shared), then 1,000 per class sampled and scored against the test

@@ -1,10 +1,15 @@
-"""StarGAN on Fashion-MNIST: are translations the target class, and do they keep the input's structure?
+"""StarGAN into another class: are translations the target class, and do they keep the input's structure?
 
-    make bench-stargan          (or: .venv/bin/python benchmarks/stargan_fashion.py [--steps N] [--quick]); QUICK=1: the smoke
+    make bench-stargan          (or: .venv/bin/python benchmarks/stargan_fashion.py [--data flowers5] [--steps N] [--quick])
+    make bench-stargan DATA=flowers5                                         QUICK=1: the smoke run
 
-Not a bench_*.py: it trains a GAN.
+Not a bench_*.py: it trains a GAN. Two datasets (issue 16: Fashion-MNIST, and flowers5 for RGB):
+- fashion-mnist: the official training images (28 px, grey) are the domains' images, the official test
+  images are translated;
+- flowers5: 4,317 RGB photos of 5 flower species (../shared/datasets), at 64 px with hflip; no official
+  split, so HELD_OUT_PER_CLASS images per class, drawn with a seed, are held out as the test images.
 
-1. `synthgen train recipes/stargan.yaml` on the Fashion-MNIST training classes (the domains).
+1. `synthgen train recipes/stargan.yaml` on the training classes (the domains).
 2. Test images, each translated into a random other class (the same draws for every row).
 3. Per row: the target-class rate by synthgen's domain classifier (trained on the training
    images, metrics/domain.py); KID (domain features) of the outputs to the target class's real
@@ -14,7 +19,8 @@ Not a bench_*.py: it trains a GAN.
    real image of the target class (the target class, structure not kept).
 Goal: target-class rate >= 0.9 with SSIM to the input well above the random baseline's.
 
-The table and out/bench/stargan_fashion.json. --quick: a smoke run whose figures mean nothing.
+The table, a grid (out/bench/stargan_<data>-grid.png: inputs, their translations, the random baseline) and
+out/bench/stargan_<data>.json. --quick: a smoke run whose figures mean nothing.
 """
 
 from __future__ import annotations
@@ -23,16 +29,20 @@ import argparse
 import json
 import shutil
 import sys
+import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import OUT, machine, print_table  # noqa: E402
+from benchlib import OUT, REPO, machine, print_table  # noqa: E402
 from sgan_fashion import import_fashion  # noqa: E402
 from utility_fashion import synthgen  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
 
 from synthgen.data.loading import LabelledImages, load_labelled  # noqa: E402
 from synthgen.imaging import to_model, to_uint8  # noqa: E402
@@ -40,7 +50,52 @@ from synthgen.metrics.features import domain_classifier  # noqa: E402
 from synthgen.metrics.kid import kid  # noqa: E402
 from synthgen.translate import image_scores, open_translator  # noqa: E402
 
-WORK = OUT / "stargan_fashion"
+FLOWERS = REPO.parent / "shared" / "datasets" / "flowers5"
+HELD_OUT_PER_CLASS = 150  # flowers5's test images: half translated, half the reference and the random baseline's pool
+GRID_COLUMNS = 12
+
+
+@dataclass
+class Domains:
+    """A labelled dataset for the benchmark: training folder, test folder, how to read them, where its outputs go."""
+
+    name: str
+    work: Path  # out/bench/<work.name>/ for the run, out/bench/<work.name>.json and -grid.png for the results
+    train: Path
+    test: Path
+    size: int
+    channels: int
+    hflip: bool
+
+
+def fashion_mnist(args) -> Domains:
+    fm = import_fashion(args.fashion)
+    train = link_subset(fm / "train", OUT / "stargan_fashion" / "train-subset", 100) if args.quick else fm / "train"
+    return Domains("fashion-mnist", OUT / "stargan_fashion", train, fm / "test", 28, 1, False)
+
+
+def flowers5(args) -> Domains:
+    """flowers5 split with a seed: HELD_OUT_PER_CLASS images per class for testing, the rest for training (links)."""
+    if not FLOWERS.is_dir():
+        sys.exit(f"needs flowers5 in {FLOWERS}")
+    work = OUT / "stargan_flowers5"
+    dest = work / "split"
+    if not (dest / "test").is_dir():
+        rng, tmp = random.Random(0), dest.with_name("split.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in sorted(d for d in FLOWERS.iterdir() if d.is_dir()):
+            files = sorted(f for f in folder.iterdir() if f.is_file())
+            held_out = set(rng.sample(range(len(files)), HELD_OUT_PER_CLASS))
+            for i, path in enumerate(files):
+                target = tmp / ("test" if i in held_out else "train") / folder.name / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(path.resolve())
+        tmp.rename(dest)
+    train = link_subset(dest / "train", work / "train-subset", 100) if args.quick else dest / "train"
+    return Domains("flowers5", work, train, dest / "test", 64, 3, True)
+
+
+DATASETS = {"fashion-mnist": fashion_mnist, "flowers5": flowers5}
 
 
 def subset(data: LabelledImages, per_class: int) -> LabelledImages:
@@ -65,6 +120,13 @@ def translate(run: Path, images: torch.Tensor, targets: torch.Tensor, batch_size
     return torch.cat([to_uint8(translator.generator(to_model(x), t)) for x, t in zip(images.split(batch_size), targets.split(batch_size))])
 
 
+def save_grid(path: Path, *rows: torch.Tensor) -> None:
+    """The first GRID_COLUMNS images of each row, one row above the other (uint8 [N, C, H, W])."""
+    images = torch.cat([row[:GRID_COLUMNS] for row in rows])
+    grid = make_grid(images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images, nrow=GRID_COLUMNS, padding=2)
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+
+
 def scores(outputs: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, classifier, reference: LabelledImages) -> dict:
     """Target-class rate, mean per-class KID to the target class's real images, mean SSIM to the input."""
     features, logits = classifier.features_and_logits(outputs)
@@ -76,29 +138,30 @@ def scores(outputs: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, c
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=sorted(DATASETS), default="fashion-mnist", help="the labelled dataset whose classes are the domains")
     parser.add_argument("--steps", type=int, default=8000, help="training steps")
     parser.add_argument("--quick", action="store_true", help="smoke setting: 20 steps, 100 training images per class, narrow networks, 200 test images")
     parser.add_argument("--set", action="append", default=[], dest="sets", help="extra recipe overrides, e.g. train.n_dis=5")
     parser.add_argument("--fashion", type=Path, help="an existing `synthgen data import idx` folder of Fashion-MNIST to use")
-    parser.add_argument("--test-images", type=int, default=2000, help="test images translated")
+    parser.add_argument("--test-images", type=int, default=2000, help="test images translated (at most half of the test set)")
     args = parser.parse_args()
     steps = 20 if args.quick else args.steps
-    fm = import_fashion(args.fashion)
-    root = link_subset(fm / "train", WORK / "train-subset", 100) if args.quick else fm / "train"
-    shutil.rmtree(WORK / "weights", ignore_errors=True)
-    print(f"machine: {machine()}\n{steps} steps on {root}", flush=True)
-    sets = [f"data.root={root}", f"train.out_dir={WORK / 'weights'}", f"train.steps={steps}", "name=stargan",
-            "data.image_size=28", "data.channels=1", *args.sets]
+    data = DATASETS[args.data](args)
+    work = data.work
+    shutil.rmtree(work / "weights", ignore_errors=True)
+    print(f"machine: {machine()}\n{steps} steps on {data.train}", flush=True)
+    sets = [f"data.root={data.train}", f"train.out_dir={work / 'weights'}", f"train.steps={steps}", "name=stargan",
+            f"data.image_size={data.size}", f"data.channels={data.channels}", f"data.hflip={str(data.hflip).lower()}", *args.sets]
     if args.quick:
         sets += ["train.log_every=10", "train.checkpoint_every=20", "train.sample_every=20", "model.g_channels=8", "model.d_channels=8", "model.n_blocks=1"]
     start = time.perf_counter()
     synthgen("train", "stargan", *[a for s in sets for a in ("--set", s)])
     trained = time.perf_counter() - start
-    run = WORK / "weights" / "stargan"
+    run = work / "weights" / "stargan"
 
-    train_images = load_labelled(root, 28, 1, "crop")
-    test = load_labelled(fm / "test", 28, 1, "crop")
-    n, k = (200 if args.quick else args.test_images), len(train_images.class_names)
+    train_images = load_labelled(data.train, data.size, data.channels, "crop")
+    test = load_labelled(data.test, data.size, data.channels, "crop")
+    n, k = min(200 if args.quick else args.test_images, len(test.images) // 2), len(train_images.class_names)
     gen = torch.Generator().manual_seed(0)
     pick = torch.randperm(len(test.images), generator=gen)[:n]
     inputs, source = test.images[pick], test.labels[pick]
@@ -109,16 +172,18 @@ def main() -> None:
     pool = LabelledImages(test.images[rest], test.labels[rest], test.class_names)
     random_target = torch.stack([pool.images[pool.labels == t][int(torch.randint(int((pool.labels == t).sum()), (), generator=gen))] for t in targets.tolist()])
 
-    classifier = domain_classifier(train_images, WORK / "domain", 50 if args.quick else 600)
+    classifier = domain_classifier(train_images, work / "domain", 50 if args.quick else 600, hflip=data.hflip)
     reference = subset(pool, 500)
+    translated = translate(run, inputs, targets)
     rows = {
-        "StarGAN G(x, target)": scores(translate(run, inputs, targets), inputs, targets, classifier, reference),
+        "StarGAN G(x, target)": scores(translated, inputs, targets, classifier, reference),
         "baseline: the input itself": scores(inputs, inputs, targets, classifier, reference),
         "baseline: a random target-class image": scores(random_target, inputs, targets, classifier, reference),
     }
-    real_features, train_features = classifier(reference.images), classifier(subset(train_images, 500).images)
-    real_vs_real = float(np.mean([kid(real_features[reference.labels == c], train_features[subset(train_images, 500).labels == c])[0] for c in range(k)]))
-    print_table(f"{n} Fashion-MNIST test images, each into a random other class ({k} classes, {steps} steps, {trained:.0f} s)",
+    real_subset = subset(train_images, 500)
+    real_features, train_features = classifier(reference.images), classifier(real_subset.images)
+    real_vs_real = float(np.mean([kid(real_features[reference.labels == c], train_features[real_subset.labels == c])[0] for c in range(k)]))
+    print_table(f"{n} {data.name} test images, each into a random other class ({k} classes, {steps} steps, {trained:.0f} s)",
                 ["output", "target-class rate", "KID to target class", "SSIM to input"],
                 [[name, f"{r['target_rate']:.3f}", f"{r['kid']:.4f}", f"{r['ssim_to_input']:.3f}"] for name, r in rows.items()])
     print(f"real-vs-real KID (training vs test images of a class, mean over classes): {real_vs_real:.4f}")
@@ -128,9 +193,10 @@ def main() -> None:
     if args.quick:
         print("[--quick: a smoke run, not a measurement]")
     OUT.mkdir(parents=True, exist_ok=True)
-    report = {"machine": machine(), "quick": args.quick, "steps": steps, "overrides": sets, "train_seconds": round(trained, 1),
-              "test_images": n, "rows": rows, "real_vs_real_kid": real_vs_real}
-    (OUT / "stargan_fashion.json").write_text(json.dumps(report, indent=1))
+    save_grid(OUT / f"{work.name}-grid.png", inputs, translated, random_target)
+    report = {"machine": machine(), "data": data.name, "quick": args.quick, "steps": steps, "overrides": sets, "train_seconds": round(trained, 1),
+              "test_images": n, "targets": [test.class_names[t] for t in targets[:GRID_COLUMNS].tolist()], "rows": rows, "real_vs_real_kid": real_vs_real}
+    (OUT / f"{work.name}.json").write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
