@@ -54,19 +54,20 @@ def import_fashion(existing: Path | None = None) -> Path:
     return IMPORTED
 
 
-def split_labels(train: Path, dest: Path, per_class: int, unlabelled_per_class: int | None = None) -> dict:
+def split_labels(train: Path, dest: Path, per_class: int, unlabelled_per_class: int | None = None,
+                 parts: tuple[str, str] = ("labelled", "unlabelled")) -> dict:
     """Links: dest/labelled/<class>/ (per_class drawn with the seed), dest/unlabelled/<class>/ (the rest, or
-    the first `unlabelled_per_class` of it; folder names unused)."""
+    the first `unlabelled_per_class` of it; folder names unused). `parts` renames the two folders."""
     rng = random.Random(SEED)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    counts = {"labelled": 0, "unlabelled": 0}
+    counts = dict.fromkeys(parts, 0)
     for folder in sorted(d for d in train.iterdir() if d.is_dir()):
         files = sorted(folder.iterdir())
         chosen = set(rng.sample(range(len(files)), per_class))
         rest = [i for i in range(len(files)) if i not in chosen][:unlabelled_per_class]
         for i in sorted(chosen | set(rest)):
-            path, part = files[i], "labelled" if i in chosen else "unlabelled"
+            path, part = files[i], parts[0] if i in chosen else parts[1]
             (tmp / part / folder.name).mkdir(parents=True, exist_ok=True)
             (tmp / part / folder.name / path.name).symlink_to(path.resolve())
             counts[part] += 1

@@ -29,14 +29,13 @@ import argparse
 import json
 import shutil
 import sys
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import OUT, REPO, machine, print_table  # noqa: E402
-from sgan_fashion import import_fashion  # noqa: E402
+from sgan_fashion import import_fashion, split_labels  # noqa: E402
 from utility_fashion import synthgen  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -81,16 +80,7 @@ def flowers5(args) -> Domains:
     work = OUT / "stargan_flowers5"
     dest = work / "split"
     if not (dest / "test").is_dir():
-        rng, tmp = random.Random(0), dest.with_name("split.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        for folder in sorted(d for d in FLOWERS.iterdir() if d.is_dir()):
-            files = sorted(f for f in folder.iterdir() if f.is_file())
-            held_out = set(rng.sample(range(len(files)), HELD_OUT_PER_CLASS))
-            for i, path in enumerate(files):
-                target = tmp / ("test" if i in held_out else "train") / folder.name / path.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.symlink_to(path.resolve())
-        tmp.rename(dest)
+        split_labels(FLOWERS, dest, HELD_OUT_PER_CLASS, parts=("test", "train"))
     train = link_subset(dest / "train", work / "train-subset", 100) if args.quick else dest / "train"
     return Domains("flowers5", work, train, dest / "test", 64, 3, True)
 
