@@ -38,6 +38,7 @@ from synthgen.imaging import (
     UnreadableImage, open_image, opened, pil_to_tensor, remove_stale_temporaries, to_channels, to_model, to_uint8, write_atomic,
 )
 from synthgen.manifest import MANIFEST, Manifest, journal_path
+from synthgen.metrics.msssim import ssim
 from synthgen.models.registry import build_translator
 from synthgen.precision import resolve_device, resolve_precision
 from synthgen.recipe import translates, validate
@@ -570,24 +571,6 @@ class PairedEvaluation:
     extra: dict[str, float] = field(default_factory=dict)  # feature metrics from the hook (FID/KID, metrics stream)
 
 
-def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> float:
-    """Mean SSIM of two images [C, H, W] in [0, 1] over the positions where the window fits (as skimage)."""
-    c1, c2 = 0.01**2, 0.03**2
-    g = gaussian_window(window, sigma)
-    kernel = (g[:, None] * g[None, :]).expand(x.shape[0], 1, window, window)
-    blur = lambda t: F.conv2d(t[None].double(), kernel, groups=x.shape[0])[0]  # noqa: E731
-    mx, my = blur(x), blur(y)
-    vx, vy, cov = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return float(s.mean())
-
-
 def image_scores(output: torch.Tensor, target: torch.Tensor) -> Scores:
     """uint8 [C, H, W] images -> L1, PSNR and SSIM."""
     x, y = output.double() / 255, target.double() / 255
@@ -595,7 +578,7 @@ def image_scores(output: torch.Tensor, target: torch.Tensor) -> Scores:
     psnr = 10 * math.log10(1 / max(mse, 1e-10))
     side = min(x.shape[-2:])
     window = 11 if side >= 11 else side - (1 - side % 2)  # tiny images: the largest odd window that fits
-    return Scores(float((x - y).abs().mean()), psnr, ssim(x, y, window))
+    return Scores(float((x - y).abs().mean()), psnr, float(ssim(output[None], target[None], window)))
 
 
 def _read_pair(pair: Pair, direction: str, in_channels: int, out_channels: int) -> tuple[torch.Tensor, torch.Tensor]:

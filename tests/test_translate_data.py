@@ -13,7 +13,7 @@ from synthgen.data.pairs import discover_paired, discover_unpaired
 from synthgen.data.translation import TranslationBatches, load_paired, load_unpaired
 from synthgen.errors import SynthgenError
 from synthgen.recipe import validate
-from synthgen.translate import Original, image_scores, output_mode, pad_to_multiple, ssim, to_original_mode
+from synthgen.translate import Original, image_scores, output_mode, pad_to_multiple, to_original_mode
 
 
 def images(fashion: Path, n: int, cls: str = "Coat") -> list[Image.Image]:
@@ -162,17 +162,21 @@ def test_a_network_that_adds_colour_decides_the_colour():
 # --- scores ------------------------------------------------------------------------------------
 
 
-def test_ssim_matches_scikit_image(fashion_test_split):
+def test_image_scores_ssim_matches_scikit_image(fashion_test_split):
     skimage_metrics = pytest.importorskip("skimage.metrics")
-    a, b = images(fashion_test_split, 2)
-    x = torch.from_numpy(np.asarray(a, dtype=np.float64) / 255)[None]
-    noisy = (x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)).clamp(0, 1)
-    y = torch.from_numpy(np.asarray(b, dtype=np.float64) / 255)[None]
-    for other in (noisy, y, x):
+    a, b = (torch.from_numpy(np.asarray(image))[None] for image in images(fashion_test_split, 2))
+    noisy = (a.double() + 25 * torch.randn(a.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)).clamp(0, 255).round().byte()
+    for other in (noisy, b, a):
         expected = skimage_metrics.structural_similarity(
-            x[0].numpy(), other[0].numpy(), data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+            a[0].double().numpy(), other[0].double().numpy(), data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
         )
-        assert ssim(x, other) == pytest.approx(expected, abs=1e-6)
+        assert image_scores(other, a).ssim == pytest.approx(expected, abs=1e-6)
+
+
+def test_images_smaller_than_the_window_are_scored_with_a_smaller_one():
+    image = torch.randint(0, 256, (1, 6, 9), dtype=torch.uint8)
+    other = torch.randint(0, 256, (1, 6, 9), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    assert image_scores(image, image).ssim == pytest.approx(1.0) and image_scores(other, image).ssim < 0.5
 
 
 def test_identical_images_score_perfectly():

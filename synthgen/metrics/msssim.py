@@ -31,36 +31,36 @@ DATA_RANGE = 255.0
 WANG_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
-def _gaussian_window(device: torch.device) -> torch.Tensor:
-    coords = torch.arange(WINDOW_SIZE, dtype=torch.float64, device=device) - WINDOW_SIZE // 2
+def _gaussian_window(taps: int, device: torch.device) -> torch.Tensor:
+    coords = torch.arange(taps, dtype=torch.float64, device=device) - taps // 2
     window = torch.exp(-(coords**2) / (2 * WINDOW_SIGMA**2))
     return window / window.sum()
 
 
-def _band(size: int, device: torch.device) -> torch.Tensor:
-    """[size - 10, size]: row i holds the window at columns i..i+10, so `band @ x` is the 'valid' filter along x's rows."""
-    window, out = _gaussian_window(device), size - WINDOW_SIZE + 1
+def _band(size: int, taps: int, device: torch.device) -> torch.Tensor:
+    """[size - taps + 1, size]: row i holds the window at columns i..i+taps-1, so `band @ x` is the 'valid' filter along x's rows."""
+    window, out = _gaussian_window(taps, device), size - taps + 1
     band = torch.zeros(out, size, dtype=torch.float64, device=device)
     rows = torch.arange(out, device=device)
-    for tap in range(WINDOW_SIZE):
+    for tap in range(taps):
         band[rows, rows + tap] = window[tap]
     return band
 
 
-def _blur(x: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian filter of every channel, 'valid' (no padding): each side shrinks by 10.
+def _blur(x: torch.Tensor, taps: int) -> torch.Tensor:
+    """Separable Gaussian filter of every channel, 'valid' (no padding): each side shrinks by taps - 1.
 
     Two banded matrix products instead of two grouped convolutions: the same sums (exact zeros
     added), but float64 matmul is BLAS while a float64 depthwise conv is a slow fallback (5-10x).
     """
     height, width = x.shape[-2:]
-    return _band(height, x.device) @ x @ _band(width, x.device).T
+    return _band(height, taps, x.device) @ x @ _band(width, taps, x.device).T
 
 
-def _ssim_and_cs(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _ssim_and_cs(a: torch.Tensor, b: torch.Tensor, taps: int = WINDOW_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image and channel [N, C]: mean SSIM and mean contrast-structure term."""
     c = a.shape[1]
-    moments = _blur(torch.cat([a, b, a * a, b * b, a * b], dim=1))
+    moments = _blur(torch.cat([a, b, a * a, b * b, a * b], dim=1), taps)
     mu_a, mu_b, aa, bb, ab = moments.split(c, dim=1)
     var_a, var_b, cov = aa - mu_a**2, bb - mu_b**2, ab - mu_a * mu_b
     c1, c2 = (K1 * DATA_RANGE) ** 2, (K2 * DATA_RANGE) ** 2
@@ -69,18 +69,21 @@ def _ssim_and_cs(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.
     return ssim_map.flatten(2).mean(-1), cs_map.flatten(2).mean(-1)
 
 
-def _as_float64(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _as_float64(a: torch.Tensor, b: torch.Tensor, taps: int = WINDOW_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     if a.shape != b.shape or a.ndim != 4:
         raise ValueError(f"SSIM needs two image batches [N, C, H, W] of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    if min(a.shape[-2:]) < WINDOW_SIZE:
-        raise SynthgenError(f"SSIM needs images of at least {WINDOW_SIZE}x{WINDOW_SIZE} px, got {a.shape[-2]}x{a.shape[-1]}")
+    if min(a.shape[-2:]) < taps:
+        raise SynthgenError(f"SSIM needs images of at least {taps}x{taps} px, got {a.shape[-2]}x{a.shape[-1]}")
     return a.to(torch.float64), b.to(a.device, torch.float64)
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """SSIM of each pair of images [N, C, H, W] (uint8, or float in [0, 255]): float64 [N]."""
-    a, b = _as_float64(a, b)
-    return _ssim_and_cs(a, b)[0].mean(1)
+def ssim(a: torch.Tensor, b: torch.Tensor, window_size: int = WINDOW_SIZE) -> torch.Tensor:
+    """SSIM of each pair of images [N, C, H, W] (uint8, or float in [0, 255]): float64 [N].
+
+    window_size (odd) below 11 only for images too small for Wang's window, as scikit-image's win_size.
+    """
+    a, b = _as_float64(a, b, window_size)
+    return _ssim_and_cs(a, b, window_size)[0].mean(1)
 
 
 def max_scales(height: int, width: int) -> int:
