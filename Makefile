@@ -160,8 +160,8 @@ bench-encoders: $(STAMP)
 
 # Mode coverage on Stacked Fashion-MNIST (issue 15): RGB images of three random Fashion-MNIST images (1,000 modes),
 # trained unconditionally for MODES_BUDGET of wall-clock time per row (DCGAN ns, + minibatch stddev, + PacGAN 2,
-# + minibatch discrimination, + unrolled 5, StyleGAN-style G, recipes/small-data.yaml, the same + minibatch
-# discrimination), 26,000 samples each classified per channel: modes covered and KL to uniform, beside real stacked
+# + minibatch discrimination, + unrolled 5, StyleGAN-style G, recipes/small-data.yaml, the same without
+# minibatch discrimination), 26,000 samples each classified per channel: modes covered and KL to uniform, beside real stacked
 # images. About 8 x MODES_BUDGET + 10 minutes (50 minutes at 5m on 2 cores).
 # QUICK=1: the smoke setting (20 s per row). Not part of `make bench`.
 MODES_BUDGET ?= 5m
