@@ -159,6 +159,8 @@ def main() -> None:
     if args.quick:
         sets += ["train.log_every=10", "train.checkpoint_every=20", "train.sample_every=20", "model.g_channels=8", "model.d_channels=8", "model.n_blocks=1"]
     if args.rescore:
+        if not (OUT / f"{work.name}.json").is_file() or not run.is_dir():
+            sys.exit(f"--rescore: no earlier run of --data {data.name} in {run} (and {OUT / work.name}.json)")
         earlier = json.loads((OUT / f"{work.name}.json").read_text())
         steps, sets, trained = earlier["steps"], earlier["overrides"], earlier["train_seconds"]
         trained_on = earlier.get("trained_on", earlier["machine"])
