@@ -120,11 +120,10 @@ def save_grid(path: Path, *rows: torch.Tensor) -> None:
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
 
 
-def scores(outputs: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, classifier, reference: LabelledImages) -> dict:
-    """Target-class rate, mean per-class KID to the target class's real images, mean SSIM to the input."""
+def scores(outputs: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, classifier, real_features: torch.Tensor, real_labels: torch.Tensor) -> dict:
+    """Target-class rate, mean per-class KID to the target class's real images (their features), mean SSIM to the input."""
     features, logits = classifier.features_and_logits(outputs)
-    real_features = classifier(reference.images)
-    kids = [kid(real_features[reference.labels == k], features[targets == k])[0] for k in targets.unique().tolist() if (targets == k).sum() >= 2]
+    kids = [kid(real_features[real_labels == k], features[targets == k])[0] for k in targets.unique().tolist() if (targets == k).sum() >= 2]
     return {"target_rate": float((logits.argmax(1) == targets).float().mean()), "kid": float(np.mean(kids)), "ssim_to_input": float(ssim(outputs, inputs).mean())}
 
 
@@ -162,6 +161,8 @@ def main() -> None:
         if not (OUT / f"{work.name}.json").is_file() or not run.is_dir():
             sys.exit(f"--rescore: no earlier run of --data {data.name} in {run} (and {OUT / work.name}.json)")
         earlier = json.loads((OUT / f"{work.name}.json").read_text())
+        if earlier["quick"] != args.quick:
+            sys.exit(f"--rescore: the earlier run was {'a' if earlier['quick'] else 'not a'} --quick run; rescore it {'with' if earlier['quick'] else 'without'} --quick")
         steps, sets, trained = earlier["steps"], earlier["overrides"], earlier["train_seconds"]
         trained_on = earlier.get("trained_on", earlier["machine"])
         print(f"rescoring the earlier run in {run}: {steps} steps, {' '.join(sets[len(fixed):]) or 'the recipe as is'}, trained on {trained_on}", flush=True)
@@ -187,15 +188,17 @@ def main() -> None:
 
     classifier = domain_classifier(train_images, work / "domain", 50 if args.quick else 600, hflip=data.hflip)
     reference = subset(pool, 500)
+    real_features = classifier(reference.images)
     translated = translate(run, inputs, targets)
-    rows = {
-        "StarGAN G(x, target)": scores(translated, inputs, targets, classifier, reference),
-        "baseline: the input itself": scores(inputs, inputs, targets, classifier, reference),
-        "baseline: a random target-class image": scores(random_target, inputs, targets, classifier, reference),
-        "baseline: the target-class image most like the input": scores(most_alike(inputs, targets, pool), inputs, targets, classifier, reference),
+    outputs = {
+        "StarGAN G(x, target)": translated,
+        "baseline: the input itself": inputs,
+        "baseline: a random target-class image": random_target,
+        "baseline: the target-class image most like the input": most_alike(inputs, targets, pool),
     }
+    rows = {name: scores(images, inputs, targets, classifier, real_features, reference.labels) for name, images in outputs.items()}
     real_subset = subset(train_images, 500)
-    real_features, train_features = classifier(reference.images), classifier(real_subset.images)
+    train_features = classifier(real_subset.images)
     real_vs_real = float(np.mean([kid(real_features[reference.labels == c], train_features[real_subset.labels == c])[0] for c in range(k)]))
     print_table(f"{n} {data.name} test images, each into a random other class ({k} classes, {steps} steps, {trained:.0f} s)",
                 ["output", "target-class rate", "KID to target class", "SSIM to input"],
