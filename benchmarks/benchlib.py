@@ -1,10 +1,11 @@
-"""What the bench_*.py scripts share: the data, a side-by-side timer, matmul throughput, tables and JSON."""
+"""What the benchmarks share: the data, the command line, a side-by-side timer, matmul throughput, tables and JSON."""
 
 from __future__ import annotations
 
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,17 @@ from synthgen.data.loading import LabelledImages  # noqa: E402
 SHARED_FM = REPO.parent / "shared" / "datasets" / "fashion-mnist"
 DEMO_FM = REPO / "demo" / "fashion-mnist"
 OUT = REPO / "out" / "bench"
+
+
+def synthgen(*args, ok=(0,)) -> int:
+    """Run the CLI of this checkout; its output goes to the terminal. Exit codes outside `ok` stop the benchmark."""
+    command = [sys.executable, "-m", "synthgen", *map(str, args)]
+    print("$ synthgen " + " ".join(map(str, args)), flush=True)
+    # Without COLUMNS, output to a log file is not wrapped at all (cli._console): log lines stay whole.
+    code = subprocess.run(command, cwd=REPO).returncode
+    if code not in ok:
+        sys.exit(f"synthgen {args[0]} failed with exit code {code}")
+    return code
 
 
 def fashion_mnist_32px() -> tuple[LabelledImages, str]:

@@ -33,8 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import OUT, machine, print_table, write_json  # noqa: E402
-from utility_fashion import SHARED_FM, synthgen  # noqa: E402
+from benchlib import OUT, SHARED_FM, machine, print_table, synthgen, write_json  # noqa: E402
 
 import torch  # noqa: E402
 from safetensors import safe_open  # noqa: E402

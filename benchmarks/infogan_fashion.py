@@ -28,9 +28,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import OUT, machine, print_table  # noqa: E402
+from benchlib import OUT, machine, print_table, synthgen  # noqa: E402
 from sgan_fashion import import_fashion  # noqa: E402
-from utility_fashion import synthgen  # noqa: E402
 
 import torch  # noqa: E402
 

@@ -32,8 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import OUT, VARIANT_HELP, machine, print_table, recipe_variant, write_json  # noqa: E402
-from utility_fashion import SHARED_FM, synthgen  # noqa: E402
+from benchlib import OUT, SHARED_FM, VARIANT_HELP, machine, print_table, recipe_variant, synthgen, write_json  # noqa: E402
 
 WORK = OUT / "quality_fashion"
 DEFAULT_RECIPES = ["recipes/small-data.yaml", "recipes/acgan.yaml"]

@@ -41,8 +41,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import OUT, REPO, VARIANT_HELP, machine, print_table, recipe_variant, write_json  # noqa: E402
-from utility_fashion import synthgen  # noqa: E402
+from benchlib import OUT, REPO, VARIANT_HELP, machine, print_table, recipe_variant, synthgen, write_json  # noqa: E402
 
 FLOWERS = REPO.parent / "shared" / "datasets" / "flowers5"
 WORK = OUT / "resolution_flowers"

@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import OUT, REPO, machine, print_table  # noqa: E402
+from benchlib import OUT, REPO, machine, print_table, synthgen  # noqa: E402
 from sgan_fashion import import_fashion, split_labels  # noqa: E402
-from utility_fashion import synthgen  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

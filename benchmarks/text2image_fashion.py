@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import OUT, REPO, print_table, write_json  # noqa: E402
-from utility_fashion import synthgen  # noqa: E402
+from benchlib import OUT, REPO, SHARED_FM, print_table, synthgen, write_json  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -40,7 +39,6 @@ from synthgen.imaging import load_image  # noqa: E402
 from synthgen.metrics.features import domain_classifier  # noqa: E402
 
 WORK = OUT / "text2image_fashion"
-SHARED_FM = REPO.parent / "shared" / "datasets" / "fashion-mnist"
 QUICK_CLASSES = ["Trouser", "Sneaker", "Bag", "T-shirt-top"]
 
 

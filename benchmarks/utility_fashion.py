@@ -42,34 +42,18 @@ import argparse
 import json
 import random
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import machine, print_table, write_json  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_FM = REPO.parent / "shared" / "datasets" / "fashion-mnist"
-OUT = REPO / "out" / "bench"
+from benchlib import OUT, SHARED_FM, machine, print_table, synthgen, write_json  # noqa: E402
 WORK = OUT / "utility_fashion"
 
 TRAIN_SHARE = 0.10  # of the official training set, per class
 MINORITY_CLASSES = 3
 MINORITY_SHARE = 0.10  # of the other classes' count
 SEED = 0
-
-
-def synthgen(*args, ok=(0,)) -> int:
-    """Run the CLI of this checkout; its output goes to the terminal. Exit codes outside `ok` stop the benchmark."""
-    command = [sys.executable, "-m", "synthgen", *map(str, args)]
-    print("$ synthgen " + " ".join(map(str, args)), flush=True)
-    # Without COLUMNS, output to a log file is not wrapped at all (cli._console): log lines stay whole.
-    code = subprocess.run(command, cwd=REPO).returncode
-    if code not in ok:
-        sys.exit(f"synthgen {args[0]} failed with exit code {code}")
-    return code
 
 
 def withheld_real(full_train: Path, train: Path, dest: Path, majority: int) -> None:
