@@ -115,11 +115,12 @@ utility: $(STAMP)
 	$(BIN)/python -m synthgen eval --utility --train $(UTIL)/split/train --test $(UTIL)/split/test \
 		--synthetic $(UTIL)/synthetic --augmented $(UTIL)/augmented --steps 600 --json $(UTIL)/utility.json
 
-# The Fashion-MNIST utility benchmark (issue 5): 10% of the training set with three classes cut to a tenth,
-# a GAN, gated top-up, augmentation, 3 seeds. Measured about 50 minutes on 2 cores shared with other jobs
-# (GAN 18 min, the 15 classifier runs 29 min). Not part of `make bench`.
+# The utility benchmark (issues 5 and 13): does synthetic data help a classifier? Fashion-MNIST (default: 600 per
+# class with three classes cut to 60) or DATASET=flowers5 (64 px, 400 per class, two cut to 40); each recipe's GAN
+# for 20 minutes, gated top-up, augmentation, 3 seeds. On Fashion-MNIST about 40 minutes per recipe on 2 cores.
+# Not part of `make bench`.
 bench-utility: $(STAMP)
-	$(BIN)/python benchmarks/utility_fashion.py
+	$(BIN)/python benchmarks/utility.py $(if $(DATASET),--dataset $(DATASET),)
 
 # SGAN with 100 labels per class of Fashion-MNIST (the rest unlabelled) against the same classifier trained on
 # the 1,000 labels alone; STEPS per run (default 6000). ARGS=--quick for a smoke run.

@@ -1,25 +1,31 @@
-"""Does synthetic data help? Fashion-MNIST in a realistic small-data setting, end to end through the CLI.
+"""Does synthetic data help? A realistic small-data setting, end to end through the CLI.
 
-    make bench-utility          (or: .venv/bin/python benchmarks/utility_fashion.py [--recipes a.yaml,b.yaml] [--budget 20m] [--fresh])
+    make bench-utility [DATASET=flowers5]
+    .venv/bin/python benchmarks/utility.py [--dataset fashion-mnist|flowers5] [--recipes a.yaml,b.yaml] [--budget 20m] [--fresh]
 
 Not a bench_*.py: `make bench` runs those and stays at a few minutes; this
 one trains a GAN per recipe for its budget and 18 classifiers per recipe
-(about 2 x (budget + 12) minutes on 2 CPU cores).
+(on Fashion-MNIST about 2 x (budget + 12) minutes on 2 CPU cores).
 
-1. data: Fashion-MNIST from ../shared/datasets/fashion-mnist (`synthgen data
-   import idx`); a stratified, seeded 10% of the 60,000 training images
-   (600 per class), then three classes (drawn with the same seed, not picked
-   by hand) cut to a tenth of the others (60 each): 4,380 training images.
-   The test set is the full official 10,000 (1,000 per class).
-2. augmentation: `synthgen augment TRAIN --per-class 600` (policy medium):
+1. data, per --dataset (the two the recipes' defaults are decided on):
+   - fashion-mnist (default): ../shared/datasets/fashion-mnist (`synthgen data
+     import idx`); a stratified, seeded 600 of each class's 6,000 training
+     images, then three classes (drawn with the same seed, not picked by hand)
+     cut to 60: 4,380 training images. The test set is the official 10,000.
+   - flowers5: ../shared/datasets/flowers5 (5 classes, 733-1,052 RGB photos
+     each) resized once to 64 px (the recipes' largest automatic size), split
+     by `synthgen data split` (seeded, 20% of every class held out as the test
+     set); 400 of each class's training images, two classes (drawn) cut to 40:
+     1,280 training images.
+2. augmentation: `synthgen augment TRAIN --per-class MAJORITY` (policy medium):
    the same counts as the synthetic top-up, augmented images only.
 3. per GAN recipe (default recipes/demo.yaml and recipes/small-data.yaml, each
    as it is, only data.root, train.out_dir, name and train.budget set, one
    after the other so each has the whole machine):
    - `synthgen train` to the wall-clock budget (default 20m);
-   - synthetic: `synthgen sample --fill-to 600 --data TRAIN` (gated): tops every
-     class up to the majority count, i.e. 540 images for each minority class;
-     for case (b), CAS, a complete gated set: `--balanced -n 600`;
+   - synthetic: `synthgen sample --fill-to MAJORITY --data TRAIN` (gated): tops
+     every minority class up to the majority count (540 images each on
+     Fashion-MNIST); for case (b), CAS, a complete gated set: `--balanced -n MAJORITY`;
    - `synthgen eval --per-class` of the complete set against TRAIN: within-class
      MS-SSIM of every synthetic class beside its real class's;
    - `synthgen eval --utility` over 3 seeds: cases (a)-(f), (f) being real only
@@ -27,13 +33,15 @@ one trains a GAN per recipe for its budget and 18 classifiers per recipe
    - the same top-up sampled with `--set gate.recognised_only=true` (only images
      the run's domain classifier puts in their class) and cases (c), (e) with it.
 4. the ceiling, once: case (c) with the top-up made of real training images the
-   small set left out (540 per minority class, seeded): what perfect synthetic
-   images of the rare classes could give at most.
-5. one summary table, and out/bench/utility_fashion.json (every figure, the
-   settings, gate verdicts and stage timings).
+   small set left out (seeded): what perfect synthetic images of the rare
+   classes could give at most.
+5. one summary table, and out/bench/utility_<dataset>.json (every figure, the
+   settings, gate verdicts and stage timings; Fashion-MNIST's keeps its former
+   name, utility_fashion.json).
 
 Every stage is skipped when its output is complete (a stopped run continues);
---fresh starts over. Intermediate folders: out/bench/utility_fashion/.
+--fresh starts over. Intermediate folders: out/bench/utility_fashion/ and
+out/bench/utility_flowers5/.
 """
 
 from __future__ import annotations
@@ -44,16 +52,58 @@ import random
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import OUT, SHARED_FM, machine, print_table, synthgen, write_json  # noqa: E402
-WORK = OUT / "utility_fashion"
+from benchlib import OUT, REPO, SHARED_FM, machine, print_table, synthgen, write_json  # noqa: E402
 
-TRAIN_SHARE = 0.10  # of the official training set, per class
-MINORITY_CLASSES = 3
-MINORITY_SHARE = 0.10  # of the other classes' count
+SHARED_FLOWERS = REPO.parent / "shared" / "datasets" / "flowers5"
+FLOWERS_SIZE = 64
 SEED = 0
+
+
+def import_fashion_mnist(dest: Path) -> None:
+    synthgen("data", "import", "idx", SHARED_FM, dest, "--names", "fashion-mnist")
+
+
+def import_flowers5(dest: Path) -> None:
+    """flowers5 at 64 px (resized once, so the GAN, the classifiers and the test set all see 64 px), split 80/20."""
+    from PIL import Image
+
+    resized = dest.with_name(f"flowers5-{FLOWERS_SIZE}")
+    tmp = resized.with_name(resized.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for source in sorted(SHARED_FLOWERS.glob("*/*")):
+        target = tmp / source.parent.name / (source.stem + ".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(source) as image:
+            image.convert("RGB").resize((FLOWERS_SIZE, FLOWERS_SIZE), Image.Resampling.LANCZOS).save(target)
+    shutil.rmtree(resized, ignore_errors=True)
+    tmp.rename(resized)
+    synthgen("data", "split", resized, dest, "--test-fraction", 0.2, "--seed", SEED)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A dataset and how the small, skewed training set is cut from its training split."""
+
+    title: str
+    source: Path  # what must exist in ../shared
+    work: Path  # intermediate folders; the JSON is named after it
+    prepare: Callable[[Path], None]  # writes DEST/train/<class>/ and DEST/test/<class>/
+    per_class: int  # training images kept of every class
+    minority_classes: int  # drawn with the seed, not picked by hand
+    minority_count: int  # training images kept of each of those
+
+
+SETTINGS = {
+    "fashion-mnist": Setting("Fashion-MNIST", SHARED_FM / "train-images-idx3-ubyte.gz", OUT / "utility_fashion",
+                             import_fashion_mnist, per_class=600, minority_classes=3, minority_count=60),
+    "flowers5": Setting(f"flowers5 at {FLOWERS_SIZE} px", SHARED_FLOWERS, OUT / "utility_flowers5",
+                        import_flowers5, per_class=400, minority_classes=2, minority_count=40),
+}
 
 
 def withheld_real(full_train: Path, train: Path, dest: Path, majority: int) -> None:
@@ -68,18 +118,15 @@ def withheld_real(full_train: Path, train: Path, dest: Path, majority: int) -> N
     link_folder(dest, chosen)
 
 
-def small_train_set(full_train: Path, dest: Path) -> dict:
-    """Links to a stratified, seeded 10% of every class, three random classes cut to a tenth of that."""
+def small_train_set(full_train: Path, dest: Path, setting: Setting) -> dict:
+    """Links to a seeded `per_class` images of every class, a few random classes cut to `minority_count`."""
     rng = random.Random(SEED)
     classes = sorted(d.name for d in full_train.iterdir() if d.is_dir())
-    minority = sorted(rng.sample(classes, MINORITY_CLASSES))
+    minority = sorted(rng.sample(classes, setting.minority_classes))
     chosen = {}
     for name in classes:
         files = sorted((full_train / name).iterdir())
-        n = round(len(files) * TRAIN_SHARE)
-        if name in minority:
-            n = round(n * MINORITY_SHARE)
-        chosen[name] = rng.sample(files, n)
+        chosen[name] = rng.sample(files, setting.minority_count if name in minority else setting.per_class)
     link_folder(dest, chosen)
     return {"classes": classes, "minority": minority, "counts": {name: len(files) for name, files in chosen.items()}}
 
@@ -97,19 +144,22 @@ def link_folder(dest: Path, chosen: dict[str, list[Path]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=list(SETTINGS), default="fashion-mnist", help="the data and its small, skewed setting")
     parser.add_argument("--recipes", default=",".join(DEFAULT_RECIPES), help="Comma-separated GAN recipes, each trained to --budget")
     parser.add_argument("--budget", default="20m", help="GAN training wall-clock budget per recipe (train.budget)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=1000, help="classifier steps per case and seed")
     parser.add_argument("--fresh", action="store_true", help="delete the intermediate folders and start over")
     args = parser.parse_args()
-    if not (SHARED_FM / "train-images-idx3-ubyte.gz").exists():
-        sys.exit(f"needs the Fashion-MNIST idx files in {SHARED_FM}")
+    setting = SETTINGS[args.dataset]
+    if not setting.source.exists():
+        sys.exit(f"needs {setting.source} (../shared/datasets)")
+    work = setting.work
     if args.fresh:
-        shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {machine()}\nGAN budget: {args.budget} per recipe, one recipe at a time", flush=True)
-    timings_file = WORK / "timings.json"  # stage timings survive a run that continues another
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine()}\ndata: {setting.title}\nGAN budget: {args.budget} per recipe, one recipe at a time", flush=True)
+    timings_file = work / "timings.json"  # stage timings survive a run that continues another
     timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.exists() else {}
 
     def stage(name: str, done: bool, work) -> None:
@@ -122,37 +172,38 @@ def main() -> None:
         timings[name] = round(time.perf_counter() - start, 1)
         timings_file.write_text(json.dumps(timings))
 
-    full, train, augmented = WORK / "fashion-mnist", WORK / "train", WORK / "augmented"
-    stage("import", (full / "test").is_dir(), lambda: synthgen("data", "import", "idx", SHARED_FM, full, "--names", "fashion-mnist"))
-    setting_file = WORK / "setting.json"
+    full, train, augmented = work / args.dataset, work / "train", work / "augmented"
+    stage("import", (full / "test").is_dir(), lambda: setting.prepare(full))
+    setting_file = work / "setting.json"
     stage("train set", train.is_dir() and setting_file.exists(),
-          lambda: setting_file.write_text(json.dumps(small_train_set(full / "train", train), indent=1)))
-    setting = json.loads(setting_file.read_text())
-    majority = max(setting["counts"].values())
-    print(f"train: {sum(setting['counts'].values())} images, minority classes {setting['minority']} ({min(setting['counts'].values())} each), others {majority}")
+          lambda: setting_file.write_text(json.dumps(small_train_set(full / "train", train, setting), indent=1)))
+    counts = json.loads(setting_file.read_text())
+    majority = max(counts["counts"].values())
+    print(f"train: {sum(counts['counts'].values())} images, minority classes {counts['minority']} ({min(counts['counts'].values())} each), others {majority}")
     stage("augment", (augmented / "manifest.csv").exists() and all(
-        len(list((augmented / c).glob("*.png"))) == majority - n for c, n in setting["counts"].items() if n < majority),
+        len(list((augmented / c).glob("*.png"))) == majority - n for c, n in counts["counts"].items() if n < majority),
         lambda: synthgen("augment", train, augmented, "--per-class", majority, "--seed", SEED))
-    withheld, ceiling = WORK / "withheld_real", WORK / "ceiling.json"
+    withheld, ceiling = work / "withheld_real", work / "ceiling.json"
     stage("withheld real images", withheld.is_dir(), lambda: withheld_real(full / "train", train, withheld, majority))
     stage("ceiling: utility with real top-up", ceiling.exists(), lambda: synthgen(
         "eval", "--utility", "--train", train, "--test", full / "test", "--synthetic", withheld,
         "--cases", "c", "--seeds", args.seeds, "--steps", args.steps, "--json", ceiling))
     rows = {}
     for recipe in args.recipes.split(","):
-        rows[Path(recipe).stem] = gan_case(recipe, args, stage, full, train, augmented, majority)
-    summary = [summary_row(name, row, setting) for name, row in rows.items()]
+        rows[Path(recipe).stem] = gan_case(recipe, args, stage, work, full, train, augmented, majority)
+    summary = [summary_row(name, row, counts) for name, row in rows.items()]
     ceiling_report = json.loads(ceiling.read_text())
     ceiling_c = ceiling_report["cases"]["c"]
     print(f"ceiling, real top-up instead of synthetic (case c): macro-F1 {ceiling_c['macro_f1']['mean']:.4f}, "
           f"minority recall {ceiling_c['minority_recall']['mean']:.3f}", flush=True)
-    print_table(f"Fashion-MNIST, {sum(setting['counts'].values())} train images (3 classes at 60), GAN {args.budget} per recipe; "
+    print_table(f"{setting.title}, {sum(counts['counts'].values())} train images ({setting.minority_classes} classes at {setting.minority_count}), "
+                f"GAN {args.budget} per recipe; "
                 f"classifier {args.steps} steps x {args.seeds} seeds; macro-F1 and minority recall, mean over seeds", SUMMARY_HEADER, summary)
     result = {
-        "setting": setting, "budget": args.budget, "machine": machine(), "timings_s": timings, "command": " ".join(sys.argv),
+        "dataset": args.dataset, "setting": counts, "budget": args.budget, "machine": machine(), "timings_s": timings, "command": " ".join(sys.argv),
         "recipes": rows, "ceiling_real_top_up": ceiling_report,
     }
-    write_json("utility_fashion", result)
+    write_json(work.name, result)
 
 
 DEFAULT_RECIPES = ["recipes/demo.yaml", "recipes/small-data.yaml"]
@@ -160,10 +211,10 @@ SUMMARY_HEADER = ["recipe", "GAN steps", "(a) real", "(f) balanced", "(d) +aug",
                   "(c) / (e) recognised only", "minority recall c/e recognised", "CAS / real acc", "worst MS-SSIM ratio", "gate passed"]
 
 
-def gan_case(recipe: str, args, stage, full: Path, train: Path, augmented: Path, majority: int) -> dict:
+def gan_case(recipe: str, args, stage, work: Path, full: Path, train: Path, augmented: Path, majority: int) -> dict:
     """Train one recipe to the budget on the small set, sample its top-up and a complete set, and run the utility cases."""
     name = Path(recipe).stem
-    folder = WORK / name
+    folder = work / name
     run, synthetic, cas = folder / "weights" / name, folder / "synthetic", folder / "synthetic_all"
     trained = (run / "run.json").is_file() and (run / "checkpoints").is_dir()
     if not trained:
@@ -211,7 +262,7 @@ def ms_ssim_per_class(evaluation: dict) -> dict:
     return rows
 
 
-def summary_row(name: str, row: dict, setting: dict) -> list:
+def summary_row(name: str, row: dict, counts: dict) -> list:
     cases, filtered = row["utility"]["cases"], row["utility_recognised"]["cases"]
     f1 = lambda key, c=cases: f"{c[key]['macro_f1']['mean']:.4f}" if key in c else "-"  # noqa: E731
     recall = lambda keys, c=cases: "/".join(f"{c[k]['minority_recall']['mean']:.3f}" if k in c else "-" for k in keys)  # noqa: E731
@@ -220,7 +271,7 @@ def summary_row(name: str, row: dict, setting: dict) -> list:
     worst = f"{max(ratios):.2f}" if ratios else "-"
     passed = sum(1 for c in row["gate"]["balanced"].get("classes", {}).values() if c.get("status") == "passed")
     return [name, row["gan_steps"], f1("a"), f1("f"), f1("d"), f1("c"), f1("e"), recall("afce"),
-            f"{f1('c', filtered)} / {f1('e', filtered)}", recall("ce", filtered), cas, worst, f"{passed}/{len(setting['classes'])}"]
+            f"{f1('c', filtered)} / {f1('e', filtered)}", recall("ce", filtered), cas, worst, f"{passed}/{len(counts['classes'])}"]
 
 
 def _gate_summary(folder: Path) -> dict:
