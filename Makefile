@@ -117,7 +117,8 @@ utility: $(STAMP)
 
 # The utility benchmark (issues 5 and 13): does synthetic data help a classifier? Fashion-MNIST (default: 600 per
 # class with three classes cut to 60) or DATASET=flowers5 (64 px, 400 per class, two cut to 40); each recipe's GAN
-# for 20 minutes, gated top-up, augmentation, 3 seeds. On Fashion-MNIST about 40 minutes per recipe on 2 cores.
+# for 20 minutes, gated top-up, augmentation, 3 seeds. On Fashion-MNIST about 40 minutes per recipe on 2 cores;
+# flowers5 about 2 hours (estimated from a smoke run: its 64 px classifiers cost about 5x a step of Fashion-MNIST's).
 # Not part of `make bench`.
 bench-utility: $(STAMP)
 	$(BIN)/python benchmarks/utility.py $(if $(DATASET),--dataset $(DATASET),)

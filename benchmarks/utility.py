@@ -162,9 +162,9 @@ def main() -> None:
     timings_file = work / "timings.json"  # stage timings survive a run that continues another
     timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.exists() else {}
 
-    def stage(name: str, done: bool, work) -> None:
+    def stage(name: str, done: bool, work, skipped: str = "already done") -> None:
         if done:
-            print(f"== {name}: already done, skipped", flush=True)
+            print(f"== {name}: {skipped}, skipped", flush=True)
             return
         print(f"== {name}", flush=True)
         start = time.perf_counter()
@@ -228,28 +228,41 @@ def gan_case(recipe: str, args, stage, work: Path, full: Path, train: Path, augm
         "sample", "--weights", run, "--fill-to", majority, "--data", train, "--out", synthetic, "--seed", SEED, ok=(0, 3))))
     stage(f"{name}: sample balanced (CAS)", False, lambda: codes.__setitem__("balanced", synthgen(
         "sample", "--weights", run, "--balanced", "-n", majority, "--out", cas, "--seed", SEED, ok=(0, 3))))
+    # A class the gate held back has no images: the cases that need a set the gate left empty are skipped.
     diversity = folder / "ms_ssim.json"  # within-class MS-SSIM of the complete synthetic set against the real train images
-    stage(f"{name}: within-class MS-SSIM", diversity.exists(), lambda: synthgen(
-        "eval", "--real", train, "--fake", cas, "--weights", run, "--per-class", "--json", diversity))
+    stage(f"{name}: within-class MS-SSIM", diversity.exists() or not has_images(cas), lambda: synthgen(
+        "eval", "--real", train, "--fake", cas, "--weights", run, "--per-class", "--json", diversity),
+        skipped="already done" if diversity.exists() else "the gate passed no class")
     utility = folder / "utility.json"
     stage(f"{name}: utility", False, lambda: synthgen(
-        "eval", "--utility", "--train", train, "--test", full / "test", "--synthetic", synthetic, "--augmented", augmented,
-        "--cas", cas, "--seeds", args.seeds, "--steps", args.steps, "--json", utility))
+        "eval", "--utility", "--train", train, "--test", full / "test", *optional("--synthetic", synthetic), "--augmented", augmented,
+        *optional("--cas", cas), "--seeds", args.seeds, "--steps", args.steps, "--json", utility))
     # The same top-up with the gate's per-image filter: only images the run's domain classifier puts in their class.
     recognised, utility_recognised = folder / "synthetic_recognised", folder / "utility_recognised.json"
     stage(f"{name}: sample fill-to, recognised only", False, lambda: codes.__setitem__("fill_to_recognised", synthgen(
         "sample", "--weights", run, "--fill-to", majority, "--data", train, "--out", recognised, "--seed", SEED,
         "--set", "gate.recognised_only=true", ok=(0, 3))))
-    stage(f"{name}: utility, recognised only", False, lambda: synthgen(
+    utility_recognised.unlink(missing_ok=True)
+    stage(f"{name}: utility, recognised only", not has_images(recognised), lambda: synthgen(
         "eval", "--utility", "--train", train, "--test", full / "test", "--synthetic", recognised, "--augmented", augmented,
-        "--cases", "c,e", "--seeds", args.seeds, "--steps", args.steps, "--json", utility_recognised))
+        "--cases", "c,e", "--seeds", args.seeds, "--steps", args.steps, "--json", utility_recognised), skipped="the gate passed no class")
     state = json.loads((run / "run.json").read_text())
     return {
         "recipe": recipe, "gan_steps": state["step"], "precision": state.get("precision"), "sample_exit_codes": codes,
         "gate": {kind: _gate_summary(f) for kind, f in (("fill_to", synthetic), ("balanced", cas), ("fill_to_recognised", recognised))},
-        "ms_ssim": ms_ssim_per_class(json.loads(diversity.read_text())), "utility": json.loads(utility.read_text()),
-        "utility_recognised": json.loads(utility_recognised.read_text()),
+        "ms_ssim": ms_ssim_per_class(json.loads(diversity.read_text())) if has_images(cas) else {},
+        "utility": json.loads(utility.read_text()),
+        "utility_recognised": json.loads(utility_recognised.read_text()) if utility_recognised.exists() else {"cases": {}},
     }
+
+
+def has_images(folder: Path) -> bool:
+    return any(folder.glob("*/*.png"))
+
+
+def optional(option: str, folder: Path) -> list:
+    """The option and folder for `eval --utility`, or nothing where the gate wrote no image into it."""
+    return [option, folder] if has_images(folder) else []
 
 
 def ms_ssim_per_class(evaluation: dict) -> dict:
