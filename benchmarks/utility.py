@@ -242,7 +242,7 @@ def gan_case(recipe: str, args, stage, work: Path, full: Path, train: Path, augm
     stage(f"{name}: sample fill-to, recognised only", False, lambda: codes.__setitem__("fill_to_recognised", synthgen(
         "sample", "--weights", run, "--fill-to", majority, "--data", train, "--out", recognised, "--seed", SEED,
         "--set", "gate.recognised_only=true", ok=(0, 3))))
-    utility_recognised.unlink(missing_ok=True)
+    utility_recognised.unlink(missing_ok=True)  # a skipped stage must not leave an earlier run's figures to be read below
     stage(f"{name}: utility, recognised only", not has_images(recognised), lambda: synthgen(
         "eval", "--utility", "--train", train, "--test", full / "test", "--synthetic", recognised, "--augmented", augmented,
         "--cases", "c,e", "--seeds", args.seeds, "--steps", args.steps, "--json", utility_recognised), skipped="the gate passed no class")
