@@ -59,6 +59,8 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import OUT, REPO, SHARED_FM, machine, print_table, synthgen, write_json  # noqa: E402
 
+from synthgen.data.folders import holds_images  # noqa: E402
+
 SHARED_FLOWERS = REPO.parent / "shared" / "datasets" / "flowers5"
 FLOWERS_SIZE = 64
 SEED = 0
@@ -228,41 +230,31 @@ def gan_case(recipe: str, args, stage, work: Path, full: Path, train: Path, augm
         "sample", "--weights", run, "--fill-to", majority, "--data", train, "--out", synthetic, "--seed", SEED, ok=(0, 3))))
     stage(f"{name}: sample balanced (CAS)", False, lambda: codes.__setitem__("balanced", synthgen(
         "sample", "--weights", run, "--balanced", "-n", majority, "--out", cas, "--seed", SEED, ok=(0, 3))))
-    # A class the gate held back has no images: the cases that need a set the gate left empty are skipped.
+    # A class the gate held back has no images; `eval --utility` skips (with the reason) the cases of a set left empty.
     diversity = folder / "ms_ssim.json"  # within-class MS-SSIM of the complete synthetic set against the real train images
-    stage(f"{name}: within-class MS-SSIM", diversity.exists() or not has_images(cas), lambda: synthgen(
+    stage(f"{name}: within-class MS-SSIM", diversity.exists() or not holds_images(cas), lambda: synthgen(
         "eval", "--real", train, "--fake", cas, "--weights", run, "--per-class", "--json", diversity),
         skipped="already done" if diversity.exists() else "the gate passed no class")
     utility = folder / "utility.json"
     stage(f"{name}: utility", False, lambda: synthgen(
-        "eval", "--utility", "--train", train, "--test", full / "test", *optional("--synthetic", synthetic), "--augmented", augmented,
-        *optional("--cas", cas), "--seeds", args.seeds, "--steps", args.steps, "--json", utility))
+        "eval", "--utility", "--train", train, "--test", full / "test", "--synthetic", synthetic, "--augmented", augmented,
+        "--cas", cas, "--seeds", args.seeds, "--steps", args.steps, "--json", utility))
     # The same top-up with the gate's per-image filter: only images the run's domain classifier puts in their class.
     recognised, utility_recognised = folder / "synthetic_recognised", folder / "utility_recognised.json"
     stage(f"{name}: sample fill-to, recognised only", False, lambda: codes.__setitem__("fill_to_recognised", synthgen(
         "sample", "--weights", run, "--fill-to", majority, "--data", train, "--out", recognised, "--seed", SEED,
         "--set", "gate.recognised_only=true", ok=(0, 3))))
-    utility_recognised.unlink(missing_ok=True)  # a skipped stage must not leave an earlier run's figures to be read below
-    stage(f"{name}: utility, recognised only", not has_images(recognised), lambda: synthgen(
+    stage(f"{name}: utility, recognised only", False, lambda: synthgen(
         "eval", "--utility", "--train", train, "--test", full / "test", "--synthetic", recognised, "--augmented", augmented,
-        "--cases", "c,e", "--seeds", args.seeds, "--steps", args.steps, "--json", utility_recognised), skipped="the gate passed no class")
+        "--cases", "c,e", "--seeds", args.seeds, "--steps", args.steps, "--json", utility_recognised))
     state = json.loads((run / "run.json").read_text())
     return {
         "recipe": recipe, "gan_steps": state["step"], "precision": state.get("precision"), "sample_exit_codes": codes,
         "gate": {kind: _gate_summary(f) for kind, f in (("fill_to", synthetic), ("balanced", cas), ("fill_to_recognised", recognised))},
-        "ms_ssim": ms_ssim_per_class(json.loads(diversity.read_text())) if has_images(cas) else {},
+        "ms_ssim": ms_ssim_per_class(json.loads(diversity.read_text())) if holds_images(cas) else {},
         "utility": json.loads(utility.read_text()),
-        "utility_recognised": json.loads(utility_recognised.read_text()) if utility_recognised.exists() else {"cases": {}},
+        "utility_recognised": json.loads(utility_recognised.read_text()),
     }
-
-
-def has_images(folder: Path) -> bool:
-    return any(folder.glob("*/*.png"))
-
-
-def optional(option: str, folder: Path) -> list:
-    """The option and folder for `eval --utility`, or nothing where the gate wrote no image into it."""
-    return [option, folder] if has_images(folder) else []
 
 
 def ms_ssim_per_class(evaluation: dict) -> dict:

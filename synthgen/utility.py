@@ -40,6 +40,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from synthgen.data.folders import holds_images
 from synthgen.data.loading import LabelledImages, load_labelled
 from synthgen.errors import SynthgenError
 from synthgen.imaging import to_model
@@ -54,7 +55,7 @@ class Case:
     balanced: bool = False  # batches draw every class equally often instead of every image
 
 
-# The five training sets, in table order; a case runs when all its sources were given.
+# The six training sets, in table order; a case runs when all its sources were given and hold images.
 CASES = {
     "a": Case("real only", ("train",)),
     "b": Case("synthetic only (CAS)", ("cas",)),
@@ -64,6 +65,7 @@ CASES = {
     "f": Case("real only, class-balanced batches", ("train",), balanced=True),
 }
 
+OPTIONAL_SOURCES = ("synthetic", "augmented", "cas")  # folders whose cases are skipped, not refused, when empty
 MINORITY_SHARE = 0.5  # a class with at most half the train images of the largest class is a minority class
 
 
@@ -134,7 +136,8 @@ def load_sources(folders: dict[str, Path]) -> tuple[dict[str, LabelledImages], l
         raise SynthgenError(f"--train {folders['train']}: needs at least two class subfolders, found {class_names}")
     loaded = {"train": train}
     for role, folder in folders.items():
-        if role != "train":
+        # An empty synthetic folder is a result (the gate wrote nothing), not a mistake: its cases are skipped.
+        if role != "train" and (role not in OPTIONAL_SOURCES or holds_images(folder)):
             loaded[role] = _relabel(load_labelled(folder, size, channels, "crop"), class_names, role, folder)
     return loaded, class_names
 
@@ -352,7 +355,8 @@ def _skipped_cases(data: dict[str, LabelledImages], folders: dict[str, Path], cl
     for key, case in CASES.items():
         missing = [s for s in case.sources if s not in data]
         if missing:
-            skipped[key] = f"no --{missing[0]} folder given"
+            role = missing[0]
+            skipped[key] = f"--{role} {folders[role]} holds no images" if role in folders else f"no --{role} folder given"
     if "cas" in data and "b" not in skipped:
         absent = [class_names[c] for c, n in enumerate(data["cas"].class_counts()) if n == 0]
         if absent:

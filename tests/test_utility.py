@@ -147,6 +147,19 @@ def test_a_class_unknown_to_the_train_folder_is_a_clean_error(splits, tmp_path):
         evaluate_utility(splits["train"], splits["test"], synthetic=odd, config=UtilityConfig(steps=1))
 
 
+def test_an_empty_synthetic_folder_skips_its_cases_with_the_reason(splits, tmp_path):
+    """The gate held back every class: the folder exists but holds only a manifest and class folders. The real
+    cases still run; those that need synthetic images are skipped, saying why, instead of the command failing."""
+    empty = tmp_path / "gated"
+    (empty / "Bag").mkdir(parents=True)
+    (empty / "manifest.csv").write_text("file,class\n")
+    report = evaluate_utility(splits["train"], splits["test"], synthetic=empty, config=UtilityConfig(steps=1, seeds=(0,)))
+    assert {"a", "f"} <= set(report.cases) and not {"b", "c", "e"} & set(report.cases)
+    assert report.skipped["c"] == f"--synthetic {empty} holds no images"
+    assert report.skipped["b"] == f"--cas {empty} holds no images"
+    assert report.skipped["d"] == "no --augmented folder given"
+
+
 def test_minority_classes_come_from_the_train_counts(splits, tmp_path):
     skewed = link_split(splits["train"], tmp_path / "skewed", 0, 150)
     for path in sorted((skewed / "Bag").iterdir())[20:]:

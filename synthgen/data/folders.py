@@ -26,6 +26,12 @@ def _images_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if is_image_file(p) and not hidden(p))
 
 
+def holds_images(folder: str | Path) -> bool:
+    """Whether `folder` has any (not hidden) image at any depth."""
+    folder = Path(folder).expanduser()
+    return folder.is_dir() and bool(_images_under(folder))
+
+
 def discover_labelled(root: str | Path) -> LabelledFiles:
     """Class subfolders (class name = folder name, sorted) or, with none, the folder as one class.
 
