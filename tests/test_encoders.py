@@ -88,25 +88,53 @@ def test_feature_reconstruction_loss_is_the_gaussian_negative_log_likelihood_wit
 # --- what the trained runs do ------------------------------------------------------------------
 
 
-def real_images_and_latents(trained: Path, four_classes: Path):
+def real_images_and_latents(trained: Path, folder: Path):
     """All 4,000 real images of the four classes (a figure of the model, not of a draw), their labels, E's latents."""
     encoder = TrainedEncoder(trained, device="cpu")
-    chosen = image_sources(four_classes, encoder)
+    chosen = image_sources(folder, encoder)
     images = torch.stack([load_image(s.image, 1, 28, "crop") for s in chosen])
     labels = torch.tensor([encoder.class_index(s.group) for s in chosen])
     return encoder, images, labels, encoder.encode(images, labels)
 
 
-@pytest.mark.parametrize("trained", ["vaegan"], indirect=True)
-def test_reconstructions_are_closer_to_their_sources_than_random_samples(trained, four_classes):
-    encoder, images, labels, latents = real_images_and_latents(trained, four_classes)
+def reconstruction_against_random(trained: Path, folder: Path) -> tuple[float, float, float]:
+    """Mean L1 (of 255) of G(E(x)) to x, of a random sample of x's class to x, and the share of images whose
+    reconstruction is the closer of the two."""
+    encoder, images, labels, latents = real_images_and_latents(trained, folder)
     reconstructions = encoder.decode(latents, labels).float()
     random = encoder.decode(torch.randn(len(labels), encoder.z_dim, generator=torch.Generator().manual_seed(1)), labels).float()
-    distance = lambda a: (a - images.float()).abs().flatten(1).mean(1)  # noqa: E731 - L1 per image, 0..255
+    distance = lambda a: (a - images.float()).abs().flatten(1).mean(1)  # noqa: E731 - L1 per image
     closer = (distance(reconstructions) < distance(random)).float().mean().item()
-    print(f"vaegan: mean L1 reconstruction {distance(reconstructions).mean():.1f}, random {distance(random).mean():.1f}, closer for {closer:.0%}")
-    assert distance(reconstructions).mean() < 0.97 * distance(random).mean(), (distance(reconstructions).mean(), distance(random).mean())
+    print(f"{folder.name}: mean L1 reconstruction {distance(reconstructions).mean():.1f}, random {distance(random).mean():.1f}, closer for {closer:.0%}")
+    return distance(reconstructions).mean().item(), distance(random).mean().item(), closer
+
+
+@pytest.mark.parametrize("trained", ["vaegan"], indirect=True)
+def test_reconstructions_are_closer_to_their_sources_than_random_samples(trained, four_classes):
+    reconstruction, random, closer = reconstruction_against_random(trained, four_classes)
+    assert reconstruction < 0.97 * random, (reconstruction, random)
     assert closer > 0.55
+
+
+@pytest.fixture(scope="module")
+def unlabelled_four(four_classes, tmp_path_factory) -> Path:
+    """The four classes' images in one folder, without class folders: data for an unconditional run."""
+    root = tmp_path_factory.mktemp("unlabelled")
+    for folder in sorted(four_classes.iterdir()):
+        for path in sorted(folder.iterdir()):
+            (root / f"{folder.name}_{path.name}").symlink_to(path.resolve())
+    return root
+
+
+def test_unconditional_bigan_reconstructs_closer_than_random_samples(unlabelled_four, tmp_path):
+    """The BiGAN paper's setting: no labels, so E(x) must carry everything about x, the class included. After 400
+    tiny steps G(E(x)) is closer (L1) to x than a random sample for 77% of the 4,000 images (mean L1 48.8 against
+    69.9 of 255, 2 threads; trials with 1 thread: 65% at 300 steps, 75% at 600)."""
+    run = train(recipe_for("bigan", unlabelled_four, tmp_path, 400)).run_dir
+    assert TrainedEncoder(run, device="cpu").class_names == [unlabelled_four.name]  # one class: nothing conditions G or E
+    reconstruction, random, closer = reconstruction_against_random(run, unlabelled_four)
+    assert reconstruction < 0.9 * random, (reconstruction, random)
+    assert closer > 0.6
 
 
 @pytest.mark.parametrize("trained", ["bigan"], indirect=True)
