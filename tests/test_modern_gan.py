@@ -165,6 +165,23 @@ def test_r3_rpgan_trains_with_ada_and_lecam_and_resumes_bit_exactly(four_classes
     assert all("ada_p" in line and math.isfinite(line["d_loss"]) for line in log)
 
 
+def test_a_term_reported_on_some_steps_is_logged_at_its_own_mean(four_classes, tmp_path):
+    """Lazy R1/R2 (every 4th D step) and ADA's r_t (every 4 steps) are reported on a quarter of the steps: a log line
+    over 8 steps shows the mean of the values reported, as a log line per step shows them (not a quarter of it)."""
+    sections = {"conditioning": {"type": "projection"}, "model": {"spectral_norm": False},
+                "loss": {"type": "rpgan", "r1_gamma": 0.1, "r2_gamma": 0.1, "r1_every": 4}}
+    keys = {"steps": 8, "diffaugment": ["translation"], "ada_target": 0.6, "ada_interval": 4, "checkpoint_every": 8, "sample_every": 8}
+    lines = {}
+    for every in (1, 8):
+        run = train(tiny_recipe(four_classes, tmp_path / str(every), **sections, train={**keys, "log_every": every})).run_dir
+        lines[every] = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if "metrics" not in line]
+    per_step, whole = lines[1], lines[8][-1]
+    for key in ("r1", "r2", "ada_rt", "ada_p", "d_loss"):
+        reported = [line[key] for line in per_step if key in line]
+        assert len(reported) == (8 if key in ("ada_p", "d_loss") else 2), (key, reported)
+        assert whole[key] == pytest.approx(sum(reported) / len(reported), rel=1e-3), key  # the log keeps 5 digits
+
+
 def test_init_from_loads_what_fits_and_reports_the_rest(four_classes, fashion_test_split, tmp_path):
     source = train(tiny_recipe(four_classes, tmp_path, name="source", train={"steps": 3})).run_dir
     # Two classes instead of four: the class-sized tensors cannot be loaded, everything else is.

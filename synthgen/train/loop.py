@@ -134,7 +134,7 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
     last = ckpt.latest_checkpoint(run_dir)
     last_path = last.path if last else None
     timer = _Throughput(method.images_per_step)
-    sums: dict[str, float] = {}
+    logged = _TermMeans()
     guard = NonFiniteGuard(recipe, method, run_dir, device, state, lambda m, c: _restore(m, c, device))
     with _deferred_interrupt() as interrupted:
         step, finished = start, False
@@ -143,28 +143,29 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
             _decay_learning_rates(method, recipe, step - 1)
             losses = {key: float(value) for key, value in method.train_step(step - 1).items()}
             if (back := guard.check(step, losses)) is not None:  # NaN/inf: rolled back, lower learning rates
-                step, sums = back, {}
+                step = back
+                logged.clear()
                 timer.since_log()
                 continue
-            for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + value
+            logged.add(losses)
             timer.tick()
             stop = distributed.any_rank(interrupted(), device)  # every process stops at the same step
             # The main process's clock decides (only it builds the evaluator); every process stops at the same step.
             out_of_time = clock.budget is not None and distributed.any_rank(main and clock.spent(), device)
             last_step = step == total or out_of_time
             if step % recipe.train.log_every == 0 or last_step:
-                stats = distributed.mean_across_ranks({k: v / timer.steps_since_log for k, v in sums.items()}, device)
+                stats = distributed.mean_across_ranks(logged.means(), device)
                 if main:
                     _log(run_dir, step, timer, stats, progress, clock)
                 else:
                     timer.since_log()
-                sums = {}
+                logged.clear()
             if main and (step % recipe.train.sample_every == 0 or last_step):
                 _save_grid(method, run_dir, step)
             if step % recipe.train.checkpoint_every == 0 or last_step or stop:
                 if (back := guard.check_weights(step)) is not None:  # a NaN weight is never saved
-                    step, sums = back, {}
+                    step = back
+                    logged.clear()
                     continue
                 if main:
                     method.prepare_for_sampling()  # once, for both the evaluation and the checkpoint
@@ -371,6 +372,27 @@ def _log(run_dir: Path, step: int, timer: "_Throughput", stats: dict, progress, 
 
 
 BUDGET_LEFT = "budget_left_s"  # shown by the progress bar, not logged
+
+
+class _TermMeans:
+    """Each logged term's mean over the steps that reported it since the last log line: a term reported on some
+    steps only (lazy R1/R2 every r1_every-th D step, ADA's r_t every ada_interval steps) is its own mean, not diluted
+    by the steps without it."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, terms: dict[str, float]) -> None:
+        for key, value in terms.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {key: total / self.counts[key] for key, total in self.sums.items()}
 
 
 class _Throughput:
