@@ -20,6 +20,10 @@ from synthgen.errors import SynthgenError, WriteFailed
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}  # gif: the first frame
 SAVE_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
+# zlib's fastest level: the same pixels (PNG is lossless), 35% less encoding time for 64 px RGB images and 6% for
+# 28 px grey ones, for 4% and 3% more bytes than Pillow's default 6 (600 real images each of flowers5 and
+# Fashion-MNIST, AMD EPYC lscpu model 49, 2026-12-06). Sampling is CPU-bound; disk is seldom the limit.
+PNG_OPTIONS = {"compress_level": 1}
 
 # Transparent pixels are composited onto this colour: a product photo on a
 # transparent background then looks as it does in a viewer with a white page.
@@ -173,7 +177,7 @@ def encode_array(array: np.ndarray, fmt: str) -> bytes:
     array = np.ascontiguousarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
     pil = Image.fromarray(array)
     buffer = io.BytesIO()
-    options = {"quality": 95} if fmt in ("jpg", "webp") else {}
+    options = {"quality": 95} if fmt in ("jpg", "webp") else PNG_OPTIONS
     pil.save(buffer, format=SAVE_FORMATS[fmt], **options)
     return buffer.getvalue()
 
