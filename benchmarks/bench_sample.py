@@ -161,6 +161,43 @@ def manifest_rows(workdir: Path, gated_rate: float) -> list[dict]:
     return results
 
 
+PNG_IMAGES = 600  # real images per dataset in the PNG level comparison
+FLOWERS = REPO.parent / "shared" / "datasets" / "flowers5"
+
+
+def png_levels(fashion: torch.Tensor) -> list[dict]:
+    """ms per image and mean bytes of PNG encoding at zlib level 6 (Pillow's default) and at PNG_OPTIONS' level."""
+    import io
+
+    from PIL import Image
+
+    from synthgen.imaging import PNG_OPTIONS, load_image
+
+    sets = {"Fashion-MNIST 32 px grey": fashion[:PNG_IMAGES]}
+    if FLOWERS.is_dir():
+        files = sorted(FLOWERS.glob("*/*"))[:PNG_IMAGES]
+        sets["flowers5 64 px RGB"] = torch.stack([load_image(f, 3, 64, "crop") for f in files])
+    levels = {"level 6 (Pillow's default)": 6, f"level {PNG_OPTIONS['compress_level']} (synthgen)": PNG_OPTIONS["compress_level"]}
+    rows = []
+    for name, images in sets.items():
+        arrays = [image.permute(1, 2, 0).squeeze(2).numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy() for image in images]
+        sizes = {}
+
+        def encode_all(level: int) -> float:
+            start, total = time.perf_counter(), 0
+            for array in arrays:
+                buffer = io.BytesIO()
+                Image.fromarray(array).save(buffer, format="PNG", compress_level=level)
+                total += buffer.tell()
+            sizes[level] = total / len(arrays)
+            return len(arrays) / (time.perf_counter() - start)  # images per second, for `interleaved`
+
+        rates = interleaved(levels, encode_all, rounds=5)
+        for label, level in levels.items():
+            rows.append({"images": name, "level": label, "ms_per_image": 1000 / median(rates[label]), "bytes": sizes[level]})
+    return rows
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -170,6 +207,7 @@ def main() -> None:
         gated = median(rates["sample to PNG, gated (default: gate beside G)"])
         ungated = median(rates["sample to PNG, --no-gate"])
         manifest = manifest_rows(workdir, gated)
+    png = png_levels(fashion_mnist_32px()[0].images)
 
     print(f"machine: {machine()}")
     rows = [[name, f"{median(r):.0f}", " ".join(f"{x:.0f}" for x in r), f"{median(r) / forward:.2f}x"] for name, r in rates.items()]
@@ -185,7 +223,9 @@ def main() -> None:
     print_table("manifest work as a share of sampling time (sampling time = images / the gated rate above)",
                 ["size", "images", "sampling s", "journal s", "journal share", "rewrite/batch s (before)", "share (before)"], table)
     print(f"  goal: journal share < 5% at -n 5000 x 10; peak RSS {peak_rss_mb():.0f} MB")
-    write_json("bench_sample", {"img_per_s": rates, "median_img_per_s": {k: median(v) for k, v in rates.items()},
+    print_table(f"PNG encoding, {PNG_IMAGES} real images per dataset (5 interleaved rounds, median)", ["images", "zlib level", "ms/image", "bytes"],
+                [[r["images"], r["level"], f"{r['ms_per_image']:.3f}", f"{r['bytes']:,.0f}"] for r in png])
+    write_json("bench_sample", {"png_levels": png, "img_per_s": rates, "median_img_per_s": {k: median(v) for k, v in rates.items()},
                                 "gated_vs_forward": gated / forward, "gate_share": share, "gate_seconds_per_batch": speed["gate_seconds_per_batch"],
                                 "images_per_round": speed["images_per_round"], "data": speed["data"],
                                 "gate_real_images": speed["gate_real_images"], "manifest": manifest, "peak_rss_mb": peak_rss_mb()})

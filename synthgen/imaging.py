@@ -20,9 +20,9 @@ from synthgen.errors import SynthgenError, WriteFailed
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}  # gif: the first frame
 SAVE_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
-# zlib's fastest level: the same pixels (PNG is lossless), 35% less encoding time for 64 px RGB images and 6% for
-# 28 px grey ones, for 4% and 3% more bytes than Pillow's default 6 (600 real images each of flowers5 and
-# Fashion-MNIST, AMD EPYC lscpu model 49, 2026-12-06). Sampling is CPU-bound; disk is seldom the limit.
+# zlib's fastest level: the same pixels (PNG is lossless), about a third less encoding time for 64 px RGB images and
+# a tenth for 28-32 px grey ones, for 3-5% more bytes than Pillow's default 6 (`benchmarks/bench_sample.py`, 600 real
+# images each of flowers5 and Fashion-MNIST, AMD EPYC lscpu model 49, 2026-12-06). Sampling is CPU-bound; disk seldom is.
 PNG_OPTIONS = {"compress_level": 1}
 
 # Transparent pixels are composited onto this colour: a product photo on a
