@@ -180,8 +180,8 @@ class TrainConfig(Section):
         None, gt=0, description="EMA half-life in thousands of generated images (StyleGAN2/R3GAN), at most ema_rampup x the images seen so far; empty = ema_decay."
     )
     ema_rampup: float = Field(0.05, gt=0, le=1, description="EMA half-life limit as a share of the images trained on so far (with ema_halflife_kimg).")
-    diffaugment: list[Literal["color", "translation", "cutout"]] = Field(
-        default_factory=list, description="DiffAugment policies applied to real and fake images before D (small datasets)."
+    diffaugment: list[Literal["color", "translation", "cutout", "geometric"]] = Field(
+        default_factory=list, description="DiffAugment policies applied to real and fake images before D (small datasets); geometric: ADA's affine warp (scale, stretch, rotation, sub-pixel shift)."
     )
     ada_target: float | None = Field(
         None, gt=0, lt=1,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from synthgen.checkpoint import latest_checkpoint
-from synthgen.data.diffaugment import AdaptiveAugment
+from synthgen.data.diffaugment import AdaptiveAugment, affine_warp, geometric
 from synthgen.errors import SynthgenError
 from synthgen.losses import LOSSES, zero_centred_penalty
 from synthgen.models.conditioning import build_models
@@ -126,6 +126,35 @@ def test_ada_applies_each_transform_to_about_p_of_the_images():
     assert changed == pytest.approx(0.25, abs=0.03)
     ada.p = 0.0
     assert torch.equal(ada(x), x)
+
+
+@pytest.mark.parametrize("angle, scale, shift", [(30.0, 1.0, (0.0, 0.0)), (-12.0, 1.3, (0.0, 0.0)), (20.0, 0.8, (0.1, -0.05))])
+def test_affine_warp_matches_torchvision_affine(angle, scale, shift):
+    """ADA's geometric warp against the reference implementation, on a non-square image (rotation in pixel
+    units); only the interior is compared: torchvision fills the border with zeros, the warp reflects."""
+    import torchvision.transforms.v2.functional as TF
+    x = torch.zeros(1, 1, 40, 60)
+    x[..., 15:25, 10:50] = 1
+    x = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    one = torch.ones(1)
+    ours = affine_warp(x, torch.tensor([math.radians(angle)]), scale * one, scale * one, shift[0] * one, shift[1] * one)
+    reference = TF.affine(x, angle=angle, translate=[shift[0] * 60, shift[1] * 40], scale=scale, shear=[0.0, 0.0],
+                          interpolation=TF.InterpolationMode.BILINEAR)
+    assert (ours - reference)[..., 8:-8, 8:-8].abs().max() < 1e-4
+    assert (ours - x).abs().max() > 0.5  # it did move the bar
+
+
+def test_geometric_warps_each_image_differently_without_borders():
+    torch.manual_seed(0)
+    flat = torch.full((8, 3, 24, 32), 0.3)
+    assert torch.allclose(geometric(flat), flat, atol=1e-5)  # reflection padding: no black border to give it away
+    x = torch.rand(1, 1, 24, 32).expand(8, 1, 24, 32)
+    warped = geometric(x)
+    assert warped.shape == x.shape
+    assert all((warped[i] - warped[0]).abs().max() > 0.05 for i in range(1, 8))  # one random warp per image
+    stretched = affine_warp(torch.eye(32)[None, None], torch.zeros(1), torch.tensor([2.0]), torch.ones(1),
+                            torch.zeros(1), torch.zeros(1))
+    assert (stretched[0, 0] > 0.25).sum(1)[8:24].float().mean() > 1.5  # anisotropic: the diagonal is twice as wide
 
 
 def test_ema_half_life_follows_its_definition():
