@@ -231,10 +231,12 @@ def gan_case(recipe: str, args, stage, work: Path, full: Path, train: Path, augm
     stage(f"{name}: sample balanced (CAS)", False, lambda: codes.__setitem__("balanced", synthgen(
         "sample", "--weights", run, "--balanced", "-n", majority, "--out", cas, "--seed", SEED, ok=(0, 3))))
     # A class the gate held back has no images; `eval --utility` skips (with the reason) the cases of a set left empty.
-    diversity = folder / "ms_ssim.json"  # within-class MS-SSIM of the complete synthetic set against the real train images
-    stage(f"{name}: within-class MS-SSIM", diversity.exists() or not holds_images(cas), lambda: synthgen(
+    # Within-class MS-SSIM of the complete synthetic set against the real train images; recomputed like the samples
+    # above, so that it always describes the set as it is now (a retrained run rewrites the set).
+    diversity = folder / "ms_ssim.json"
+    stage(f"{name}: within-class MS-SSIM", not holds_images(cas), lambda: synthgen(
         "eval", "--real", train, "--fake", cas, "--weights", run, "--per-class", "--json", diversity),
-        skipped="already done" if diversity.exists() else "the gate passed no class")
+        skipped="the gate passed no class")
     utility = folder / "utility.json"
     stage(f"{name}: utility", False, lambda: synthgen(
         "eval", "--utility", "--train", train, "--test", full / "test", "--synthetic", synthetic, "--augmented", augmented,
