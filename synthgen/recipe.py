@@ -100,6 +100,10 @@ class ModelConfig(Section):
     g_cond_bn: bool = Field(False, description="Condition G through class-conditional batch norm instead of joining a one-hot label to z.")
     d_norm: Literal["none", "batch"] = Field("none", description="Normalisation inside the dcgan D (use none with wgan-gp; the resnet D never normalises).")
     spectral_norm: bool = Field(True, description="Spectral normalisation on every layer of D.")
+    g_upsample: Literal["transposed", "resize"] = Field(
+        "transposed",
+        description="dcgan: how G doubles its resolution: transposed 4x4 convolutions (DCGAN's) or nearest-neighbour resize then a 3x3 convolution (Odena et al. 2016: no checkerboard texture; G costs about twice as much).",
+    )
     g_spectral_norm: bool = Field(False, description="Spectral normalisation on every layer of G (SAGAN/BigGAN style).")
     blocks_per_stage: int = Field(1, ge=1, le=8, description="r3: residual blocks per resolution in G and D.")
     expansion: int = Field(2, ge=1, le=8, description="r3: inverted-bottleneck expansion of each residual block.")

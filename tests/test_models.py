@@ -7,17 +7,18 @@ import torch
 
 from synthgen.losses import LOSSES, gradient_penalty
 from synthgen.models.conditioning import build_models
+from synthgen.models.dcgan import upsampling
 from synthgen.models.layers import resolution_plan
 from synthgen.recipe import validate
 
 
 @pytest.mark.parametrize("size", [28, 32, 48, 64, 128])
-@pytest.mark.parametrize("backbone", ["dcgan", "resnet"])
+@pytest.mark.parametrize("backbone,upsample", [("dcgan", "transposed"), ("dcgan", "resize"), ("resnet", "transposed")])
 @pytest.mark.parametrize("channels,conditioning", [(1, "acgan"), (3, "projection"), (3, "concat")])
-def test_generator_and_discriminator_shapes(size, backbone, channels, conditioning):
+def test_generator_and_discriminator_shapes(size, backbone, upsample, channels, conditioning):
     recipe = validate({
         "data": {"image_size": size, "channels": channels},
-        "model": {"backbone": backbone, "g_channels": 8, "d_channels": 8, "z_dim": 16, "pack": 2, "minibatch_std": True},
+        "model": {"backbone": backbone, "g_upsample": upsample, "g_channels": 8, "d_channels": 8, "z_dim": 16, "pack": 2, "minibatch_std": True},
         "conditioning": {"type": conditioning},
     })
     generator, discriminator = build_models(recipe, num_classes=3)
@@ -29,6 +30,17 @@ def test_generator_and_discriminator_shapes(size, backbone, channels, conditioni
     assert (classes is not None) == (conditioning == "acgan")
     if classes is not None:
         assert classes.shape == (2, 2, 3)
+
+
+def test_resize_upsampling_lays_no_checkerboard_on_a_flat_input():
+    """Odena et al. 2016: a stride-2 transposed convolution reads different kernel taps at even and odd output
+    pixels, so even a flat input comes out with a period-2 pattern; resize-then-convolve cannot do that."""
+    torch.manual_seed(0)
+    flat = torch.ones(1, 4, 8, 8)
+    for kind, patterned in (("transposed", True), ("resize", False)):
+        out = upsampling(4, 4, kind, sn=False)(flat)[..., 2:-2, 2:-2]  # the interior: borders are padding's business
+        spread = (out - out.mean(dim=(2, 3), keepdim=True)).abs().max().item()
+        assert (spread > 1e-3) == patterned, (kind, spread)
 
 
 def test_unsupported_sizes_name_the_rule():

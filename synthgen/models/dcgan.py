@@ -9,6 +9,16 @@ from synthgen.models.layers import MinibatchStd, join_label, dcgan_init, generat
 from synthgen.models.registry import register_backbone
 
 
+def upsampling(width_in: int, width_out: int, kind: str, sn: bool) -> nn.Module:
+    """Double the resolution: DCGAN's transposed 4x4 convolution, or (Odena et al. 2016, "Deconvolution and
+    checkerboard artifacts") a nearest-neighbour resize then a 3x3 convolution, which cannot lay the uneven
+    overlap pattern of a strided transposed convolution over the image."""
+    if kind == "transposed":
+        return spectral(dcgan_init(nn.ConvTranspose2d(width_in, width_out, 4, 2, 1, bias=False)), sn)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                         spectral(dcgan_init(nn.Conv2d(width_in, width_out, 3, 1, 1, bias=False)), sn))
+
+
 class DCGANGenerator(nn.Module):
     def __init__(self, cfg, image_size: int, channels: int, num_classes: int):
         super().__init__()
@@ -20,9 +30,7 @@ class DCGANGenerator(nn.Module):
         in_dim = cfg.z_dim + (num_classes if self.join_label else 0)
         self.project = spectral(dcgan_init(nn.Linear(in_dim, width[0] * self.base**2)), sn)
         self.norms = nn.ModuleList(norm(w, num_classes) for w in width)
-        self.ups = nn.ModuleList(
-            spectral(dcgan_init(nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False)), sn) for a, b in zip(width, width[1:])
-        )
+        self.ups = nn.ModuleList(upsampling(a, b, cfg.g_upsample, sn) for a, b in zip(width, width[1:]))
         self.out = spectral(dcgan_init(nn.Conv2d(width[-1], channels, 3, 1, 1)), sn)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
