@@ -60,8 +60,7 @@ def real_subset(data: LabelledImages) -> LabelledImages:
     return LabelledImages(data.images[keep], data.labels[keep], data.class_names)
 
 
-def speed_rows(workdir: Path) -> dict:
-    data, source = fashion_mnist_32px()
+def speed_rows(workdir: Path, data: LabelledImages, source: str) -> dict:
     real = real_subset(data)
     generator = sampling.TrainedGenerator(trained_run(workdir, real))
     classifier = train_domain_classifier(real.images, real.labels, real.class_names, steps=50)
@@ -166,31 +165,23 @@ FLOWERS = REPO.parent / "shared" / "datasets" / "flowers5"
 
 
 def png_levels(fashion: torch.Tensor) -> list[dict]:
-    """ms per image and mean bytes of PNG encoding at zlib level 6 (Pillow's default) and at PNG_OPTIONS' level."""
-    import io
-
-    from PIL import Image
-
-    from synthgen.imaging import PNG_OPTIONS, load_image
+    """ms per image and mean bytes of PNG encoding at zlib level 6 (Pillow's default) and at synthgen's PNG_LEVEL,
+    through the encoder that `sample` writes with."""
+    from synthgen.imaging import PNG_LEVEL, encode, load_image
 
     sets = {"Fashion-MNIST 32 px grey": fashion[:PNG_IMAGES]}
     if FLOWERS.is_dir():
         files = sorted(FLOWERS.glob("*/*"))[:PNG_IMAGES]
         sets["flowers5 64 px RGB"] = torch.stack([load_image(f, 3, 64, "crop") for f in files])
-    levels = {"level 6 (Pillow's default)": 6, f"level {PNG_OPTIONS['compress_level']} (synthgen)": PNG_OPTIONS["compress_level"]}
+    levels = {"level 6 (Pillow's default)": 6, f"level {PNG_LEVEL} (synthgen)": PNG_LEVEL}
     rows = []
     for name, images in sets.items():
-        arrays = [image.permute(1, 2, 0).squeeze(2).numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy() for image in images]
         sizes = {}
 
         def encode_all(level: int) -> float:
-            start, total = time.perf_counter(), 0
-            for array in arrays:
-                buffer = io.BytesIO()
-                Image.fromarray(array).save(buffer, format="PNG", compress_level=level)
-                total += buffer.tell()
-            sizes[level] = total / len(arrays)
-            return len(arrays) / (time.perf_counter() - start)  # images per second, for `interleaved`
+            start = time.perf_counter()
+            sizes[level] = sum(len(encode(image, "png", level)) for image in images) / len(images)
+            return len(images) / (time.perf_counter() - start)  # images per second, for `interleaved`
 
         rates = interleaved(levels, encode_all, rounds=5)
         for label, level in levels.items():
@@ -199,15 +190,16 @@ def png_levels(fashion: torch.Tensor) -> list[dict]:
 
 
 def main() -> None:
+    data, source = fashion_mnist_32px()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        speed = speed_rows(workdir)
+        speed = speed_rows(workdir, data, source)
         rates = speed["rates"]
         forward = median(rates["G forward only (nothing written)"])
         gated = median(rates["sample to PNG, gated (default: gate beside G)"])
         ungated = median(rates["sample to PNG, --no-gate"])
         manifest = manifest_rows(workdir, gated)
-    png = png_levels(fashion_mnist_32px()[0].images)
+    png = png_levels(data.images)
 
     print(f"machine: {machine()}")
     rows = [[name, f"{median(r):.0f}", " ".join(f"{x:.0f}" for x in r), f"{median(r) / forward:.2f}x"] for name, r in rates.items()]

@@ -23,7 +23,7 @@ SAVE_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
 # zlib's fastest level: the same pixels (PNG is lossless), about a third less encoding time for 64 px RGB images and
 # a tenth for 28-32 px grey ones, for 3-5% more bytes than Pillow's default 6 (`benchmarks/bench_sample.py`, 600 real
 # images each of flowers5 and Fashion-MNIST, AMD EPYC lscpu model 49, 2026-12-06). Sampling is CPU-bound; disk seldom is.
-PNG_OPTIONS = {"compress_level": 1}
+PNG_LEVEL = 1
 
 # Transparent pixels are composited onto this colour: a product photo on a
 # transparent background then looks as it does in a viewer with a white page.
@@ -167,17 +167,17 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.detach().float().add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8).cpu()
 
 
-def encode(image: torch.Tensor, fmt: str) -> bytes:
+def encode(image: torch.Tensor, fmt: str, png_level: int = PNG_LEVEL) -> bytes:
     """uint8 [C, H, W] -> file bytes in png, jpg or webp."""
-    return encode_array(image.permute(1, 2, 0).numpy(), fmt)
+    return encode_array(image.permute(1, 2, 0).numpy(), fmt, png_level)
 
 
-def encode_array(array: np.ndarray, fmt: str) -> bytes:
-    """uint8 [H, W, C] (or [H, W]) -> file bytes in png, jpg or webp."""
+def encode_array(array: np.ndarray, fmt: str, png_level: int = PNG_LEVEL) -> bytes:
+    """uint8 [H, W, C] (or [H, W]) -> file bytes in png (at zlib level png_level), jpg or webp."""
     array = np.ascontiguousarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
     pil = Image.fromarray(array)
     buffer = io.BytesIO()
-    options = {"quality": 95} if fmt in ("jpg", "webp") else PNG_OPTIONS
+    options = {"quality": 95} if fmt in ("jpg", "webp") else {"compress_level": png_level}
     pil.save(buffer, format=SAVE_FORMATS[fmt], **options)
     return buffer.getvalue()
 
