@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from synthgen.errors import SynthgenError
 
@@ -306,6 +306,18 @@ class Recipe(Section):
         return self
 
     @model_validator(mode="after")
+    def _model_keys_fit_the_backbone(self, info: ValidationInfo) -> "Recipe":
+        from synthgen.models.registry import backbones_reading, keys_other_backbones_read
+
+        if not (info.context or {}).get("new_run"):
+            return self  # a trained run's recipe is read as it was saved: refusing it now would strand its weights
+        for key in keys_other_backbones_read(self.model):  # set for another backbone, this one would ignore it
+            readers = backbones_reading(key)
+            raise ValueError(f"model.{key}: read only by the {' and '.join(readers)} backbone{'s' * (len(readers) > 1)}, "
+                             f"and model.backbone is {self.model.backbone}; remove the key or change the backbone")
+        return self
+
+    @model_validator(mode="after")
     def _keys_agree(self) -> "Recipe":
         if translates(self):
             from synthgen.train import METHODS
@@ -405,7 +417,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     raw = {key: ({} if value is None and key in SECTIONS else value) for key, value in raw.items()}
     for item in overrides:
         apply_override(raw, item)
-    return validate(raw, source=str(path))
+    return validate(raw, source=str(path), new_run=True)
 
 
 def apply_override(raw: dict, item: str) -> None:
@@ -435,9 +447,10 @@ def with_gate_overrides(gate: GateConfig, overrides: list[str]) -> GateConfig:
     return validate(raw, source="--set").gate
 
 
-def validate(raw: dict, source: str = "recipe") -> Recipe:
+def validate(raw: dict, source: str = "recipe", new_run: bool = False) -> Recipe:
+    """The recipe of `raw`; new_run adds the checks that only a recipe about to be trained must pass."""
     try:
-        return Recipe.model_validate(raw)
+        return Recipe.model_validate(raw, context={"new_run": new_run})
     except ValidationError as exc:
         raise SynthgenError(describe_error(exc.errors()[0], source)) from None
 

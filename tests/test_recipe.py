@@ -18,7 +18,9 @@ from synthgen.recipe import (
     describe_keys,
     load_recipe,
     recipe_to_yaml,
+    validate,
 )
+from synthgen.models.registry import get_backbone, keys_other_backbones_read, known_backbones
 from tests.cli import synthgen
 
 REPO = Path(__file__).resolve().parents[1]
@@ -342,3 +344,30 @@ def test_options_are_validated_by_the_methods_own_schema(tmp_path, monkeypatch):
     assert "options.info_wieght: not an option of method withkeys (its options: info_weight)" in message
     assert "not an option of method cgan (its options: none)" in recipe_error(path, ["method=cgan"])
     assert ("options.info_weight", 1.0, "How much the test method's extra term weighs. (method withkeys)") in describe_keys()
+
+
+@pytest.mark.parametrize("key, value, backbone, readers", [
+    ("g_upsample", "resize", "r3", "dcgan backbone"),
+    ("group_width", 8, "dcgan", "r3 backbone"),
+    ("g_cond_bn", True, "stylegan", "dcgan and resnet backbones"),
+    ("mapping_layers", 8, "resnet", "stylegan and stylegan-growing backbones"),
+])
+def test_a_model_key_the_backbone_would_ignore_is_an_error(tmp_path, key, value, backbone, readers):
+    message = recipe_error(write(tmp_path, f"model:\n  backbone: {backbone}\n  {key}: {value}\n"))
+    assert f"model.{key}" in message and readers in message and f"model.backbone is {backbone}" in message, message
+    assert "{" not in message, message
+
+
+def test_a_backbone_key_at_its_default_or_on_its_own_backbone_is_accepted(tmp_path):
+    assert load_recipe(write(tmp_path, "model:\n  backbone: r3\n  g_upsample: transposed\n")).model.backbone == "r3"
+    assert load_recipe(write(tmp_path, "model:\n  backbone: r3\n  group_width: 8\n")).model.group_width == 8
+    for backbone in known_backbones():  # every backbone's own keys pass its own check
+        reads = get_backbone(backbone).reads
+        assert keys_other_backbones_read(load_recipe(write(tmp_path, f"model:\n  backbone: {backbone}\n")).model) == []
+        assert reads, f"{backbone} declares none of the keys only some backbones read"
+
+
+def test_a_trained_runs_recipe_with_an_ignored_key_still_loads():
+    """Runs saved before the check keep working: only a recipe about to be trained is refused."""
+    recipe = validate({"model": {"backbone": "r3", "g_upsample": "resize"}}, source="state.json")
+    assert recipe.model.g_upsample == "resize"

@@ -130,6 +130,8 @@ class GrowingNetwork(nn.Module):
 
 
 class ProGANGenerator(GrowingNetwork):
+    MODEL_KEYS = frozenset({"g_spectral_norm"})  # the model keys, read by some backbones only, that this one reads
+
     def __init__(self, cfg, image_size: int, channels: int, num_classes: int):
         super().__init__()
         refuse_spectral_norm(cfg.g_spectral_norm, "model.g_spectral_norm")
@@ -177,6 +179,8 @@ class ProGANGenerator(GrowingNetwork):
 
 
 class ProGANTrunk(GrowingNetwork):
+    MODEL_KEYS = frozenset({"minibatch_std"})  # the model keys, read by some backbones only, that this one reads
+
     def __init__(self, cfg, image_size: int, in_channels: int):
         super().__init__()
         refuse_spectral_norm(cfg.spectral_norm, "model.spectral_norm")

@@ -21,6 +21,11 @@ class Backbone:
     trunk: Callable[..., nn.Module]  # (model_cfg, image_size, in_channels) -> D trunk
     grows: bool = False  # G and trunk have set_growth(stage, alpha): method progan can grow them (models/progan.py)
 
+    @property
+    def reads(self) -> frozenset[str]:
+        """The model keys, read by some backbones only, that this one's G or trunk reads (their MODEL_KEYS)."""
+        return getattr(self.generator, "MODEL_KEYS", frozenset()) | getattr(self.trunk, "MODEL_KEYS", frozenset())
+
 
 BACKBONES: dict[str, Backbone] = {}
 
@@ -40,6 +45,18 @@ def get_backbone(name: str) -> Backbone:
     if name not in BACKBONES:
         raise SynthgenError(f"model.backbone: unknown backbone '{name}' (known: {', '.join(sorted(BACKBONES))})")
     return BACKBONES[name]
+
+
+def keys_other_backbones_read(model_cfg) -> list[str]:
+    """Model keys set away from their default that only other backbones read: they would be ignored without a word."""
+    _load_families()
+    specific = frozenset().union(*(backbone.reads for backbone in BACKBONES.values()))
+    fields = type(model_cfg).model_fields
+    return sorted(key for key in specific - get_backbone(model_cfg.backbone).reads if getattr(model_cfg, key) != fields[key].default)
+
+
+def backbones_reading(key: str) -> list[str]:
+    return sorted(name for name, backbone in BACKBONES.items() if key in backbone.reads)
 
 
 def _load_families() -> None:

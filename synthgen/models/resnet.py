@@ -27,6 +27,8 @@ class GBlock(nn.Module):
 
 
 class ResNetGenerator(nn.Module):
+    MODEL_KEYS = frozenset({"g_cond_bn", "g_spectral_norm"})  # the model keys, read by some backbones only, that this one reads
+
     def __init__(self, cfg, image_size: int, channels: int, num_classes: int):
         super().__init__()
         self.z_dim, self.num_classes = cfg.z_dim, num_classes
@@ -72,6 +74,8 @@ class DBlock(nn.Module):
 
 
 class ResNetTrunk(nn.Module):
+    MODEL_KEYS = frozenset({"minibatch_std"})  # the model keys, read by some backbones only, that this one reads
+
     def __init__(self, cfg, image_size: int, in_channels: int):
         super().__init__()
         _, levels = resolution_plan(image_size)

@@ -146,6 +146,8 @@ class Mapping(nn.Module):
 
 
 class StyleGANGenerator(nn.Module):
+    MODEL_KEYS = frozenset({"mapping_layers", "style_mixing"})  # the model keys, read by some backbones only, that this one reads
+
     def __init__(self, cfg, image_size: int, channels: int, num_classes: int):
         super().__init__()
         self.z_dim, self.num_classes = cfg.z_dim, num_classes
