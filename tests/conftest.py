@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 # pytest-xdist (`make test` runs one worker per core) puts several workers on the same cores: each gets its
@@ -84,18 +86,40 @@ def trained_gan(four_classes, tmp_path_factory) -> Path:
     """A normally trained tiny GAN on the four classes, the loss and conditioning of recipes/small-data.yaml (400 steps): the run folder.
 
     Good enough to pass the gate (every batch and the set check, by a margin) in about 25 s on 2 cores; the 250-step
-    AC-GAN this replaced drew smudges that the gate now rejects, as it should.
+    AC-GAN this replaced drew smudges that the gate now rejects, as it should. Trained once per test session,
+    whichever xdist worker asks first; the others read the same run.
     """
     from synthgen.train.loop import train
 
-    return train(tiny_recipe(
-        four_classes, tmp_path_factory.mktemp("gan"),
-        model={"g_channels": 32, "d_channels": 32, "z_dim": 64, "spectral_norm": False},
-        conditioning={"type": "projection"},
-        loss={"type": "rpgan", "r1_gamma": 0.05, "r2_gamma": 0.05, "r1_every": 4},
-        train={"steps": 400, "batch_size": 32, "lr_g": 5e-4, "lr_d": 5e-4, "beta1": 0.0, "beta2": 0.99, "ema": True, "ema_halflife_kimg": 10,
-               "log_every": 50, "sample_every": 400, "checkpoint_every": 400},
-    )).run_dir
+    with once_per_session(tmp_path_factory, "trained_gan") as done:
+        if not done.exists():
+            done.write_text(str(train(tiny_recipe(
+                four_classes, tmp_path_factory.mktemp("gan"),
+                model={"g_channels": 32, "d_channels": 32, "z_dim": 64, "spectral_norm": False},
+                conditioning={"type": "projection"},
+                loss={"type": "rpgan", "r1_gamma": 0.05, "r2_gamma": 0.05, "r1_every": 4},
+                train={"steps": 400, "batch_size": 32, "lr_g": 5e-4, "lr_d": 5e-4, "beta1": 0.0, "beta2": 0.99, "ema": True,
+                       "ema_halflife_kimg": 10, "log_every": 50, "sample_every": 400, "checkpoint_every": 400},
+            )).run_dir))
+        return Path(done.read_text())
+
+
+@contextmanager
+def once_per_session(tmp_path_factory, name: str):
+    """A marker file that every xdist worker of this session shares, held under an exclusive lock.
+
+    The first worker to get the lock builds what `name` stands for and records it in the marker; the others wait,
+    then read it. (Each worker's own temporary folders live until the session ends, so a path one of them wrote
+    stays valid for all.)
+    """
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield shared / f"{name}.done"
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
