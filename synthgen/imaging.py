@@ -31,7 +31,7 @@ ALPHA_BACKGROUND = (255, 255, 255)
 
 
 def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".") and path.is_file()  # the stat last: it is the costly part
 
 
 # --- opening files: one set of rules for every reader ----------------------------------

@@ -43,8 +43,8 @@ def discover_labelled(root: str | Path) -> LabelledFiles:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise SynthgenError(f"data.root: {root} is not a folder of images")
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    class_dirs = [d for d in class_dirs if _images_under(d)]
+    found_in = {d: _images_under(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+    class_dirs = [d for d, found in found_in.items() if found]  # a folder without images is not a class
     if class_dirs:
         loose = [p for p in root.iterdir() if is_image_file(p)]
         if loose:
@@ -55,7 +55,7 @@ def discover_labelled(root: str | Path) -> LabelledFiles:
         names = [d.name for d in class_dirs]
         files, labels = [], []
         for label, folder in enumerate(class_dirs):
-            found = _images_under(folder)
+            found = found_in[folder]
             files += found
             labels += [label] * len(found)
         return LabelledFiles(root, names, files, labels)
