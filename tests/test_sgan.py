@@ -19,7 +19,7 @@ from synthgen.losses import LOSSES
 from synthgen.models.sgan import real_logit
 from synthgen.sample import TrainedGenerator
 from synthgen.train.loop import train
-from synthgen.train.sgan import feature_matching
+from synthgen.train.sgan import class_entropy, feature_matching
 from tests.cli import synthgen
 from tests.conftest import tiny_recipe
 from tests.test_train import assert_same_tensors, final_tensors
@@ -45,6 +45,13 @@ def test_real_logit_and_losses_match_their_definitions():
     real_f, fake_f = torch.tensor([[1.0, 2.0], [3.0, 0.0]]), torch.tensor([[0.0, 0.0], [1.0, 1.0]])
     assert float(feature_matching(real_f, fake_f)) == pytest.approx((2.0 - 0.5) ** 2 + (1.0 - 0.5) ** 2)
 
+
+
+def test_class_entropy_is_shannons_in_nats():
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [50.0, 0.0, 0.0, 0.0], [1.0, 2.0, 0.5, -1.0]])
+    p = torch.softmax(logits[2], 0).tolist()
+    by_hand = [math.log(4), 0.0, -sum(q * math.log(q) for q in p)]
+    assert float(class_entropy(logits)) == pytest.approx(sum(by_hand) / 3, abs=1e-6)
 
 # --- few labels, many unlabelled images --------------------------------------------------------
 
@@ -133,3 +140,19 @@ def test_wrong_combinations_are_one_line_errors(twins, four_classes, tmp_path):
         tiny_recipe(four_classes, tmp_path, method="sgan", loss={"type": "wgan-gp"}, model={"spectral_norm": False})
     with pytest.raises(SynthgenError, match="no images found"):
         train(tiny_recipe(four_classes, tmp_path, name="x", method="sgan", options={"unlabelled": str(tmp_path / "nothing")}))
+
+
+def test_the_entropy_term_makes_d_surer_of_unlabelled_images(few_labels, tmp_path):
+    """options.entropy_weight: D's class predictions on unlabelled images are pushed toward confidence (lower entropy
+    than the same run without the term), and the term is logged."""
+    unlabelled = load_labelled(few_labels / "unlabelled", 28, 1, "crop").images[::20]
+    entropy = {}
+    for weight in (0.0, 2.0):
+        recipe = semi_supervised_recipe(few_labels, tmp_path / str(weight), "e", entropy_weight=weight)
+        run = train(recipe.model_copy(update={"train": recipe.train.model_copy(update={"steps": 40, "checkpoint_every": 40, "sample_every": 40})}))
+        probabilities = TrainedClassifier(run.run_dir, device="cpu").probabilities(unlabelled)
+        entropy[weight] = float(-(probabilities * probabilities.clamp_min(1e-12).log()).sum(1).mean())
+        logged = (run.run_dir / "log.jsonl").read_text()
+        assert ("d_entropy" in logged) == (weight > 0)
+    print(f"D's mean class entropy on unlabelled images (nats): {entropy}")
+    assert entropy[2.0] < 0.8 * entropy[0.0], entropy

@@ -4,6 +4,7 @@ D is a K-class classifier (models/sgan.py) whose real-vs-fake logit is the
 logsumexp of its K class logits. Per D step it minimises
     cross-entropy(D(x_labelled), y)                               (supervised)
   + unsupervised_weight * GAN loss(lse D(x_unlabelled), lse D(G(z)))  (unsupervised)
+  + entropy_weight * H(softmax D(x_unlabelled))                 (optional: confident on unlabelled images)
 so the unlabelled images shape the classifier's features: it must tell
 every real image from G's, and the better G gets the finer those features.
 G either matches the mean of D's trunk features on unlabelled images
@@ -44,6 +45,9 @@ class SGANOptions(Section):
     )
     feature_matching: bool = Field(True, description="G matches the mean of D's trunk features on unlabelled images (Salimans et al. 2016) instead of fooling D.")
     unsupervised_weight: float = Field(1.0, ge=0, description="Weight of the unsupervised GAN loss against the supervised cross-entropy on labelled images.")
+    entropy_weight: float = Field(
+        0.0, ge=0, description="Weight of the class entropy of D's predictions on unlabelled images, minimised (Grandvalet & Bengio 2005; Dai et al. 2017's bad-GAN SSL); 0 = off."
+    )
     dropout: float = Field(0.5, ge=0, lt=1, description="Dropout on D's trunk features before its classifier (regularises the few labels).")
     conditional_g: bool = Field(False, description="G takes the class too (AC-GAN-style cross-entropy on its images), so `synthgen sample` can draw a class.")
     supervised_only: bool = Field(False, description="The baseline: train D on the labelled images alone (no G, no unlabelled images), same steps and batches.")
@@ -137,10 +141,14 @@ class SemiSupervisedGAN(ConditionalGAN):
                 unlabelled, _ = self.unlabelled.real(step, sub, self.device)
                 with torch.no_grad():
                     fake = self.G(self._noise(), self._fake_classes(step, sub))
-                real = real_logit(self.D_train(self._augment(unlabelled))[0])
+                unlabelled_logits = self.D_train(self._augment(unlabelled))[0]
+                real = real_logit(unlabelled_logits)
                 unsupervised = self.loss.discriminator(real, real_logit(self.D_train(self._augment(fake))[0]))
                 total = total + self.options.unsupervised_weight * unsupervised
                 terms["d_loss"] = unsupervised
+                if self.options.entropy_weight:
+                    terms["d_entropy"] = class_entropy(unlabelled_logits.float())
+                    total = total + self.options.entropy_weight * terms["d_entropy"]
         self._update(self.opt_D, self.scaler_D, total)
         if not self.options.supervised_only:
             self.augment.observe(real, None)
@@ -171,6 +179,12 @@ class SemiSupervisedGAN(ConditionalGAN):
         if self.ema:
             self.ema.update(self.G, step)
         return terms
+
+
+def class_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of the class distributions softmax(logits) [B, K]."""
+    log_p = F.log_softmax(logits, dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1).mean()
 
 
 def feature_matching(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
