@@ -102,7 +102,7 @@ class ModelConfig(Section):
     spectral_norm: bool = Field(True, description="Spectral normalisation on every layer of D.")
     g_upsample: Literal["transposed", "resize"] = Field(
         "transposed",
-        description="dcgan: how G doubles its resolution: transposed 4x4 convolutions (DCGAN's) or nearest-neighbour resize then a 3x3 convolution (Odena et al. 2016: no checkerboard texture; a training step about 1.5x slower at 64 px, 43 against 64-66 img/s on flowers5, AMD EPYC AVX2 fp32).",
+        description="dcgan: how G doubles its resolution: transposed 4x4 convolutions (DCGAN's) or nearest-neighbour resize then a 3x3 convolution (Odena et al. 2016: no checkerboard texture; a training step about 1.5x slower at 64 px, 43 against 64-66 img/s on flowers5, AMD EPYC lscpu model 49, AVX2, fp32).",
     )
     g_spectral_norm: bool = Field(False, description="Spectral normalisation on every layer of G (SAGAN/BigGAN style).")
     blocks_per_stage: int = Field(1, ge=1, le=8, description="r3: residual blocks per resolution in G and D.")
@@ -311,8 +311,9 @@ class Recipe(Section):
 
         if not (info.context or {}).get("new_run"):
             return self  # a trained run's recipe is read as it was saved: refusing it now would strand its weights
-        for key in keys_other_backbones_read(self.model):  # set for another backbone, this one would ignore it
-            readers = backbones_reading(key)
+        ignored = keys_other_backbones_read(self.model)  # set for another backbone: this one would ignore them
+        if ignored:
+            key, readers = ignored[0], backbones_reading(ignored[0])
             raise ValueError(f"model.{key}: read only by the {' and '.join(readers)} backbone{'s' * (len(readers) > 1)}, "
                              f"and model.backbone is {self.model.backbone}; remove the key or change the backbone")
         return self

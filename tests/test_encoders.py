@@ -142,7 +142,7 @@ def test_bigan_encoder_spreads_its_latents_toward_the_prior(trained, four_classe
     """BiGAN learns its inversion slowly: after 600 tiny steps reconstructions were still at the noise floor, and
     float rounding decided (L1 40.3 vs 44.3 for random samples, closer for 58%, with 2 threads; 48.4 vs 44.3, 41%, with
     1; z recovered from G(z) with cosine 0.01): `make bench-encoders` shows the inversion. What the game has done by
-    the test's 250 steps, at any thread count: E's latents spread from ~0 (std 0.007 after one step) toward the prior
+    the test's 250 steps: E's latents spread from ~0 (std 0.007 after one step) toward the prior
     N(0, I) (0.71 with 1 thread at 250 steps; 0.63 with 2 threads and 0.80 with 1 at 600)."""
     spread = real_images_and_latents(trained, four_classes)[3].std(0).mean().item()
     print(f"bigan: latent std {spread:.3f}")

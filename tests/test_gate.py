@@ -112,7 +112,7 @@ def test_domain_classifier_works_at_64_px_for_larger_images(split):
     """Images above 64 px are area-downsampled inside the network: training and inference see the same thing."""
     reference, held = split
     big = lambda images: torch.nn.functional.interpolate(images.float(), size=96, mode="nearest").to(torch.uint8)  # noqa: E731
-    # 60 steps: held-out accuracy 0.978 (150 gave 0.983, in twice the time; AMD EPYC, 1 thread)
+    # 60 steps: held-out accuracy 0.978 (150 gave 0.983, in twice the time; AMD EPYC lscpu model 1, fp32, 1 thread)
     classifier = train_domain_classifier(big(reference.images), reference.labels, reference.class_names, steps=60, batch_size=24)
     assert classifier.spec.working_size == 64 and classifier.spec.image_size == 96
     logits = classifier.features_and_logits(big(held.images))[1]

@@ -20,7 +20,7 @@ def upsampling(width_in: int, width_out: int, kind: str, sn: bool) -> nn.Module:
 
 
 class DCGANGenerator(nn.Module):
-    MODEL_KEYS = frozenset({"g_upsample", "g_cond_bn", "g_spectral_norm"})  # the model keys, read by some backbones only, that this one reads
+    MODEL_KEYS = frozenset({"g_upsample", "g_cond_bn", "g_spectral_norm"})
 
     def __init__(self, cfg, image_size: int, channels: int, num_classes: int):
         super().__init__()
@@ -45,7 +45,7 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANTrunk(nn.Module):
-    MODEL_KEYS = frozenset({"d_norm", "minibatch_std"})  # the model keys, read by some backbones only, that this one reads
+    MODEL_KEYS = frozenset({"d_norm", "minibatch_std"})
 
     def __init__(self, cfg, image_size: int, in_channels: int):
         super().__init__()

@@ -130,7 +130,7 @@ class GrowingNetwork(nn.Module):
 
 
 class ProGANGenerator(GrowingNetwork):
-    MODEL_KEYS = frozenset({"g_spectral_norm"})  # the model keys, read by some backbones only, that this one reads
+    MODEL_KEYS = frozenset({"g_spectral_norm"})
 
     def __init__(self, cfg, image_size: int, channels: int, num_classes: int):
         super().__init__()
@@ -179,7 +179,7 @@ class ProGANGenerator(GrowingNetwork):
 
 
 class ProGANTrunk(GrowingNetwork):
-    MODEL_KEYS = frozenset({"minibatch_std"})  # the model keys, read by some backbones only, that this one reads
+    MODEL_KEYS = frozenset({"minibatch_std"})
 
     def __init__(self, cfg, image_size: int, in_channels: int):
         super().__init__()

@@ -96,7 +96,7 @@ def stage_blocks(width: int, cfg, total: int) -> list[nn.Module]:
 class R3Generator(nn.Module):
     """z (+ a learned class embedding) -> a learned base x base basis -> [up, blocks] per level -> image."""
 
-    MODEL_KEYS = frozenset({"blocks_per_stage", "expansion", "group_width"})  # the model keys, read by some backbones only, that this one reads
+    MODEL_KEYS = frozenset({"blocks_per_stage", "expansion", "group_width"})
 
     def __init__(self, cfg, image_size: int, channels: int, num_classes: int):
         super().__init__()
@@ -129,7 +129,7 @@ class R3Generator(nn.Module):
 class R3Trunk(nn.Module):
     """image -> 1x1 conv -> [blocks, down] per level -> blocks -> depthwise base x base basis -> features."""
 
-    MODEL_KEYS = frozenset({"blocks_per_stage", "expansion", "group_width"})  # the model keys, read by some backbones only, that this one reads
+    MODEL_KEYS = frozenset({"blocks_per_stage", "expansion", "group_width"})
 
     def __init__(self, cfg, image_size: int, in_channels: int):
         super().__init__()

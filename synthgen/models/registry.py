@@ -3,6 +3,9 @@
 A generator maps (z [B, z_dim], y [B]) to images in [-1, 1]. A trunk maps
 images [B, C, H, W] to a feature vector [B, trunk.features]; the
 conditioning head (conditioning.py) turns those features into D's outputs.
+A generator or trunk class lists in MODEL_KEYS the model keys it reads that
+not every backbone reads (g_upsample, group_width, ...): a recipe that sets
+one for a backbone that would ignore it is refused (recipe.py).
 """
 
 from __future__ import annotations

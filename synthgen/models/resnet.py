@@ -27,7 +27,7 @@ class GBlock(nn.Module):
 
 
 class ResNetGenerator(nn.Module):
-    MODEL_KEYS = frozenset({"g_cond_bn", "g_spectral_norm"})  # the model keys, read by some backbones only, that this one reads
+    MODEL_KEYS = frozenset({"g_cond_bn", "g_spectral_norm"})
 
     def __init__(self, cfg, image_size: int, channels: int, num_classes: int):
         super().__init__()
@@ -74,7 +74,7 @@ class DBlock(nn.Module):
 
 
 class ResNetTrunk(nn.Module):
-    MODEL_KEYS = frozenset({"minibatch_std"})  # the model keys, read by some backbones only, that this one reads
+    MODEL_KEYS = frozenset({"minibatch_std"})
 
     def __init__(self, cfg, image_size: int, in_channels: int):
         super().__init__()

@@ -146,7 +146,7 @@ class Mapping(nn.Module):
 
 
 class StyleGANGenerator(nn.Module):
-    MODEL_KEYS = frozenset({"mapping_layers", "style_mixing"})  # the model keys, read by some backbones only, that this one reads
+    MODEL_KEYS = frozenset({"mapping_layers", "style_mixing"})
 
     def __init__(self, cfg, image_size: int, channels: int, num_classes: int):
         super().__init__()
