@@ -19,7 +19,7 @@ from synthgen.losses import LOSSES
 from synthgen.models.sgan import real_logit
 from synthgen.sample import TrainedGenerator
 from synthgen.train.loop import train
-from synthgen.train.sgan import class_entropy, feature_matching
+from synthgen.train.sgan import class_entropy, consistency, feature_matching, small_shift
 from tests.cli import synthgen
 from tests.conftest import tiny_recipe
 from tests.test_train import assert_same_tensors, final_tensors
@@ -156,3 +156,34 @@ def test_the_entropy_term_makes_d_surer_of_unlabelled_images(few_labels, tmp_pat
         assert ("d_entropy" in logged) == (weight > 0)
     print(f"D's mean class entropy on unlabelled images (nats): {entropy}")
     assert entropy[2.0] < 0.8 * entropy[0.0], entropy
+
+
+def test_small_shift_moves_whole_pixels_and_consistency_is_the_pi_models():
+    images = torch.rand(8, 1, 28, 28)
+    shifted = small_shift(images)
+    for image, moved in zip(images, shifted):  # each copy is its image shifted by whole pixels, at most 2 of 28
+        inner = moved[0, 4:-4, 4:-4]
+        errors = {(dy, dx): float((inner - torch.roll(image[0], (dy, dx), (0, 1))[4:-4, 4:-4]).abs().max())
+                  for dy in range(-3, 4) for dx in range(-3, 4)}
+        best = min(errors, key=errors.get)
+        assert errors[best] < 1e-5 and max(map(abs, best)) <= 2, (best, errors[best])
+    a, b = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.0, 1.0, 0.0]])
+    pa, pb = torch.softmax(a, 1)[0].tolist(), torch.softmax(b, 1)[0].tolist()
+    assert float(consistency(a, b)) == pytest.approx(sum((x - y) ** 2 for x, y in zip(pa, pb)))
+
+
+def test_the_consistency_term_makes_d_agree_on_shifted_copies(few_labels, tmp_path):
+    """options.consistency_weight: D's class probabilities on shifted copies of unlabelled images move closer to those
+    on the images than in the same run without the term, and the term is logged."""
+    unlabelled = load_labelled(few_labels / "unlabelled", 28, 1, "crop").images[::20]
+    disagreement = {}
+    for weight in (0.0, 10.0):
+        recipe = semi_supervised_recipe(few_labels, tmp_path / str(weight), "c", consistency_weight=weight)
+        run = train(recipe.model_copy(update={"train": recipe.train.model_copy(update={"steps": 40, "checkpoint_every": 40, "sample_every": 40})}))
+        classifier = TrainedClassifier(run.run_dir, device="cpu")
+        torch.manual_seed(0)
+        shifted = ((small_shift(unlabelled.float() / 127.5 - 1) + 1) * 127.5).round().to(torch.uint8)
+        disagreement[weight] = float(consistency(classifier.probabilities(unlabelled).log(), classifier.probabilities(shifted).log()))
+        assert ("d_consistency" in (run.run_dir / "log.jsonl").read_text()) == (weight > 0)
+    print(f"mean squared distance between D's class probabilities on images and shifted copies: {disagreement}")
+    assert disagreement[10.0] < 0.7 * disagreement[0.0], disagreement

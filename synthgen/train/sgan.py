@@ -5,6 +5,7 @@ logsumexp of its K class logits. Per D step it minimises
     cross-entropy(D(x_labelled), y)                               (supervised)
   + unsupervised_weight * GAN loss(lse D(x_unlabelled), lse D(G(z)))  (unsupervised)
   + entropy_weight * H(softmax D(x_unlabelled))                 (optional: confident on unlabelled images)
+  + consistency_weight * |softmax D(x) - softmax D(shift(x))|^2   (optional: the same class for a shifted copy)
 so the unlabelled images shape the classifier's features: it must tell
 every real image from G's, and the better G gets the finer those features.
 G either matches the mean of D's trunk features on unlabelled images
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from synthgen.data.batches import BatchDrawer
+from synthgen.data.diffaugment import affine_warp
 from synthgen.data.loading import LabelledImages, load_unlabelled
 from synthgen.errors import SynthgenError
 from synthgen.models.conditioning import build_models
@@ -47,6 +49,10 @@ class SGANOptions(Section):
     unsupervised_weight: float = Field(1.0, ge=0, description="Weight of the unsupervised GAN loss against the supervised cross-entropy on labelled images.")
     entropy_weight: float = Field(
         0.0, ge=0, description="Weight of the class entropy of D's predictions on unlabelled images, minimised (Grandvalet & Bengio 2005; Dai et al. 2017's bad-GAN SSL); 0 = off."
+    )
+    consistency_weight: float = Field(
+        0.0, ge=0,
+        description="Weight of the consistency term: D's class probabilities on a shifted copy of each real image match those on the image (Laine & Aila 2017's Pi-model; CT-GAN, Wei et al. 2018), ramped up over the first quarter of the steps; on unlabelled images (on the labelled ones with supervised_only); 0 = off.",
     )
     dropout: float = Field(0.5, ge=0, lt=1, description="Dropout on D's trunk features before its classifier (regularises the few labels).")
     conditional_g: bool = Field(False, description="G takes the class too (AC-GAN-style cross-entropy on its images), so `synthgen sample` can draw a class.")
@@ -135,7 +141,8 @@ class SemiSupervisedGAN(ConditionalGAN):
     def _discriminator_step(self, step: int, sub: int) -> dict[str, torch.Tensor]:
         labelled, labels = self.batches.real(step, sub, self.device)
         with self.precision.autocast():
-            supervised = F.cross_entropy(self.D_train(self._augment(labelled))[0].float(), labels)
+            labelled_logits = self.D_train(self._augment(labelled))[0]
+            supervised = F.cross_entropy(labelled_logits.float(), labels)
             total, terms = supervised, {"d_supervised": supervised}
             if not self.options.supervised_only:
                 unlabelled, _ = self.unlabelled.real(step, sub, self.device)
@@ -149,10 +156,20 @@ class SemiSupervisedGAN(ConditionalGAN):
                 if self.options.entropy_weight:
                     terms["d_entropy"] = class_entropy(unlabelled_logits.float())
                     total = total + self.options.entropy_weight * terms["d_entropy"]
+            if self.options.consistency_weight:
+                images, logits = (labelled, labelled_logits) if self.options.supervised_only else (unlabelled, unlabelled_logits)
+                shifted = self.D_train(self._augment(small_shift(images)))[0]
+                terms["d_consistency"] = consistency(logits.float(), shifted.float())
+                total = total + self.options.consistency_weight * self._ramp_up(step) * terms["d_consistency"]
         self._update(self.opt_D, self.scaler_D, total)
         if not self.options.supervised_only:
             self.augment.observe(real, None)
         return terms
+
+    def _ramp_up(self, step: int) -> float:
+        """0 -> 1 over the first quarter of the steps: early on D's predictions are noise, and making them agree
+        would pull every image toward one class (Laine & Aila ramp their weight up for the same reason)."""
+        return min(1.0, (step + 1) / max(1, self.recipe.train.steps // 4))
 
     def generator_step(self, step: int) -> dict[str, torch.Tensor]:
         if self.options.supervised_only:
@@ -185,6 +202,22 @@ def class_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Mean entropy (nats) of the class distributions softmax(logits) [B, K]."""
     log_p = F.log_softmax(logits, dim=1)
     return -(log_p.exp() * log_p).sum(dim=1).mean()
+
+
+def consistency(logits: torch.Tensor, other_logits: torch.Tensor) -> torch.Tensor:
+    """Laine & Aila 2017's Pi-model term: squared distance between the two class distributions, summed over classes, mean over the batch."""
+    return (F.softmax(logits, dim=1) - F.softmax(other_logits, dim=1)).pow(2).sum(dim=1).mean()
+
+
+def small_shift(x: torch.Tensor, ratio: float = 1 / 16) -> torch.Tensor:
+    """Each image shifted by up to `ratio` of its size in x and y (reflected at the border): the perturbation that
+    keeps any image's class, whatever the data (Laine & Aila shift CIFAR-10 by up to 2 pixels of 32)."""
+    n, device = len(x), x.device
+    size = torch.tensor([[x.shape[3]], [x.shape[2]]], device=device)
+    # whole pixels, so the shifted copy is not also blurred by the interpolation
+    shift_x, shift_y = ((torch.rand(2, n, device=device) * 2 - 1) * ratio * size).round() / size
+    ones = torch.ones(n, device=device)
+    return affine_warp(x, angle=torch.zeros(n, device=device), scale_x=ones, scale_y=ones, shift_x=shift_x, shift_y=shift_y)
 
 
 def feature_matching(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
