@@ -19,7 +19,8 @@ from synthgen.losses import LOSSES
 from synthgen.models.sgan import real_logit
 from synthgen.sample import TrainedGenerator
 from synthgen.train.loop import train
-from synthgen.train.sgan import class_entropy, consistency, feature_matching, small_shift
+from synthgen.data.diffaugment import whole_pixel_shift
+from synthgen.train.sgan import class_entropy, consistency, feature_matching
 from tests.cli import synthgen
 from tests.conftest import tiny_recipe
 from tests.test_train import assert_same_tensors, final_tensors
@@ -158,9 +159,9 @@ def test_the_entropy_term_makes_d_surer_of_unlabelled_images(few_labels, tmp_pat
     assert entropy[2.0] < 0.8 * entropy[0.0], entropy
 
 
-def test_small_shift_moves_whole_pixels_and_consistency_is_the_pi_models():
+def test_whole_pixel_shift_moves_whole_pixels_and_consistency_is_the_pi_models():
     images = torch.rand(8, 1, 28, 28)
-    shifted = small_shift(images)
+    shifted = whole_pixel_shift(images)
     for image, moved in zip(images, shifted):  # each copy is its image shifted by whole pixels, at most 2 of 28
         inner = moved[0, 4:-4, 4:-4]
         errors = {(dy, dx): float((inner - torch.roll(image[0], (dy, dx), (0, 1))[4:-4, 4:-4]).abs().max())
@@ -182,7 +183,7 @@ def test_the_consistency_term_makes_d_agree_on_shifted_copies(few_labels, tmp_pa
         run = train(recipe.model_copy(update={"train": recipe.train.model_copy(update={"steps": 40, "checkpoint_every": 40, "sample_every": 40})}))
         classifier = TrainedClassifier(run.run_dir, device="cpu")
         torch.manual_seed(0)
-        shifted = ((small_shift(unlabelled.float() / 127.5 - 1) + 1) * 127.5).round().to(torch.uint8)
+        shifted = ((whole_pixel_shift(unlabelled.float() / 127.5 - 1) + 1) * 127.5).round().to(torch.uint8)
         disagreement[weight] = float(consistency(classifier.probabilities(unlabelled).log(), classifier.probabilities(shifted).log()))
         assert ("d_consistency" in (run.run_dir / "log.jsonl").read_text()) == (weight > 0)
     print(f"mean squared distance between D's class probabilities on images and shifted copies: {disagreement}")

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from synthgen.data.batches import BatchDrawer
-from synthgen.data.diffaugment import affine_warp
+from synthgen.data.diffaugment import whole_pixel_shift
 from synthgen.data.loading import LabelledImages, load_unlabelled
 from synthgen.errors import SynthgenError
 from synthgen.models.conditioning import build_models
@@ -158,7 +158,7 @@ class SemiSupervisedGAN(ConditionalGAN):
                     total = total + self.options.entropy_weight * terms["d_entropy"]
             if self.options.consistency_weight:
                 images, logits = (labelled, labelled_logits) if self.options.supervised_only else (unlabelled, unlabelled_logits)
-                shifted = self.D_train(self._augment(small_shift(images)))[0]
+                shifted = self.D_train(self._augment(whole_pixel_shift(images)))[0]
                 terms["d_consistency"] = consistency(logits.float(), shifted.float())
                 total = total + self.options.consistency_weight * self._ramp_up(step) * terms["d_consistency"]
         self._update(self.opt_D, self.scaler_D, total)
@@ -207,17 +207,6 @@ def class_entropy(logits: torch.Tensor) -> torch.Tensor:
 def consistency(logits: torch.Tensor, other_logits: torch.Tensor) -> torch.Tensor:
     """Laine & Aila 2017's Pi-model term: squared distance between the two class distributions, summed over classes, mean over the batch."""
     return (F.softmax(logits, dim=1) - F.softmax(other_logits, dim=1)).pow(2).sum(dim=1).mean()
-
-
-def small_shift(x: torch.Tensor, ratio: float = 1 / 16) -> torch.Tensor:
-    """Each image shifted by up to `ratio` of its size in x and y (reflected at the border): the perturbation that
-    keeps any image's class, whatever the data (Laine & Aila shift CIFAR-10 by up to 2 pixels of 32)."""
-    n, device = len(x), x.device
-    size = torch.tensor([[x.shape[3]], [x.shape[2]]], device=device)
-    # whole pixels, so the shifted copy is not also blurred by the interpolation
-    shift_x, shift_y = ((torch.rand(2, n, device=device) * 2 - 1) * ratio * size).round() / size
-    ones = torch.ones(n, device=device)
-    return affine_warp(x, angle=torch.zeros(n, device=device), scale_x=ones, scale_y=ones, shift_x=shift_x, shift_y=shift_y)
 
 
 def feature_matching(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
