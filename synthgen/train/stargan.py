@@ -8,6 +8,7 @@ targets c':
 and per G step (after train.n_dis D steps):
     L_G = -D_src(G(x, c')) + lambda_cls CE(D_cls(G(x, c')), c') + lambda_rec |x - G(G(x, c'), c)|_1
           [+ lambda_id |x - G(x, c)|_1, CycleGAN's identity term, off by default]
+          (with options.cycle_noise, the cycle translates G(x, c') + noise back)
           [+ lambda_mask mean(A), with options.attention's keep-mask A (GANimation's), off by default]
 The domain head learns the domains from real images only, and G is pushed
 to make images it classifies as c'; the cycle term (weight 10) makes G keep
@@ -48,6 +49,10 @@ GRID_INPUTS = 2  # input images per class in the training grids
 class StarGANOptions(Section):
     lambda_cls: float = Field(1.0, ge=0, description="Weight of the domain-classification losses (D on real images, G on its translations); the paper's 1.")
     lambda_rec: float = Field(10.0, ge=0, description="Weight of the cycle reconstruction |x - G(G(x, c'), c)|_1; the paper's 10.")
+    cycle_noise: float = Field(
+        0.0, ge=0,
+        description="Std of Gaussian noise added to G(x, c') before it is translated back for the cycle term (Bashkirova et al. 2019): G can no longer hide x in a faint pattern, so it must keep x's structure where it shows. 0 = off.",
+    )
     lambda_id: float = Field(0.0, ge=0, description="Weight of the identity term |x - G(x, c)|_1 (into its own class, x is kept; CycleGAN's, not the paper's): 0 = off.")
     attention: bool = Field(False, description="GANimation's keep-mask: G also gives A in [0, 1] and its image is A * input + (1 - A) * G's colours, so untouched regions are the input's own.")
     lambda_mask: float = Field(0.0, ge=0, description="With options.attention: weight of the mean keep-mask (GANimation's 0.1 stops G keeping every pixel); 0 = off.")
@@ -127,7 +132,7 @@ class StarGAN(TranslationMethod):
             fake_src, fake_cls = self.D(fake)
             adversarial = self.loss.generator(fake_src)
             cls = self.domains.loss(fake_cls, targets)
-            rec = (self.G(fake, domains).float() - real.float()).abs().mean()
+            rec = (self.G(self._cycle_input(fake), domains).float() - real.float()).abs().mean()
             total = adversarial + self.options.lambda_cls * cls + self.options.lambda_rec * rec
             terms = {"g_loss": adversarial, "g_cls": cls, "cycle": rec}
             if self.options.lambda_id > 0:
@@ -139,6 +144,14 @@ class StarGAN(TranslationMethod):
         self._update(self.opt_G, self.scaler_G, total)
         self.D.requires_grad_(True)
         return terms
+
+    def _cycle_input(self, fake: torch.Tensor) -> torch.Tensor:
+        """What the cycle translates back: G's image, plus noise with options.cycle_noise. A translator trained with a
+        cycle term learns to hide its input in a faint pattern D does not see and the way back decodes
+        (Chu et al. 2017, "CycleGAN, a master of steganography"); noise wipes such a pattern out."""
+        if self.options.cycle_noise <= 0:
+            return fake
+        return fake + self.options.cycle_noise * torch.randn_like(fake)
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         return alternating_updates(self, step)
