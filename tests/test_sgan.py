@@ -143,14 +143,19 @@ def test_wrong_combinations_are_one_line_errors(twins, four_classes, tmp_path):
         train(tiny_recipe(four_classes, tmp_path, name="x", method="sgan", options={"unlabelled": str(tmp_path / "nothing")}))
 
 
+def short_run(few_labels: Path, out: Path, **options):
+    """40 steps of the tiny SGAN with `options`: enough to see what an extra term of D's loss does to its predictions."""
+    recipe = semi_supervised_recipe(few_labels, out, "short", **options)
+    return train(recipe.model_copy(update={"train": recipe.train.model_copy(update={"steps": 40, "checkpoint_every": 40, "sample_every": 40})}))
+
+
 def test_the_entropy_term_makes_d_surer_of_unlabelled_images(few_labels, tmp_path):
     """options.entropy_weight: D's class predictions on unlabelled images are pushed toward confidence (lower entropy
     than the same run without the term), and the term is logged."""
     unlabelled = load_labelled(few_labels / "unlabelled", 28, 1, "crop").images[::20]
     entropy = {}
     for weight in (0.0, 2.0):
-        recipe = semi_supervised_recipe(few_labels, tmp_path / str(weight), "e", entropy_weight=weight)
-        run = train(recipe.model_copy(update={"train": recipe.train.model_copy(update={"steps": 40, "checkpoint_every": 40, "sample_every": 40})}))
+        run = short_run(few_labels, tmp_path / str(weight), entropy_weight=weight)
         probabilities = TrainedClassifier(run.run_dir, device="cpu").probabilities(unlabelled)
         entropy[weight] = float(-(probabilities * probabilities.clamp_min(1e-12).log()).sum(1).mean())
         logged = (run.run_dir / "log.jsonl").read_text()
@@ -179,8 +184,7 @@ def test_the_consistency_term_makes_d_agree_on_shifted_copies(few_labels, tmp_pa
     unlabelled = load_labelled(few_labels / "unlabelled", 28, 1, "crop").images[::20]
     disagreement = {}
     for weight in (0.0, 10.0):
-        recipe = semi_supervised_recipe(few_labels, tmp_path / str(weight), "c", consistency_weight=weight)
-        run = train(recipe.model_copy(update={"train": recipe.train.model_copy(update={"steps": 40, "checkpoint_every": 40, "sample_every": 40})}))
+        run = short_run(few_labels, tmp_path / str(weight), consistency_weight=weight)
         classifier = TrainedClassifier(run.run_dir, device="cpu")
         torch.manual_seed(0)
         shifted = ((whole_pixel_shift(unlabelled.float() / 127.5 - 1) + 1) * 127.5).round().to(torch.uint8)
