@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -101,6 +102,12 @@ def recipe_variant(text: str) -> tuple[str, str, list[str]]:
 
 
 VARIANT_HELP = "NAME:RECIPE:key=value,...: one more row, a recipe with settings changed, e.g. a learning rate (repeatable)."
+
+
+def report_stem(bench: str, sets: list[str], quick: bool) -> str:
+    """`bench` for the recipe as it is; a smoke run or a trial of other settings gets its own name, after them,
+    so that its files do not replace the recipe's figures (e.g. sgan_fashion-train.lr_d=0.001)."""
+    return "-".join([bench, *(["quick"] if quick else []), *(re.sub(r"[^\w.=]+", "_", s) for s in sets)])
 
 
 def write_json(name: str, payload: dict) -> Path:

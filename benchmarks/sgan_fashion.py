@@ -27,14 +27,13 @@ import argparse
 import csv
 import json
 import random
-import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import OUT, SHARED_FM, machine, print_table, synthgen  # noqa: E402
+from benchlib import OUT, SHARED_FM, machine, print_table, report_stem, synthgen  # noqa: E402
 
 WORK = OUT / "sgan_fashion"
 IMPORTED = OUT / "fashion-mnist-png"  # shared with infogan_fashion.py
@@ -127,15 +126,9 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     report = {"machine": machine(), "quick": args.quick, "steps": steps, "labels_per_class": args.labels_per_class,
               "overrides": common, "counts": counts, "results": results, "gain_points": round(100 * gain, 2)}
-    report_path = OUT / report_name(args.sets, args.quick)
+    report_path = OUT / f"{report_stem('sgan_fashion', args.sets, args.quick)}.json"
     report_path.write_text(json.dumps(report, indent=1))
     print(f"report: {report_path}")
-
-
-def report_name(sets: list[str], quick: bool) -> str:
-    """sgan_fashion.json for the recipe as it is; a smoke run or a trial of other settings gets its own file, named
-    after them, so that it does not replace the recipe's figures (e.g. sgan_fashion-train.lr_d=0.001.json)."""
-    return "-".join(["sgan_fashion", *(["quick"] if quick else []), *(re.sub(r"[^\w.=]+", "_", s) for s in sets)]) + ".json"
 
 
 if __name__ == "__main__":

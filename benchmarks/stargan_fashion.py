@@ -22,7 +22,8 @@ Not a bench_*.py: it trains a GAN. Two datasets (issue 16: Fashion-MNIST, and fl
 Goal: target-class rate >= 0.9 with SSIM to the input well above the random baseline's.
 
 The table, a grid (out/bench/stargan_<data>-grid.png: inputs, their translations, the random baseline) and
-out/bench/stargan_<data>.json. --quick: a smoke run whose figures mean nothing.
+out/bench/stargan_<data>.json; with --set or --quick, stargan_<data>-<settings>.json and -grid.png, so a trial
+does not replace the recipe's figures. --quick: a smoke run whose figures mean nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import OUT, REPO, machine, print_table, synthgen  # noqa: E402
+from benchlib import OUT, REPO, machine, print_table, report_stem, synthgen  # noqa: E402
 from sgan_fashion import import_fashion, split_labels  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -54,6 +55,7 @@ from synthgen.translate import open_translator  # noqa: E402
 FLOWERS = REPO.parent / "shared" / "datasets" / "flowers5"
 HELD_OUT_PER_CLASS = 150  # flowers5's test images: half translated, half the reference and the random baseline's pool
 GRID_COLUMNS = 12
+QUICK_SETS = ["train.log_every=10", "train.checkpoint_every=20", "train.sample_every=20", "model.g_channels=8", "model.d_channels=8", "model.n_blocks=1"]
 
 
 @dataclass
@@ -61,7 +63,7 @@ class Domains:
     """A labelled dataset for the benchmark: training folder, test folder, how to read them, where its outputs go."""
 
     name: str
-    work: Path  # out/bench/<work.name>/ for the run, out/bench/<work.name>.json and -grid.png for the results
+    work: Path  # out/bench/<work.name>/ for the run; the results are named after work.name (report_stem)
     train: Path
     test: Path
     size: int
@@ -144,7 +146,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="sets", help="extra recipe overrides, e.g. train.n_dis=5")
     parser.add_argument("--fashion", type=Path, help="an existing `synthgen data import idx` folder of Fashion-MNIST to use")
     parser.add_argument("--test-images", type=int, default=2000, help="test images translated (at most half of the test set)")
-    parser.add_argument("--rescore", action="store_true", help="score the run an earlier call trained (its recipe and steps) instead of training")
+    parser.add_argument("--rescore", action="store_true", help="score the run the last call trained (its recipe, settings and steps) instead of training")
     args = parser.parse_args()
     steps = 20 if args.quick else args.steps
     data = DATASETS[args.data](args)
@@ -155,15 +157,15 @@ def main() -> None:
              f"data.image_size={data.size}", f"data.channels={data.channels}", f"data.hflip={str(data.hflip).lower()}"]
     sets, trained_on = fixed + args.sets, machine()
     if args.quick:
-        sets += ["train.log_every=10", "train.checkpoint_every=20", "train.sample_every=20", "model.g_channels=8", "model.d_channels=8", "model.n_blocks=1"]
+        sets += QUICK_SETS
+    record = work / "weights" / "trained.json"  # what the weights there were trained with: --rescore reads it
     if args.rescore:
-        if not (OUT / f"{work.name}.json").is_file() or not run.is_dir():
-            sys.exit(f"--rescore: no earlier run of --data {data.name} in {run} (and {OUT / work.name}.json)")
-        earlier = json.loads((OUT / f"{work.name}.json").read_text())
+        if not record.is_file() or not run.is_dir():
+            sys.exit(f"--rescore: no earlier run of --data {data.name} in {run}")
+        earlier = json.loads(record.read_text())
         if earlier["quick"] != args.quick:
             sys.exit(f"--rescore: the earlier run was {'a' if earlier['quick'] else 'not a'} --quick run; rescore it {'with' if earlier['quick'] else 'without'} --quick")
-        steps, sets, trained = earlier["steps"], earlier["overrides"], earlier["train_seconds"]
-        trained_on = earlier.get("trained_on", earlier["machine"])
+        steps, sets, trained, trained_on = earlier["steps"], earlier["overrides"], earlier["train_seconds"], earlier["trained_on"]
         print(f"rescoring the earlier run in {run}: {steps} steps, {' '.join(sets[len(fixed):]) or 'the recipe as is'}, trained on {trained_on}", flush=True)
     else:
         print(f"{steps} steps on {data.train}", flush=True)
@@ -171,6 +173,8 @@ def main() -> None:
         start = time.perf_counter()
         synthgen("train", "stargan", *[a for s in sets for a in ("--set", s)])
         trained = time.perf_counter() - start
+        record.write_text(json.dumps({"quick": args.quick, "steps": steps, "overrides": sets, "train_seconds": round(trained, 1), "trained_on": trained_on}))
+    stem = report_stem(work.name, [s for s in sets[len(fixed):] if not args.quick or s not in QUICK_SETS], args.quick)
 
     train_images = load_labelled(data.train, data.size, data.channels, "crop")
     test = load_labelled(data.test, data.size, data.channels, "crop")
@@ -209,10 +213,11 @@ def main() -> None:
     if args.quick:
         print("[--quick: a smoke run, not a measurement]")
     OUT.mkdir(parents=True, exist_ok=True)
-    save_grid(OUT / f"{work.name}-grid.png", inputs, translated, random_target)
+    save_grid(OUT / f"{stem}-grid.png", inputs, translated, random_target)
     report = {"machine": machine(), "trained_on": trained_on, "data": data.name, "quick": args.quick, "steps": steps, "overrides": sets, "train_seconds": round(trained, 1),
               "test_images": n, "targets": [test.class_names[t] for t in targets[:GRID_COLUMNS].tolist()], "rows": rows, "real_vs_real_kid": real_vs_real}
-    (OUT / f"{work.name}.json").write_text(json.dumps(report, indent=1))
+    (OUT / f"{stem}.json").write_text(json.dumps(report, indent=1))
+    print(f"report: {OUT / stem}.json and its -grid.png")
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ class ModelConfig(Section):
     spectral_norm: bool = Field(True, description="Spectral normalisation on every layer of D.")
     g_upsample: Literal["transposed", "resize"] = Field(
         "transposed",
-        description="dcgan: how G doubles its resolution: transposed 4x4 convolutions (DCGAN's) or nearest-neighbour resize then a 3x3 convolution (Odena et al. 2016: no checkerboard texture; a training step about 1.5x slower at 64 px, 43 against 64-66 img/s on flowers5, AMD EPYC lscpu model 49, AVX2, fp32).",
+        description="dcgan G and the resnet translator (cyclegan, stargan): how G doubles its resolution: transposed convolutions (DCGAN's 4x4, CycleGAN's 3x3) or nearest-neighbour resize then a 3x3 convolution (Odena et al. 2016: no checkerboard texture; a dcgan training step about 1.5x slower at 64 px, 43 against 64-66 img/s on flowers5, AMD EPYC lscpu model 49, AVX2, fp32).",
     )
     g_spectral_norm: bool = Field(False, description="Spectral normalisation on every layer of G (SAGAN/BigGAN style).")
     blocks_per_stage: int = Field(1, ge=1, le=8, description="r3: residual blocks per resolution in G and D.")

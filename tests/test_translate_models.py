@@ -7,6 +7,7 @@ import torch
 
 from synthgen.models.patchgan import build_patch_discriminator
 from synthgen.models.registry import build_translator
+from synthgen.models.resnet_translator import upsampling
 from synthgen.models.unet import unet_depth
 from synthgen.recipe import validate
 
@@ -34,9 +35,12 @@ def test_the_70x70_patchgan_gives_a_30x30_map_at_256_px():
     assert build_patch_discriminator(model_cfg(), 6)(torch.zeros(1, 6, 256, 256)).shape == (1, 1, 30, 30)
 
 
-@pytest.mark.parametrize("translator,size,in_channels,out_channels", [("unet", 32, 1, 3), ("unet", 96, 3, 1), ("resnet", 28, 3, 3)])
-def test_translators_keep_the_size_at_any_multiple_of_their_stride(translator, size, in_channels, out_channels):
-    G = build_translator(model_cfg(translator=translator, g_channels=8, n_blocks=2), size, in_channels, out_channels).eval()
+@pytest.mark.parametrize("translator,size,in_channels,out_channels,upsample", [
+    ("unet", 32, 1, 3, "transposed"), ("unet", 96, 3, 1, "transposed"), ("resnet", 28, 3, 3, "transposed"), ("resnet", 28, 1, 1, "resize"),
+])
+def test_translators_keep_the_size_at_any_multiple_of_their_stride(translator, size, in_channels, out_channels, upsample):
+    cfg = model_cfg(translator=translator, g_channels=8, n_blocks=2, g_upsample=upsample)
+    G = build_translator(cfg, size, in_channels, out_channels).eval()
     for height, width in ((size, size), (G.stride * 3, G.stride * 5)):
         y = G(torch.randn(2, in_channels, height, width))
         assert y.shape == (2, out_channels, height, width) and y.abs().max() <= 1
@@ -59,3 +63,17 @@ def test_unet_depth_follows_the_training_size():
     assert [unet_depth(s) for s in (256, 128, 32, 96, 28)] == [8, 7, 5, 5, 2]
     with pytest.raises(ValueError, match="at least 3 halvings"):
         build_translator(model_cfg(), 28, 1, 1)
+
+
+@pytest.mark.parametrize("kind, even", [("transposed", False), ("resize", True)])
+def test_only_the_resize_upsampling_spreads_a_flat_input_evenly(kind, even):
+    """Odena et al. 2016: a 3x3 kernel at stride 2 overlaps unevenly, so even a flat input and flat weights come out as a
+    checkerboard (inner pixels summing 4, 2 or 1 taps); a resize then a convolution gives one value everywhere inside."""
+    layers = torch.nn.Sequential(*upsampling(1, 1, kind, bias=False))
+    for layer in layers:
+        if hasattr(layer, "weight"):
+            torch.nn.init.ones_(layer.weight)
+    with torch.no_grad():
+        inner = layers(torch.ones(1, 1, 8, 8))[0, 0, 2:-2, 2:-2]
+    assert layers(torch.ones(1, 1, 8, 8)).shape[-2:] == (16, 16)
+    assert bool((inner == inner[0, 0]).all()) == even, inner

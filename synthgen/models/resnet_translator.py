@@ -2,7 +2,11 @@
 
 7x7 stem, two stride-2 downsamplings, `n_blocks` residual blocks at 1/4 size
 (6 for 128 px, 9 for 256 px), two upsamplings, 7x7 output. Reflection padding
-keeps borders free of the dark frame that zero padding teaches.
+keeps borders free of the dark frame that zero padding teaches. The upsamplings
+are CycleGAN's transposed 3x3 stride-2 convolutions, or with `model.g_upsample:
+resize` a nearest-neighbour resize then a 3x3 convolution (Odena et al. 2016): a
+3x3 kernel at stride 2 overlaps unevenly, which lays a checkerboard over the
+image that a translator can also use to hide its input from D (Chu et al. 2017).
 Fully convolutional: sides must be multiples of `stride` (4).
 """
 
@@ -31,7 +35,7 @@ class ResidualBlock(nn.Module):
 class ResnetTranslator(nn.Module):
     stride = 4
 
-    def __init__(self, in_channels: int, out_channels: int, width: int, n_blocks: int, norm: str, max_width: int):
+    def __init__(self, in_channels: int, out_channels: int, width: int, n_blocks: int, norm: str, max_width: int, upsample: str = "transposed"):
         super().__init__()
         bias = conv_bias(norm)
         w1, w2, w4 = (min(width * k, max_width) for k in (1, 2, 4))
@@ -40,7 +44,7 @@ class ResnetTranslator(nn.Module):
             layers += [nn.Conv2d(a, b, 3, 2, 1, bias=bias), norm_layer(norm, b), nn.ReLU()]
         layers += [ResidualBlock(w4, norm) for _ in range(n_blocks)]
         for a, b in ((w4, w2), (w2, w1)):
-            layers += [nn.ConvTranspose2d(a, b, 3, 2, 1, output_padding=1, bias=bias), norm_layer(norm, b), nn.ReLU()]
+            layers += [*upsampling(a, b, upsample, bias), norm_layer(norm, b), nn.ReLU()]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(w1, out_channels, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         init_weights(self)
@@ -49,8 +53,15 @@ class ResnetTranslator(nn.Module):
         return self.net(x)
 
 
+def upsampling(width_in: int, width_out: int, kind: str, bias: bool) -> list[nn.Module]:
+    """Double the resolution (`model.g_upsample`): transposed (CycleGAN's) or resize (nearest, then a 3x3 convolution)."""
+    if kind == "transposed":
+        return [nn.ConvTranspose2d(width_in, width_out, 3, 2, 1, output_padding=1, bias=bias)]
+    return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1), nn.Conv2d(width_in, width_out, 3, bias=bias)]
+
+
 def build_resnet_translator(cfg, image_size: int, in_channels: int, out_channels: int) -> ResnetTranslator:  # noqa: ARG001
-    return ResnetTranslator(in_channels, out_channels, cfg.g_channels, cfg.n_blocks, cfg.norm, cfg.max_channels)
+    return ResnetTranslator(in_channels, out_channels, cfg.g_channels, cfg.n_blocks, cfg.norm, cfg.max_channels, cfg.g_upsample)
 
 
 register_translator("resnet", build_resnet_translator)

@@ -46,11 +46,12 @@ def domain_planes(x: torch.Tensor, target: torch.Tensor, num_classes: int) -> to
 
 
 class StarGenerator(nn.Module):
-    def __init__(self, channels: int, num_classes: int, width: int, n_blocks: int, norm: str, max_width: int, attention: bool = False):
+    def __init__(self, channels: int, num_classes: int, width: int, n_blocks: int, norm: str, max_width: int, attention: bool = False,
+                 upsample: str = "transposed"):
         super().__init__()
         self.num_classes, self.attention = num_classes, attention
         out_channels = channels + 1 if attention else channels  # + the keep-mask
-        self.translator = ResnetTranslator(channels + num_classes, out_channels, width, n_blocks, norm, max_width)
+        self.translator = ResnetTranslator(channels + num_classes, out_channels, width, n_blocks, norm, max_width, upsample)
         self.stride = self.translator.stride
 
     def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -89,5 +90,5 @@ def build_stargan(recipe, channels: int, num_classes: int) -> tuple[StarGenerato
     from synthgen.recipe import method_options
 
     cfg, attention = recipe.model, method_options(recipe).attention
-    generator = StarGenerator(channels, num_classes, cfg.g_channels, cfg.n_blocks, cfg.norm, cfg.max_channels, attention)
+    generator = StarGenerator(channels, num_classes, cfg.g_channels, cfg.n_blocks, cfg.norm, cfg.max_channels, attention, cfg.g_upsample)
     return generator, StarDiscriminator(channels, num_classes, cfg.d_channels, cfg.d_layers, cfg.max_channels)
