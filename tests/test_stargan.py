@@ -28,6 +28,7 @@ from synthgen.models.stargan import StarDiscriminator, StarGenerator, domain_pla
 from synthgen.precision import resolve_precision
 from synthgen.train.loop import train
 from synthgen.train.stargan import StarGAN
+from synthgen.train.translation import running_stats_kept
 from synthgen.translate import ClassTranslator, open_translator
 from tests.conftest import FOUR_CLASSES, load_imagefolder, tiny_recipe
 from tests.test_train import assert_same_tensors, final_tensors
@@ -215,3 +216,29 @@ def test_cycle_noise_is_added_to_what_the_cycle_translates_back(four_classes, da
         method = StarGAN(star_recipe(four_classes, tmp_path, options={"cycle_noise": noise}), data, resolve_precision("fp32", torch.device("cpu")))
         cycled = method._cycle_input(translated)
         assert float(cycled.std()) == pytest.approx(noise, abs=0.01) and float(cycled.mean()) == pytest.approx(0.0, abs=0.01)
+
+
+def test_running_stats_kept_normalises_by_the_batch_and_leaves_the_running_statistics():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)).train()
+    x = torch.randn(8, 1, 6, 6) * 3 + 2
+    before = net[1].running_mean.clone()
+    with torch.no_grad(), running_stats_kept(net):
+        kept = net(x)
+    assert torch.equal(net[1].running_mean, before) and net[1].momentum == 0.1
+    with torch.no_grad():
+        assert torch.allclose(kept, net(x), atol=1e-6)  # the batch's statistics inside the block as outside
+    assert not torch.equal(net[1].running_mean, before)  # outside, the running statistics move
+
+
+def test_only_the_translation_pass_moves_gs_running_statistics(four_classes, data, tmp_path):
+    """The cycle and identity passes (G's own images; each image into its own class) leave the statistics that
+    `translate` normalises by: after a G step they are what the translation pass alone makes of them."""
+    method = StarGAN(star_recipe(four_classes, tmp_path, options={"lambda_id": 0.5, "cycle_noise": 0.3}), data, resolve_precision("fp32", torch.device("cpu")))
+    first_norm = next(m for m in method.G.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    inputs = []
+    first_norm.register_forward_pre_hook(lambda module, args: inputs.append(args[0].detach().mean((0, 2, 3))))
+    before = first_norm.running_mean.clone()
+    method.generator_step(0)
+    assert len(inputs) == 3  # translation, cycle, identity
+    assert torch.allclose(first_norm.running_mean, 0.9 * before + 0.1 * inputs[0], atol=1e-6)

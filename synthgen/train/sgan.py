@@ -52,7 +52,7 @@ class SGANOptions(Section):
     )
     consistency_weight: float = Field(
         0.0, ge=0,
-        description="Weight of the consistency term: D's class probabilities on a shifted copy of each real image match those on the image (Laine & Aila 2017's Pi-model; CT-GAN, Wei et al. 2018), ramped up over the first quarter of the steps; on unlabelled images (on the labelled ones with supervised_only); 0 = off.",
+        description="Weight of the consistency term: D's class probabilities on a shifted copy of each real image match those on the image (Laine & Aila 2017's Pi-model; CT-GAN, Wei et al. 2018), ramped up over the first quarter of train.steps (under train.budget too, where steps is the upper limit: a run the budget stops early may not reach the full weight; counting steps keeps a resumed run equal to an uninterrupted one); on unlabelled images (on the labelled ones with supervised_only); 0 = off.",
     )
     dropout: float = Field(0.5, ge=0, lt=1, description="Dropout on D's trunk features before its classifier (regularises the few labels).")
     conditional_g: bool = Field(False, description="G takes the class too (AC-GAN-style cross-entropy on its images), so `synthgen sample` can draw a class.")

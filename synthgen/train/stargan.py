@@ -10,6 +10,9 @@ and per G step (after train.n_dis D steps):
           [+ lambda_id |x - G(x, c)|_1, CycleGAN's identity term, off by default]
           (with options.cycle_noise, the cycle translates G(x, c') + noise back)
           [+ lambda_mask mean(A), with options.attention's keep-mask A (GANimation's), off by default]
+G's batch-norm running statistics, which `translate` normalises by, come from
+the translation pass alone: the cycle and identity passes see other inputs
+(G's own images; each image's own class) and would shift them.
 The domain head learns the domains from real images only, and G is pushed
 to make images it classifies as c'; the cycle term (weight 10) makes G keep
 what is not the domain: the layout, the pose, the shape.
@@ -41,7 +44,7 @@ from synthgen.losses import gradient_penalty
 from synthgen.models.stargan import build_stargan
 from synthgen.recipe import Section, method_options
 from synthgen.train.cgan import ConditionalGAN, alternating_updates
-from synthgen.train.translation import TranslationMethod, eval_mode
+from synthgen.train.translation import TranslationMethod, eval_mode, running_stats_kept
 
 GRID_INPUTS = 2  # input images per class in the training grids
 
@@ -132,12 +135,14 @@ class StarGAN(TranslationMethod):
             fake_src, fake_cls = self.D(fake)
             adversarial = self.loss.generator(fake_src)
             cls = self.domains.loss(fake_cls, targets)
-            rec = (self.G(self._cycle_input(fake), domains).float() - real.float()).abs().mean()
+            with running_stats_kept(self.G):  # G's running statistics are those of the translation above alone
+                rec = (self.G(self._cycle_input(fake), domains).float() - real.float()).abs().mean()
+                identity = (self.G(real, domains).float() - real.float()).abs().mean() if self.options.lambda_id > 0 else None
             total = adversarial + self.options.lambda_cls * cls + self.options.lambda_rec * rec
             terms = {"g_loss": adversarial, "g_cls": cls, "cycle": rec}
-            if self.options.lambda_id > 0:
-                terms["identity"] = (self.G(real, domains).float() - real.float()).abs().mean()
-                total = total + self.options.lambda_id * terms["identity"]
+            if identity is not None:
+                terms["identity"] = identity
+                total = total + self.options.lambda_id * identity
             if keep is not None:
                 terms["keep"] = keep.float().mean()  # logged with or without its penalty
                 total = total + self.options.lambda_mask * terms["keep"]

@@ -80,6 +80,22 @@ class TranslationMethod:
 
 
 @contextmanager
+def running_stats_kept(network: torch.nn.Module):
+    """Batch norm inside the block normalises by the batch's statistics, as in training, but leaves the running
+    statistics as they were (momentum 0), so that a pass whose inputs are not what the network sees at inference
+    (StarGAN's cycle: G's own, noisy outputs) does not shift how it normalises there."""
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+
+@contextmanager
 def eval_mode(*networks: torch.nn.Module):
     """Networks in eval mode (no dropout, BN running statistics) inside the block, as they were after it."""
     modes = [network.training for network in networks]
