@@ -307,10 +307,18 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _model_keys_fit_the_backbone(self, info: ValidationInfo) -> "Recipe":
-        from synthgen.models.registry import backbones_reading, keys_other_backbones_read
+        from synthgen.models.registry import backbones_reading, keys_only_translation_reads, keys_other_backbones_read, keys_translation_ignores
 
         if not (info.context or {}).get("new_run"):
             return self  # a trained run's recipe is read as it was saved: refusing it now would strand its weights
+        if translates(self):  # its networks are the translator and a PatchGAN-style D, not a backbone
+            ignored = keys_translation_ignores(self.model)
+            if ignored:
+                raise ValueError(f"model.{ignored[0]}: not read by {self.method}'s networks (the {self.model.translator} translator and its D); remove the key")
+            return self
+        only_translation = keys_only_translation_reads(self.model)
+        if only_translation:
+            raise ValueError(f"model.{only_translation[0]}: read only by the translation methods (pix2pix, cyclegan, stargan), and method is {self.method}; remove the key")
         ignored = keys_other_backbones_read(self.model)  # set for another backbone: this one would ignore them
         if ignored:
             key, readers = ignored[0], backbones_reading(ignored[0])

@@ -360,6 +360,29 @@ def test_a_model_key_the_backbone_would_ignore_is_an_error(tmp_path, key, value,
     assert "{" not in message, message
 
 
+@pytest.mark.parametrize("method, model, key", [
+    ("stargan", "translator: resnet\n  norm: batch\n  z_dim: 64", "z_dim"),
+    ("cyclegan", "translator: resnet\n  backbone: r3", "backbone"),
+    ("pix2pix", "translator: unet\n  n_blocks: 6", "n_blocks"),  # a resnet translator's key on a unet one
+    ("pix2pix", "minibatch_discrimination: {kernels: 100}", "minibatch_discrimination"),
+])
+def test_a_model_key_a_translation_method_would_ignore_is_an_error(tmp_path, method, model, key):
+    message = recipe_error(write(tmp_path, f"method: {method}\nloss:\n  type: {'wgan-gp' if method == 'stargan' else 'lsgan'}\nmodel:\n  {model}\n"))
+    assert f"model.{key}: not read by {method}'s networks" in message, message
+
+
+@pytest.mark.parametrize("key, value", [("n_blocks", 6), ("translator", "resnet"), ("norm", "batch"), ("d_layers", 4), ("dropout", 0.2)])
+def test_a_translation_only_key_on_a_generating_method_is_an_error(tmp_path, key, value):
+    message = recipe_error(write(tmp_path, f"model:\n  {key}: {value}\n"))
+    assert f"model.{key}: read only by the translation methods" in message and "method is cgan" in message, message
+
+
+def test_a_translators_own_keys_and_the_widths_are_accepted(tmp_path):
+    star = load_recipe(write(tmp_path, "method: stargan\nloss:\n  type: wgan-gp\nmodel:\n  translator: resnet\n  norm: batch\n  n_blocks: 2\n  g_upsample: resize\n  g_channels: 16\n"))
+    assert (star.model.n_blocks, star.model.g_upsample, star.model.g_channels) == (2, "resize", 16)
+    assert load_recipe(write(tmp_path, "method: pix2pix\nloss:\n  type: lsgan\nmodel:\n  dropout: 0.2\n  d_layers: 2\n")).model.dropout == 0.2
+
+
 def test_a_backbone_key_at_its_default_or_on_its_own_backbone_is_accepted(tmp_path):
     assert load_recipe(write(tmp_path, "model:\n  backbone: r3\n  g_upsample: transposed\n")).model.backbone == "r3"
     assert load_recipe(write(tmp_path, "model:\n  backbone: r3\n  group_width: 8\n")).model.group_width == 8

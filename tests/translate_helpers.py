@@ -15,7 +15,7 @@ def tiny_translation_recipe(method: str, root: Path, out_dir: Path, name: str = 
         "seed": 0,
         "method": method,
         "data": {"root": str(root), "image_size": 32, "hflip": True},
-        "model": {"translator": "unet" if method == "pix2pix" else "resnet", "g_channels": 8, "d_channels": 8, "d_layers": 2, "n_blocks": 2},
+        "model": {"g_channels": 8, "d_channels": 8, "d_layers": 2, **({"translator": "unet"} if method == "pix2pix" else {"translator": "resnet", "n_blocks": 2})},
         "loss": {"type": "lsgan"},
         "train": {"steps": 6, "batch_size": 4, "log_every": 2, "sample_every": 3, "checkpoint_every": 2, "out_dir": str(out_dir)},
     }

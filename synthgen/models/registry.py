@@ -54,8 +54,27 @@ def keys_other_backbones_read(model_cfg) -> list[str]:
     """Model keys set away from their default that only other backbones read: they would be ignored without a word."""
     _load_families()
     specific = frozenset().union(*(backbone.reads for backbone in BACKBONES.values()))
-    fields = type(model_cfg).model_fields
-    return sorted(key for key in specific - get_backbone(model_cfg.backbone).reads if getattr(model_cfg, key) != fields[key].default)
+    return sorted(key for key in specific - get_backbone(model_cfg.backbone).reads if _changed(model_cfg, key))
+
+
+def keys_translation_ignores(model_cfg) -> list[str]:
+    """Model keys set away from their default that a translation method's networks (its translator, the
+    PatchGAN-style D) never read: they would be ignored without a word."""
+    _load_translators()
+    reads = TRANSLATION_KEYS | TRANSLATOR_READS.get(model_cfg.translator, frozenset())
+    return sorted(key for key in type(model_cfg).model_fields.keys() - reads if _changed(model_cfg, key))
+
+
+def keys_only_translation_reads(model_cfg) -> list[str]:
+    """Model keys set away from their default that only the translation methods read (a backbone would ignore them)."""
+    _load_families()
+    _load_translators()
+    translation = TRANSLATION_KEYS.union(*TRANSLATOR_READS.values())
+    return sorted(key for key in translation - frozenset().union(*(b.reads for b in BACKBONES.values())) - WIDTH_KEYS if _changed(model_cfg, key))
+
+
+def _changed(model_cfg, key: str) -> bool:
+    return getattr(model_cfg, key) != type(model_cfg).model_fields[key].get_default(call_default_factory=True)
 
 
 def backbones_reading(key: str) -> list[str]:
@@ -72,15 +91,22 @@ def _load_families() -> None:
 # for any H, W that are multiples of its `stride` attribute.
 
 TRANSLATORS: dict[str, Callable[..., nn.Module]] = {}  # (model_cfg, image_size, in_channels, out_channels) -> G
+TRANSLATOR_READS: dict[str, frozenset[str]] = {}  # the model keys a translator reads beyond TRANSLATION_KEYS
+WIDTH_KEYS = frozenset({"g_channels", "d_channels", "max_channels"})
+# The model keys every translation method (pix2pix, cyclegan, stargan) reads: its translator's and D's.
+TRANSLATION_KEYS = WIDTH_KEYS | {"translator", "norm", "d_layers"}
 
 
-def register_translator(name: str, builder) -> None:
-    TRANSLATORS[name] = builder
+def register_translator(name: str, builder, reads: frozenset[str] = frozenset()) -> None:
+    TRANSLATORS[name], TRANSLATOR_READS[name] = builder, reads
+
+
+def _load_translators() -> None:
+    from synthgen.models import resnet_translator, unet  # noqa: F401 - importing registers them
 
 
 def build_translator(model_cfg, image_size: int, in_channels: int, out_channels: int) -> nn.Module:
-    from synthgen.models import resnet_translator, unet  # noqa: F401 - importing registers them
-
+    _load_translators()
     if model_cfg.translator not in TRANSLATORS:
         raise SynthgenError(f"model.translator: unknown translator '{model_cfg.translator}' (known: {', '.join(sorted(TRANSLATORS))})")
     return TRANSLATORS[model_cfg.translator](model_cfg, image_size, in_channels, out_channels)

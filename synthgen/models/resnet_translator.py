@@ -64,4 +64,4 @@ def build_resnet_translator(cfg, image_size: int, in_channels: int, out_channels
     return ResnetTranslator(in_channels, out_channels, cfg.g_channels, cfg.n_blocks, cfg.norm, cfg.max_channels, cfg.g_upsample)
 
 
-register_translator("resnet", build_resnet_translator)
+register_translator("resnet", build_resnet_translator, reads=frozenset({"n_blocks", "g_upsample"}))

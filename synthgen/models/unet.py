@@ -71,4 +71,4 @@ def build_unet(cfg, image_size: int, in_channels: int, out_channels: int) -> UNe
     return UNetGenerator(in_channels, out_channels, cfg.g_channels, unet_depth(image_size), cfg.norm, cfg.dropout, cfg.max_channels)
 
 
-register_translator("unet", build_unet)
+register_translator("unet", build_unet, reads=frozenset({"dropout"}))
