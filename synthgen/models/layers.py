@@ -26,6 +26,11 @@ def spectral(layer: nn.Module, enabled: bool) -> nn.Module:
     return nn.utils.parametrizations.spectral_norm(layer) if enabled else layer
 
 
+def batch_norms(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every batch-norm layer of a network (the layers with running statistics)."""
+    return [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 class PlainBatchNorm(nn.BatchNorm2d):
     """Batch norm with the (x, y) call signature of the conditional one."""
 

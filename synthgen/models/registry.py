@@ -57,22 +57,6 @@ def keys_other_backbones_read(model_cfg) -> list[str]:
     return sorted(key for key in specific - get_backbone(model_cfg.backbone).reads if _changed(model_cfg, key))
 
 
-def keys_translation_ignores(model_cfg) -> list[str]:
-    """Model keys set away from their default that a translation method's networks (its translator, the
-    PatchGAN-style D) never read: they would be ignored without a word."""
-    _load_translators()
-    reads = TRANSLATION_KEYS | TRANSLATOR_READS.get(model_cfg.translator, frozenset())
-    return sorted(key for key in type(model_cfg).model_fields.keys() - reads if _changed(model_cfg, key))
-
-
-def keys_only_translation_reads(model_cfg) -> list[str]:
-    """Model keys set away from their default that only the translation methods read (a backbone would ignore them)."""
-    _load_families()
-    _load_translators()
-    translation = TRANSLATION_KEYS.union(*TRANSLATOR_READS.values())
-    return sorted(key for key in translation - frozenset().union(*(b.reads for b in BACKBONES.values())) - WIDTH_KEYS if _changed(model_cfg, key))
-
-
 def _changed(model_cfg, key: str) -> bool:
     return getattr(model_cfg, key) != type(model_cfg).model_fields[key].get_default(call_default_factory=True)
 
@@ -103,6 +87,22 @@ def register_translator(name: str, builder, reads: frozenset[str] = frozenset())
 
 def _load_translators() -> None:
     from synthgen.models import resnet_translator, unet  # noqa: F401 - importing registers them
+
+
+def keys_translation_ignores(model_cfg) -> list[str]:
+    """Model keys set away from their default that a translation method's networks (its translator, the
+    PatchGAN-style D) never read: they would be ignored without a word."""
+    _load_translators()
+    reads = TRANSLATION_KEYS | TRANSLATOR_READS.get(model_cfg.translator, frozenset())
+    return sorted(key for key in type(model_cfg).model_fields.keys() - reads if _changed(model_cfg, key))
+
+
+def keys_only_translation_reads(model_cfg) -> list[str]:
+    """Model keys set away from their default that only the translation methods read (a backbone would ignore them)."""
+    _load_families()
+    _load_translators()
+    translation = TRANSLATION_KEYS.union(*TRANSLATOR_READS.values())
+    return sorted(key for key in translation - frozenset().union(*(b.reads for b in BACKBONES.values())) - WIDTH_KEYS if _changed(model_cfg, key))
 
 
 def build_translator(model_cfg, image_size: int, in_channels: int, out_channels: int) -> nn.Module:

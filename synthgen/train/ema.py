@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from synthgen.models.layers import batch_norms
+
 
 class EMA:
     """The average G. Either a decay per step (ramped up), or a half-life in images
@@ -47,7 +49,7 @@ def recalibrate_batchnorm(generator: nn.Module, inputs, device, seed: int, batch
     passes with a private generator (so training's RNG is untouched) give the
     averaged G its own. `inputs(n, gen)` draws n (latent, class) pairs on the CPU.
     """
-    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = batch_norms(generator)
     if not norms:
         return
     for norm in norms:

@@ -8,6 +8,7 @@ import torch
 
 from synthgen.imaging import to_model
 from synthgen.losses import LOSSES
+from synthgen.models.layers import batch_norms
 from synthgen.precision import Precision
 
 # losses.py's lsgan generator loss is 0.5 * (D(G(x)) - 1)^2 (Mao et al.); both papers use the plain
@@ -84,7 +85,7 @@ def running_stats_kept(network: torch.nn.Module):
     """Batch norm inside the block normalises by the batch's statistics, as in training, but leaves the running
     statistics as they were (momentum 0), so that a pass whose inputs are not what the network sees at inference
     (StarGAN's cycle: G's own, noisy outputs) does not shift how it normalises there."""
-    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    norms = batch_norms(network)
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.momentum = 0.0
