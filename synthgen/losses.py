@@ -23,6 +23,9 @@ class AdversarialLoss:
     generator: Callable[[Tensor, Tensor | None], Tensor]
     default_gp_weight: float = 0.0
     relativistic: bool = False  # G's loss needs D's logits on real images of the same step
+    # D's logits mean something only relative to each other (a pair's difference; a WGAN critic has no fixed
+    # offset), so "D calls this real" is the sign of D(real) - D(fake), not of D(real): what ADA's r_t reads.
+    offset_free: bool = False
 
 
 def _bce_d(real: Tensor, fake: Tensor) -> Tensor:
@@ -49,6 +52,7 @@ LOSSES: dict[str, AdversarialLoss] = {
         lambda real, fake: fake.float().mean() - real.float().mean(),
         lambda fake, real=None: -fake.float().mean(),
         default_gp_weight=10.0,
+        offset_free=True,
     ),
     # Relativistic pairing (Jolicoeur-Martineau 2018; R3GAN, Huang et al. 2024): each fake is judged
     # against a real of the same batch. With R1 + R2 (loss.r1_gamma, loss.r2_gamma) it provably has
@@ -57,6 +61,7 @@ LOSSES: dict[str, AdversarialLoss] = {
         lambda real, fake: F.softplus(fake.float() - real.float()).mean(),
         lambda fake, real: F.softplus(real.float() - fake.float()).mean(),
         relativistic=True,
+        offset_free=True,
     ),
 }
 

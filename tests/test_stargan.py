@@ -19,6 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from synthgen.balance import balance_dataset
+from synthgen.checkpoint import latest_checkpoint
 from synthgen.cli import app
 from synthgen.data.loading import load_labelled
 from synthgen.errors import SynthgenError
@@ -179,12 +180,37 @@ def test_the_identity_term_and_the_attention_mask_keep_more_of_the_input(four_cl
     assert all(a < 0.9 * p for a, p in zip(changed["attention"], changed["plain"])), changed
 
 
-def test_resume_is_bit_exact(four_classes, tmp_path):
-    short = {"checkpoint_every": 2, "sample_every": 2, "log_every": 1, "batch_size": 8}
+# ADA with a fast-moving p (a WGAN critic's r_t is the sign of D(real) - D(fake), which a fresh critic soon makes positive).
+ADA = {"diffaugment": ["translation", "cutout"], "ada_target": 0.1, "ada_kimg": 0.05, "ada_interval": 1}
+
+
+@pytest.mark.parametrize("augment", [{}, ADA], ids=["plain", "ada"])
+def test_resume_is_bit_exact(four_classes, tmp_path, augment):
+    """A resumed run equals an uninterrupted one, ADA's p (training state in the checkpoint) included."""
+    short = {"checkpoint_every": 2, "sample_every": 2, "log_every": 1, "batch_size": 8, **augment}
     whole = train(star_recipe(four_classes, tmp_path / "a", steps=4, **short))
     train(star_recipe(four_classes, tmp_path / "b", steps=2, **short))
+    if augment:
+        assert 0 < latest_checkpoint(tmp_path / "b" / "star").state["method_state"]["augment"]["p"] <= 1  # p moved
     resumed = train(star_recipe(four_classes, tmp_path / "b", steps=4, **short), resume=True)
     assert_same_tensors(final_tensors(whole.run_dir), final_tensors(resumed.run_dir))
+    a, b = (latest_checkpoint(r.run_dir).state.get("method_state") for r in (whole, resumed))
+    assert a == b
+
+
+@pytest.mark.parametrize("policies", [[], ["cutout"]])
+def test_diffaugment_reaches_d_in_the_d_and_the_g_step(four_classes, data, tmp_path, policies):
+    """With train.diffaugment D sees every image through it: the real and translated batches of a D step and the
+    translations of a G step. Cutout writes exact zeros (mid-grey), which no real or tanh pixel is."""
+    method = StarGAN(star_recipe(four_classes, tmp_path, diffaugment=policies), data, resolve_precision("fp32", torch.device("cpu")))
+    seen = []
+    method.D.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    method.discriminator_step(0, 0)
+    method.generator_step(0)
+    real, fake, _mixed, translated = seen  # the gradient penalty's blend of the two is the third
+    for batch in (real, fake, translated):
+        zeros = (batch == 0).flatten(1).sum(1)
+        assert bool((zeros >= 64).all()) if policies else int(zeros.sum()) == 0  # a 15 x 15 square cut at an edge keeps 8 x 8
 
 
 def test_balance_fills_a_rare_class_with_translations(star_run, four_classes, tmp_path):

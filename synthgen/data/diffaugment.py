@@ -114,8 +114,9 @@ class AdaptiveAugment:
     Without a target p is 1: plain DiffAugment. With one, p starts at 0 and
     every `interval` steps moves by sign(r_t - target) * (images seen in the
     interval) / (kimg * 1000), where r_t is D's overfitting measure over the
-    interval: E[sign(D(real))] (ADA's r_t) or, for a relativistic loss whose
-    logits only mean something relative to each other, E[sign(D(real) - D(fake))].
+    interval: E[sign(D(real))] (ADA's r_t) or, for a loss whose logits only mean
+    something relative to each other (relativistic pairing, a WGAN critic: the
+    loss's `offset_free`), E[sign(D(real) - D(fake))].
     p is training state: the loop saves it with each checkpoint and --resume restores it.
     """
 
@@ -157,6 +158,15 @@ class AdaptiveAugment:
         self.p = min(1.0, max(0.0, self.p + sign * self.step_size))
         self.signs, self.count = 0.0, 0
         return r_t
+
+    def adjusted_terms(self, step: int, mean_across_ranks=lambda stats: stats) -> dict[str, Tensor]:
+        """`adjust` after step `step`, and what to log: ada_p while adaptive (averaged over the log interval, like
+        the losses) and ada_rt when p moved."""
+        r_t = self.adjust(step, mean_across_ranks)
+        terms = {"ada_p": torch.tensor(self.p)} if self.adaptive else {}
+        if r_t is not None:
+            terms["ada_rt"] = torch.tensor(r_t)
+        return terms
 
     def state(self) -> dict:
         return {"p": self.p, "signs": self.signs, "count": self.count}

@@ -217,7 +217,7 @@ class ConditionalGAN:
                 terms["lecam"] = self.lecam(real_logits, fake_logits)
                 total = total + self.lecam.weight * terms["lecam"]
         self._update(self.opt_D, self.scaler_D, total)
-        self.augment.observe(real_logits, fake_logits if self.loss.relativistic else None)
+        self.augment.observe(real_logits, fake_logits if self.loss.offset_free else None)
         return terms
 
     def generator_step(self, step: int) -> dict[str, torch.Tensor]:
@@ -282,11 +282,7 @@ class ConditionalGAN:
         if self.recipe.conditioning.type != "acgan" or self.num_classes == 1:
             terms.pop("d_aux", None), terms.pop("g_aux", None)
         terms = {k: v.detach() for k, v in terms.items()}
-        r_t = self.augment.adjust(step, lambda stats: distributed.mean_across_ranks(stats, self.device))
-        if self.augment.adaptive:  # logged as averages over the log interval, like the losses
-            terms["ada_p"] = torch.tensor(self.augment.p)
-        if r_t is not None:
-            terms["ada_rt"] = torch.tensor(r_t)
+        terms.update(self.augment.adjusted_terms(step, lambda stats: distributed.mean_across_ranks(stats, self.device)))
         return terms
 
     # --- what the loop shows and saves ----------------------------------------

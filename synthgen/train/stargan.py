@@ -10,6 +10,11 @@ and per G step (after train.n_dis D steps):
           [+ lambda_id |x - G(x, c)|_1, CycleGAN's identity term, off by default]
           (with options.cycle_noise, the cycle translates G(x, c') + noise back)
           [+ lambda_mask mean(A), with options.attention's keep-mask A (GANimation's), off by default]
+With train.diffaugment, D (both heads) sees every image through DiffAugment's
+transforms (ADA's adaptive p with train.ada_target), real and translated, in
+the D and G steps alike, as for the generating methods: a rare domain of a few
+dozen images is what DiffAugment is for, and a domain head that must know the
+class under shifts and holes is harder to satisfy with a texture.
 G's batch-norm running statistics, which `translate` normalises by, come from
 the translation pass alone: the cycle and identity passes see other inputs
 (G's own images; each image's own class) and would shift them.
@@ -39,6 +44,7 @@ from pydantic import Field
 
 from synthgen.data.attributes import AttributedImages, load_attributed
 from synthgen.data.batches import BatchDrawer
+from synthgen.data.diffaugment import AdaptiveAugment
 from synthgen.data.loading import LabelledImages
 from synthgen.losses import gradient_penalty
 from synthgen.models.stargan import build_stargan
@@ -82,6 +88,7 @@ class StarGAN(TranslationMethod):
         gp = recipe.loss.gp_weight
         self.gp_weight = self.loss.default_gp_weight if gp is None else gp
         self.images_per_step = t.batch_size * (t.n_dis + 1)
+        self.augment = AdaptiveAugment(t.diffaugment, t.ada_target, t.ada_kimg, t.ada_interval, t.batch_size * t.n_dis)
 
     @staticmethod
     def load_data(recipe):
@@ -104,7 +111,19 @@ class StarGAN(TranslationMethod):
         if options.lambda_mask > 0 and not options.attention:
             raise ValueError(f"options.lambda_mask: {options.lambda_mask} weighs the keep-mask of options.attention, which is off; set options.attention: true or lambda_mask: 0")
 
+    # --- state the loop saves and restores: ADA's p ---------------------------
+
+    def training_state(self) -> dict:
+        return {"augment": self.augment.state()}
+
+    def load_training_state(self, state: dict) -> None:
+        if "augment" in state:
+            self.augment.load_state(state["augment"])
+
     # --- one step ------------------------------------------------------------
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        return self._input(self.augment(x))
 
     def discriminator_step(self, step: int, sub: int) -> dict[str, torch.Tensor]:
         real, domains = self.domains.real(step, sub, self.device)
@@ -112,6 +131,7 @@ class StarGAN(TranslationMethod):
         with self.precision.autocast():
             with torch.no_grad():
                 fake = self.G(real, self.domains.targets(step, sub, domains))
+            real, fake = self._augment(real), self._augment(fake)  # what D sees; the penalty below lies between them
             real_src, real_cls = self.D(real)
             fake_src, _ = self.D(fake)
             adversarial = self.loss.discriminator(real_src, fake_src)
@@ -123,6 +143,7 @@ class StarGAN(TranslationMethod):
                 total = total + self.gp_weight * gp
                 terms["gp"] = gp
         self._update(self.opt_D, self.scaler_D, total)
+        self.augment.observe(real_src, fake_src if self.loss.offset_free else None)
         return terms
 
     def generator_step(self, step: int) -> dict[str, torch.Tensor]:
@@ -132,7 +153,7 @@ class StarGAN(TranslationMethod):
         self.D.requires_grad_(False)  # no D gradients needed for G's update
         with self.precision.autocast():
             fake, keep = self.G.edit(real, targets)
-            fake_src, fake_cls = self.D(fake)
+            fake_src, fake_cls = self.D(self._augment(fake))
             adversarial = self.loss.generator(fake_src)
             cls = self.domains.loss(fake_cls, targets)
             with running_stats_kept(self.G):  # G's running statistics are those of the translation above alone
@@ -159,7 +180,7 @@ class StarGAN(TranslationMethod):
         return fake + self.options.cycle_noise * torch.randn_like(fake)
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
-        return alternating_updates(self, step)
+        return {**alternating_updates(self, step), **self.augment.adjusted_terms(step)}
 
     @torch.no_grad()
     def grid_images(self) -> tuple[torch.Tensor, int]:
