@@ -327,6 +327,23 @@ class Recipe(Section):
         return self
 
     @model_validator(mode="after")
+    def _keys_the_method_reads(self, info: ValidationInfo) -> "Recipe":
+        """A train, loss or conditioning key set away from its default that neither the loop nor the method reads
+        would be ignored without a word (l1_weight on acgan, diffaugment on pix2pix): refuse it."""
+        from synthgen.train import METHODS
+        from synthgen.train.loop import LOOP_KEYS
+
+        if not (info.context or {}).get("new_run"):
+            return self  # a trained run's recipe is read as it was saved
+        reads = LOOP_KEYS | METHODS[self.method].reads
+        for section in ("conditioning", "loss", "train"):
+            config = getattr(self, section)
+            for key, field in type(config).model_fields.items():
+                if f"{section}.{key}" not in reads and getattr(config, key) != field.get_default(call_default_factory=True):
+                    raise ValueError(f"{section}.{key}: not read by method {self.method}; remove the key")
+        return self
+
+    @model_validator(mode="after")
     def _keys_agree(self) -> "Recipe":
         if translates(self):
             from synthgen.train import METHODS

@@ -13,8 +13,11 @@ import yaml
 from synthgen.errors import SynthgenError
 from synthgen.recipe import (
     BUNDLED_RECIPES,
+    ConditioningConfig,
+    LossConfig,
     ModelConfig,
     Recipe,
+    TrainConfig,
     apply_override,
     bundled_recipes,
     describe_keys,
@@ -23,6 +26,8 @@ from synthgen.recipe import (
     validate,
 )
 from synthgen.models.registry import get_backbone, known_backbones
+from synthgen.train import METHODS
+from synthgen.train.loop import LOOP_KEYS
 from tests.cli import synthgen
 
 REPO = Path(__file__).resolve().parents[1]
@@ -375,6 +380,40 @@ def test_a_model_key_a_translation_method_would_ignore_is_an_error(tmp_path, met
 def test_a_translation_only_key_on_a_generating_method_is_an_error(tmp_path, key, value):
     message = recipe_error(write(tmp_path, f"model:\n  {key}: {value}\n"))
     assert f"model.{key}: read only by the translation methods" in message and "method is cgan" in message, message
+
+
+@pytest.mark.parametrize("method, setting, key", [
+    ("cgan", "loss:\n  l1_weight: 50", "loss.l1_weight"),  # pix2pix's
+    ("cgan", "train:\n  pool_size: 0", "train.pool_size"),  # cyclegan's
+    ("pix2pix", "train:\n  diffaugment: [translation]", "train.diffaugment"),
+    ("pix2pix", "train:\n  n_dis: 2", "train.n_dis"),
+    ("cyclegan", "train:\n  ema: false", "train.ema"),  # the translators keep no EMA copy
+    ("cyclegan", "conditioning:\n  type: acgan", "conditioning.type"),
+    ("stargan", "loss:\n  type: wgan-gp\n  cycle_weight: 5", "loss.cycle_weight"),  # stargan's is options.lambda_rec
+    ("stargan", "loss:\n  type: wgan-gp\n  r1_gamma: 1", "loss.r1_gamma"),
+    ("stargan", "loss:\n  type: wgan-gp\ntrain:\n  patience: 3", "train.patience"),  # no evaluation at checkpoints
+])
+def test_a_train_or_loss_key_the_method_would_ignore_is_an_error(tmp_path, method, setting, key):
+    model = "model:\n  translator: resnet\n  norm: batch\n" if method == "stargan" else ""
+    message = recipe_error(write(tmp_path, f"method: {method}\n{model}{setting}\n"))
+    assert f"{key}: not read by method {method}; remove the key" in message, message
+
+
+def test_every_train_loss_and_conditioning_key_is_read_by_the_loop_or_a_method():
+    """A new key that nothing declares would be refused everywhere: declare it in loop.LOOP_KEYS or a method's `reads`."""
+    declared = LOOP_KEYS.union(*(method.reads for method in METHODS.values()))
+    sections = {"conditioning": ConditioningConfig, "loss": LossConfig, "train": TrainConfig}
+    every = {f"{name}.{key}" for name, config in sections.items() for key in config.model_fields}
+    assert every - declared == set() and declared - every == set()
+
+
+def test_a_methods_own_train_and_loss_keys_are_accepted(tmp_path):
+    star = load_recipe(write(tmp_path, "method: stargan\nmodel:\n  translator: resnet\n  norm: batch\nloss:\n  type: wgan-gp\n  gp_weight: 5\n"
+                                       "train:\n  n_dis: 3\n  diffaugment: [translation, cutout]\n  ada_target: 0.6\n  lr_decay: linear\n"))
+    assert (star.train.n_dis, star.train.ada_target, star.loss.gp_weight) == (3, 0.6, 5)
+    cycle = load_recipe(write(tmp_path, "method: cyclegan\nloss:\n  type: lsgan\n  cycle_weight: 5\ntrain:\n  pool_size: 0\n  budget: 10m\n"))
+    assert (cycle.loss.cycle_weight, cycle.train.pool_size) == (5, 0)
+    assert load_recipe(write(tmp_path, "loss:\n  r1_gamma: 1\ntrain:\n  ema: false\n  patience: 2\n")).train.patience == 2
 
 
 def test_a_translators_own_keys_and_the_widths_are_accepted(tmp_path):

@@ -255,6 +255,15 @@ def _restore(method, checkpoint: ckpt.Checkpoint, device: torch.device) -> int:
 
 METHOD_STATE = "method_state"  # state.json key: what the method keeps beside weights and optimisers
 
+# The train / loss / conditioning keys the loop reads for every method; a method declares the others it reads
+# (`reads`), and recipe.py refuses a key set away from its default that neither reads.
+LOOP_KEYS = frozenset({
+    "loss.type", "train.steps", "train.batch_size", "train.lr_g", "train.lr_d", "train.beta1", "train.beta2",
+    "train.budget", "train.init_from", "train.precision", "train.compile", "train.device", "train.log_every",
+    "train.sample_every", "train.checkpoint_every", "train.keep_checkpoints", "train.out_dir", "train.lr_decay",
+    "train.decay_kimg", "train.lr_final_ratio", "train.on_nonfinite", "train.nonfinite_retries", "train.nonfinite_lr_factor",
+})
+
 # Keys that say how to run, not what is trained: they may change on --resume.
 RESUMABLE_CHANGES = {
     "name", "description", "data.root", "data.strict", "train.steps", "train.log_every", "train.sample_every",

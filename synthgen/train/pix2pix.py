@@ -17,6 +17,7 @@ from synthgen.train.translation import TranslationMethod, eval_mode
 
 
 class Pix2Pix(TranslationMethod):
+    reads = frozenset({"loss.l1_weight"})
     load_images = staticmethod(load_paired)
 
     def __init__(self, recipe, data: TranslationImages, precision):
