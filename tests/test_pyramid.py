@@ -180,7 +180,7 @@ def test_resume_is_bit_exact(method, four_classes, tmp_path):
         ("stackgan", {"options": {"upscale": 3}}, "options.upscale"),
         ("stackgan", {"options": {"kl_weight": -1}}, "options.kl_weight"),
         ("stackgan", {"loss": {"type": "rpgan"}}, "loss.type: stackgan uses"),
-        ("lapgan", {"loss": {"r1_gamma": 1.0}}, "loss.r1_gamma: not used by lapgan"),
+        ("lapgan", {"model": {"minibatch_std": True}}, "model.minibatch_std: not used by lapgan"),
         ("lapgan", {"model": {"pack": 2}}, "model.pack"),
     ],
 )

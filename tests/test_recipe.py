@@ -392,6 +392,8 @@ def test_a_translation_only_key_on_a_generating_method_is_an_error(tmp_path, key
     ("stargan", "loss:\n  type: wgan-gp\n  cycle_weight: 5", "loss.cycle_weight"),  # stargan's is options.lambda_rec
     ("stargan", "loss:\n  type: wgan-gp\n  r1_gamma: 1", "loss.r1_gamma"),
     ("stargan", "loss:\n  type: wgan-gp\ntrain:\n  patience: 3", "train.patience"),  # no evaluation at checkpoints
+    ("lapgan", "loss:\n  r1_gamma: 1", "loss.r1_gamma"),  # a family that narrows ConditionalGAN's keys
+    ("stackgan", "train:\n  diffaugment: [cutout]", "train.diffaugment"),
 ])
 def test_a_train_or_loss_key_the_method_would_ignore_is_an_error(tmp_path, method, setting, key):
     model = "model:\n  translator: resnet\n  norm: batch\n" if method == "stargan" else ""

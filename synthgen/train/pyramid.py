@@ -43,6 +43,12 @@ from synthgen.train.vaegan import kl_divergence
 class MultiScaleGAN(ConditionalGAN):
     """The step shared by both families: one adversarial loss per resolution, summed; subclasses say what each D sees."""
 
+    # No penalties, LeCam or augmentation: each level's D is a plain DCGAN-style D (recipe.py refuses these keys).
+    reads = ConditionalGAN.reads - {
+        "loss.gp_weight", "loss.r1_gamma", "loss.r2_gamma", "loss.r1_every", "loss.lecam_weight", "loss.lecam_decay",
+        "train.diffaugment", "train.ada_target", "train.ada_kimg", "train.ada_interval",
+    }
+
     @staticmethod
     def check_recipe(recipe) -> None:
         name = recipe.method
@@ -50,12 +56,8 @@ class MultiScaleGAN(ConditionalGAN):
             raise ValueError(f"model.pack: {name}'s Ds judge each image; use 1")
         if LOSSES[recipe.loss.type].relativistic or recipe.loss.type == "wgan-gp":
             raise ValueError(f"loss.type: {name} uses a loss of D's own logits per resolution (ns, minimax, hinge or lsgan; got {recipe.loss.type})")
-        unused = {"loss.r1_gamma": recipe.loss.r1_gamma, "loss.r2_gamma": recipe.loss.r2_gamma,
-                  "loss.lecam_weight": recipe.loss.lecam_weight, "loss.gp_weight": recipe.loss.gp_weight or 0,
-                  "train.diffaugment": recipe.train.diffaugment, "model.minibatch_std": recipe.model.minibatch_std}
-        for key, value in unused.items():
-            if value:
-                raise ValueError(f"{key}: not used by {name}; leave it unset")
+        if recipe.model.minibatch_std:
+            raise ValueError(f"model.minibatch_std: not used by {name}; leave it unset")
 
     # --- G's input: z, and the extra noise a family needs (per-level z, eps of c) ---------------
 
