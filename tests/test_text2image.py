@@ -176,13 +176,18 @@ def test_prompts_differing_only_in_bright_or_dark_differ_in_mean_intensity(text_
 
 
 def test_resume_is_bit_exact(captioned, tmp_path):
+    """ADA included: p moves (it used to stay at 0, leaving train.diffaugment off, when ada_target was set) and is
+    training state, so the resumed run equals the uninterrupted one."""
     root, _ = captioned
-    whole = train(text_recipe(root, tmp_path / "a", steps=6))
-    train(text_recipe(root, tmp_path / "b", steps=3))
-    resumed = train(text_recipe(root, tmp_path / "b", steps=6), resume=True)
+    ada = {"diffaugment": ["translation", "cutout"], "ada_target": 0.1, "ada_kimg": 0.05, "ada_interval": 1}
+    whole = train(text_recipe(root, tmp_path / "a", steps=6, **ada))
+    train(text_recipe(root, tmp_path / "b", steps=3, **ada))
+    resumed = train(text_recipe(root, tmp_path / "b", steps=6, **ada), resume=True)
     assert_same_tensors(final_tensors(whole.run_dir), final_tensors(resumed.run_dir))
     state = json.loads((latest_checkpoint(whole.run_dir).path / "state.json").read_text())
     assert state["method_state"]["vocabulary"][:2] == ["<pad>", "<unk>"] and state["vocabulary_size"] == len(state["method_state"]["vocabulary"])
+    assert 0 < state["method_state"]["augment"]["p"] <= 1
+    assert state["method_state"] == latest_checkpoint(resumed.run_dir).state["method_state"]
 
 
 # --- sample --text / --captions -----------------------------------------------------------

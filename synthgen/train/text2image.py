@@ -117,6 +117,13 @@ class CaptionBatches:
 class Text2Image(ConditionalGAN):
     """GAN-CLS + GAN-INT + conditioning augmentation; reuses ConditionalGAN's saving, EMA and update helpers."""
 
+    # The caption conditions (no conditioning.*); D's loss is GAN-CLS's own, without penalties or LeCam; no
+    # per-class evaluation at checkpoints for train.patience to stop on.
+    reads = ConditionalGAN.reads - {
+        "conditioning.type", "conditioning.aux_weight", "loss.gp_weight", "loss.r1_gamma", "loss.r2_gamma", "loss.r1_every",
+        "loss.lecam_weight", "loss.lecam_decay", "train.unroll_steps", "train.unroll_backprop", "train.patience",
+    }
+
     Options = Text2ImageOptions
     text_conditioned = True  # `synthgen sample --text` / --captions
     distributed = False  # its text encoder and caption batches are not sharded
@@ -150,8 +157,6 @@ class Text2Image(ConditionalGAN):
             raise ValueError("model.pack: text2image's D judges one (image, caption) pair at a time; use 1")
         if recipe.data.hflip:
             raise ValueError("data.hflip: captions may say left or right; use false")
-        if loss.r1_gamma or loss.r2_gamma or loss.lecam_weight or loss.gp_weight:
-            raise ValueError("loss: text2image has no R1, R2, LeCam or gradient penalty; set them to 0")
 
     @staticmethod
     def load_data(recipe) -> tuple[CaptionedImages, object]:
@@ -241,7 +246,7 @@ class Text2Image(ConditionalGAN):
         return terms
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
-        return alternating_updates(self, step)  # without ConditionalGAN's AC-GAN terms and ADA (refused here)
+        return {**alternating_updates(self, step), **self.augment.adjusted_terms(step)}  # without ConditionalGAN's AC-GAN terms
 
     # --- sampling, grids ----------------------------------------------------------------
 
