@@ -394,6 +394,8 @@ def test_a_translation_only_key_on_a_generating_method_is_an_error(tmp_path, key
     ("stargan", "loss:\n  type: wgan-gp\ntrain:\n  patience: 3", "train.patience"),  # no evaluation at checkpoints
     ("lapgan", "loss:\n  r1_gamma: 1", "loss.r1_gamma"),  # a family that narrows ConditionalGAN's keys
     ("stackgan", "train:\n  diffaugment: [cutout]", "train.diffaugment"),
+    ("sgan", "loss:\n  lecam_weight: 0.1", "loss.lecam_weight"),
+    ("text2image", "loss:\n  r1_gamma: 1", "loss.r1_gamma"),
 ])
 def test_a_train_or_loss_key_the_method_would_ignore_is_an_error(tmp_path, method, setting, key):
     model = "model:\n  translator: resnet\n  norm: batch\n" if method == "stargan" else ""

@@ -71,6 +71,8 @@ class SemiSupervisedImages(LabelledImages):
 
 class SemiSupervisedGAN(ConditionalGAN):
     Options = SGANOptions
+    # D is a classifier first: no gradient penalties or LeCam on its logsumexp logit.
+    reads = ConditionalGAN.reads - {"loss.gp_weight", "loss.r1_gamma", "loss.r2_gamma", "loss.r1_every", "loss.lecam_weight", "loss.lecam_decay"}
 
     def __init__(self, recipe, data: SemiSupervisedImages, precision):
         super().__init__(recipe, data, precision)
@@ -95,10 +97,6 @@ class SemiSupervisedGAN(ConditionalGAN):
             raise ValueError("model.minibatch_discrimination: sgan's D is a classifier without it; use kernels: 0")
         if recipe.loss.type not in SGAN_LOSSES:
             raise ValueError(f"loss.type: sgan applies the loss to D's logsumexp logit; use one of {', '.join(SGAN_LOSSES)} (got {recipe.loss.type})")
-        used = {"loss.r1_gamma": recipe.loss.r1_gamma, "loss.r2_gamma": recipe.loss.r2_gamma, "loss.lecam_weight": recipe.loss.lecam_weight, "loss.gp_weight": recipe.loss.gp_weight or 0}
-        for key, value in used.items():
-            if value:
-                raise ValueError(f"{key}: not used by sgan; set it to 0")
 
     @staticmethod
     def load_data(recipe):
