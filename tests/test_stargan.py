@@ -244,6 +244,20 @@ def test_cycle_noise_is_added_to_what_the_cycle_translates_back(four_classes, da
         assert float(cycled.std()) == pytest.approx(noise, abs=0.01) and float(cycled.mean()) == pytest.approx(0.0, abs=0.01)
 
 
+def test_cycle_blur_wipes_out_fine_texture_and_keeps_coarse_structure(four_classes, data, tmp_path):
+    """options.cycle_blur: a pixel checkerboard (the finest pattern a code could hide in) is gone from what the cycle
+    translates back, while a half-black, half-white image keeps its halves; off, both go back untouched."""
+    rows, cols = torch.meshgrid(torch.arange(28), torch.arange(28), indexing="ij")
+    checker = ((rows + cols) % 2 * 2 - 1).float().expand(4, 1, 28, 28)
+    halves = torch.where(cols < 14, -1.0, 1.0).float().expand(4, 1, 28, 28)
+    blurred = StarGAN(star_recipe(four_classes, tmp_path, options={"cycle_blur": 1.0}), data, resolve_precision("fp32", torch.device("cpu")))
+    assert float(blurred._cycle_input(checker).std()) < 0.05  # from 1.0
+    kept = blurred._cycle_input(halves)
+    assert float(kept[..., :10].mean()) < -0.95 and float(kept[..., 18:].mean()) > 0.95
+    plain = StarGAN(star_recipe(four_classes, tmp_path), data, resolve_precision("fp32", torch.device("cpu")))
+    assert torch.equal(plain._cycle_input(checker), checker) and torch.equal(plain._cycle_input(halves), halves)
+
+
 def test_running_stats_kept_normalises_by_the_batch_and_leaves_the_running_statistics():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)).train()

@@ -8,7 +8,7 @@ targets c':
 and per G step (after train.n_dis D steps):
     L_G = -D_src(G(x, c')) + lambda_cls CE(D_cls(G(x, c')), c') + lambda_rec |x - G(G(x, c'), c)|_1
           [+ lambda_id |x - G(x, c)|_1, CycleGAN's identity term, off by default]
-          (with options.cycle_noise, the cycle translates G(x, c') + noise back)
+          (with options.cycle_blur / cycle_noise, the cycle translates G(x, c') blurred / + noise back)
           [+ lambda_mask mean(A), with options.attention's keep-mask A (GANimation's), off by default]
 With train.diffaugment, D (both heads) sees every image through DiffAugment's
 transforms (ADA's adaptive p with train.ada_target), real and translated, in
@@ -38,9 +38,12 @@ each input.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torchvision.transforms.functional import gaussian_blur
 
 from synthgen.data.attributes import AttributedImages, load_attributed
 from synthgen.data.batches import BatchDrawer
@@ -61,6 +64,10 @@ class StarGANOptions(Section):
     cycle_noise: float = Field(
         0.0, ge=0,
         description="Std of Gaussian noise added to G(x, c') before it is translated back for the cycle term (Bashkirova et al. 2019): G can no longer hide x in a faint pattern, so it must keep x's structure where it shows. 0 = off.",
+    )
+    cycle_blur: float = Field(
+        0.0, ge=0,
+        description="Std in pixels of a Gaussian blur applied to G(x, c') (before options.cycle_noise) before the cycle translates it back: a code hidden in fine texture, at any amplitude, is wiped out, so what G keeps of x must be coarse enough to see. 0 = off.",
     )
     lambda_id: float = Field(0.0, ge=0, description="Weight of the identity term |x - G(x, c)|_1 (into its own class, x is kept; CycleGAN's, not the paper's): 0 = off.")
     attention: bool = Field(False, description="GANimation's keep-mask: G also gives A in [0, 1] and its image is A * input + (1 - A) * G's colours, so untouched regions are the input's own.")
@@ -173,12 +180,17 @@ class StarGAN(TranslationMethod):
         return terms
 
     def _cycle_input(self, fake: torch.Tensor) -> torch.Tensor:
-        """What the cycle translates back: G's image, plus noise with options.cycle_noise. A translator trained with a
-        cycle term learns to hide its input in a faint pattern D does not see and the way back decodes
-        (Chu et al. 2017, "CycleGAN, a master of steganography"); noise wipes such a pattern out."""
-        if self.options.cycle_noise <= 0:
-            return fake
-        return fake + self.options.cycle_noise * torch.randn_like(fake)
+        """What the cycle translates back: G's image, blurred with options.cycle_blur, plus noise with
+        options.cycle_noise. A translator trained with a cycle term learns to hide its input in a faint pattern D
+        does not see and the way back decodes (Chu et al. 2017, "CycleGAN, a master of steganography"); noise wipes
+        out a faint pattern, and blur a fine one however strong (the plaid of README's StarGAN grids)."""
+        o = self.options
+        if o.cycle_blur > 0:
+            radius = max(1, math.ceil(3 * o.cycle_blur))
+            fake = gaussian_blur(fake, [2 * radius + 1] * 2, [o.cycle_blur] * 2)
+        if o.cycle_noise > 0:
+            fake = fake + o.cycle_noise * torch.randn_like(fake)
+        return fake
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         return {**alternating_updates(self, step), **self.augment.adjusted_terms(step)}
