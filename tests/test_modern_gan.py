@@ -117,6 +117,24 @@ def test_ada_p_rises_on_an_overfitting_d_and_falls_on_an_underfitting_one():
     assert ada.adjust(15) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("loss, pairs", [("ns", False), ("hinge", False), ("wgan-gp", True), ("rpgan", True)])
+def test_ada_reads_real_minus_fake_where_the_losss_logits_have_no_fixed_zero(four_classes, tmp_path, loss, pairs):
+    """A WGAN critic's output (and relativistic pairing's) means something only against another's, so its r_t is the
+    sign of D(real) - D(fake); a log or hinge loss's logit has a zero, so its r_t is ADA's sign of D(real)."""
+    from synthgen.data.loading import load_labelled
+    from synthgen.precision import resolve_precision
+    from synthgen.train.cgan import ConditionalGAN
+
+    recipe = tiny_recipe(four_classes, tmp_path, loss={"type": loss, **({"r1_gamma": 1.0, "r2_gamma": 1.0} if loss == "rpgan" else {})},
+                         conditioning={"type": "projection"}, model={"spectral_norm": False},
+                         train={"diffaugment": ["translation"], "ada_target": 0.6})
+    method = ConditionalGAN(recipe, load_labelled(four_classes, 28, 1, "crop"), resolve_precision("fp32", torch.device("cpu")))
+    observed = []
+    method.augment.observe = lambda real, fake=None: observed.append(fake)
+    method.discriminator_step(0, 0)
+    assert LOSSES[loss].offset_free == pairs and (observed[0] is not None) == pairs
+
+
 def test_ada_applies_each_transform_to_about_p_of_the_images():
     ada = AdaptiveAugment(["cutout"], target=0.6, kimg=1.0, interval=1, batch_size=1)
     ada.p = 0.25
