@@ -13,8 +13,7 @@ and per G step (after train.n_dis D steps):
 With train.diffaugment, D (both heads) sees every image through DiffAugment's
 transforms (ADA's adaptive p with train.ada_target), real and translated, in
 the D and G steps alike, as for the generating methods: a rare domain of a few
-dozen images is what DiffAugment is for, and a domain head that must know the
-class under shifts and holes is harder to satisfy with a texture.
+dozen images is what DiffAugment is for.
 G's batch-norm running statistics, which `translate` normalises by, come from
 the translation pass alone: the cycle and identity passes see other inputs
 (G's own images; each image's own class) and would shift them.
@@ -183,7 +182,7 @@ class StarGAN(TranslationMethod):
         """What the cycle translates back: G's image, blurred with options.cycle_blur, plus noise with
         options.cycle_noise. A translator trained with a cycle term learns to hide its input in a faint pattern D
         does not see and the way back decodes (Chu et al. 2017, "CycleGAN, a master of steganography"); noise wipes
-        out a faint pattern, and blur a fine one however strong (the plaid of README's StarGAN grids)."""
+        out a faint pattern, and blur a fine one however strong."""
         o = self.options
         if o.cycle_blur > 0:
             radius = max(1, math.ceil(3 * o.cycle_blur))
