@@ -38,6 +38,10 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
+    def is_set(self, key: str) -> bool:
+        """Whether `key` differs from its default: a key set to its default changes nothing, so no check refuses it."""
+        return getattr(self, key) != type(self).model_fields[key].get_default(call_default_factory=True)
+
 
 class DataConfig(Section):
     root: str = Field(
@@ -338,8 +342,8 @@ class Recipe(Section):
         reads = LOOP_KEYS | METHODS[self.method].reads
         for section in ("conditioning", "loss", "train"):
             config = getattr(self, section)
-            for key, field in type(config).model_fields.items():
-                if f"{section}.{key}" not in reads and getattr(config, key) != field.get_default(call_default_factory=True):
+            for key in type(config).model_fields:
+                if f"{section}.{key}" not in reads and config.is_set(key):
                     raise ValueError(f"{section}.{key}: not read by method {self.method}; remove the key")
         return self
 

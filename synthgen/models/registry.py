@@ -54,11 +54,7 @@ def keys_other_backbones_read(model_cfg) -> list[str]:
     """Model keys set away from their default that only other backbones read: they would be ignored without a word."""
     _load_families()
     specific = frozenset().union(*(backbone.reads for backbone in BACKBONES.values()))
-    return sorted(key for key in specific - get_backbone(model_cfg.backbone).reads if _changed(model_cfg, key))
-
-
-def _changed(model_cfg, key: str) -> bool:
-    return getattr(model_cfg, key) != type(model_cfg).model_fields[key].get_default(call_default_factory=True)
+    return sorted(key for key in specific - get_backbone(model_cfg.backbone).reads if model_cfg.is_set(key))
 
 
 def backbones_reading(key: str) -> list[str]:
@@ -94,7 +90,7 @@ def keys_translation_ignores(model_cfg) -> list[str]:
     PatchGAN-style D) never read: they would be ignored without a word."""
     _load_translators()
     reads = TRANSLATION_KEYS | TRANSLATOR_READS.get(model_cfg.translator, frozenset())
-    return sorted(key for key in type(model_cfg).model_fields.keys() - reads if _changed(model_cfg, key))
+    return sorted(key for key in type(model_cfg).model_fields.keys() - reads if model_cfg.is_set(key))
 
 
 def keys_only_translation_reads(model_cfg) -> list[str]:
@@ -102,7 +98,7 @@ def keys_only_translation_reads(model_cfg) -> list[str]:
     _load_families()
     _load_translators()
     translation = TRANSLATION_KEYS.union(*TRANSLATOR_READS.values())
-    return sorted(key for key in translation - frozenset().union(*(b.reads for b in BACKBONES.values())) - WIDTH_KEYS if _changed(model_cfg, key))
+    return sorted(key for key in translation - frozenset().union(*(b.reads for b in BACKBONES.values())) - WIDTH_KEYS if model_cfg.is_set(key))
 
 
 def build_translator(model_cfg, image_size: int, in_channels: int, out_channels: int) -> nn.Module:
