@@ -126,6 +126,11 @@ class AdaptiveAugment:
         self.p = 1.0 if target is None else 0.0
         self.signs, self.count = 0.0, 0
 
+    @classmethod
+    def from_recipe(cls, train) -> "AdaptiveAugment":
+        """The recipe's train.diffaugment / ada_* keys; p moves with the real images D sees per G step."""
+        return cls(train.diffaugment, train.ada_target, train.ada_kimg, train.ada_interval, train.batch_size * train.n_dis)
+
     @property
     def adaptive(self) -> bool:
         return self.target is not None and bool(self.policies)

@@ -98,7 +98,7 @@ class ConditionalGAN:
         gp = recipe.loss.gp_weight
         self.gp_weight = self.loss.default_gp_weight if gp is None else gp
         self.images_per_step = t.batch_size * t.n_dis  # real images D sees per generator update (all processes)
-        self.augment = AdaptiveAugment(t.diffaugment, t.ada_target, t.ada_kimg, t.ada_interval, t.batch_size * t.n_dis)
+        self.augment = AdaptiveAugment.from_recipe(t)
         self.lecam = LeCam(recipe.loss.lecam_weight, recipe.loss.lecam_decay)
 
     @staticmethod

@@ -95,7 +95,7 @@ class StarGAN(TranslationMethod):
         gp = recipe.loss.gp_weight
         self.gp_weight = self.loss.default_gp_weight if gp is None else gp
         self.images_per_step = t.batch_size * (t.n_dis + 1)
-        self.augment = AdaptiveAugment(t.diffaugment, t.ada_target, t.ada_kimg, t.ada_interval, t.batch_size * t.n_dis)
+        self.augment = AdaptiveAugment.from_recipe(t)
 
     @staticmethod
     def load_data(recipe):

@@ -145,7 +145,7 @@ class Text2Image(ConditionalGAN):
         self.scaler_G, self.scaler_D = precision.grad_scaler(), precision.grad_scaler()
         self.batches = CaptionBatches(data, t.batch_size, recipe.seed, self.options.max_words)
         self.images_per_step = t.batch_size * t.n_dis
-        self.augment = AdaptiveAugment(t.diffaugment, t.ada_target, t.ada_kimg, t.ada_interval, t.batch_size * t.n_dis)
+        self.augment = AdaptiveAugment.from_recipe(t)
         self.latent_dim = recipe.model.z_dim + self.options.c_dim
 
     @staticmethod
