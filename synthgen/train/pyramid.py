@@ -54,7 +54,7 @@ class MultiScaleGAN(ConditionalGAN):
         name = recipe.method
         if recipe.model.pack > 1:
             raise ValueError(f"model.pack: {name}'s Ds judge each image; use 1")
-        if LOSSES[recipe.loss.type].relativistic or recipe.loss.type == "wgan-gp":
+        if LOSSES[recipe.loss.type].offset_free:  # each level's D needs logits with a zero of their own
             raise ValueError(f"loss.type: {name} uses a loss of D's own logits per resolution (ns, minimax, hinge or lsgan; got {recipe.loss.type})")
         if recipe.model.minibatch_std:
             raise ValueError(f"model.minibatch_std: not used by {name}; leave it unset")
