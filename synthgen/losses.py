@@ -66,6 +66,18 @@ LOSSES: dict[str, AdversarialLoss] = {
 }
 
 
+def gp_weight(loss_section) -> float:
+    """The recipe's loss.gp_weight, or its loss's default when left empty (10 for wgan-gp, else 0)."""
+    weight = loss_section.gp_weight
+    return LOSSES[loss_section.type].default_gp_weight if weight is None else weight
+
+
+def penalises_gradients(loss_section) -> bool:
+    """Whether D's loss has a gradient penalty (WGAN-GP, R1 or R2): its backward differentiates a gradient again,
+    which torch.compile's graphs do not support ("aot_autograd does not currently support double backward")."""
+    return gp_weight(loss_section) > 0 or loss_section.r1_gamma > 0 or loss_section.r2_gamma > 0
+
+
 def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> Tensor:
     """WGAN-GP: (||grad D(x_hat)|| - 1)^2 on random points between real and fake images."""
     alpha = torch.rand(len(real), 1, 1, 1, device=real.device)

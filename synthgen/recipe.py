@@ -209,7 +209,7 @@ class TrainConfig(Section):
         description="auto: on a CPU with native bf16 (AVX512-BF16/AMX) the faster of fp32 and bf16, measured for this recipe and cached (speed.py); fp32 on other CPUs; bf16 AMP on CUDA (fp16 + grad scaling on older GPUs).",
     )
     compile: Literal["auto", "on", "off"] = Field(
-        "auto", description="torch.compile G and D: auto compiles only where it measures faster with its warm-up counted (runs of 5000+ steps); on; off."
+        "auto", description="torch.compile G and D: auto compiles only where it measures faster with its warm-up counted (runs of 5000+ steps; never with a gradient penalty, which compiled graphs cannot differentiate twice); on; off."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU.")
 
@@ -368,6 +368,10 @@ class Recipe(Section):
             raise ValueError(f"train.unroll_steps: only method cgan unrolls D (got method {self.method}); use 0")
         if self.train.unroll_steps and self.train.compile == "on":
             raise ValueError("train.compile: on does not combine with train.unroll_steps (D's unrolled weights are new tensors every step, and backpropagating through them needs eager autograd); use auto or off")
+        from synthgen.losses import penalises_gradients
+
+        if self.train.compile == "on" and penalises_gradients(self.loss):
+            raise ValueError("train.compile: on does not combine with a gradient penalty (loss.gp_weight, loss.r1_gamma, loss.r2_gamma; wgan-gp has one by default): torch.compile cannot differentiate D's gradient again; use auto or off")
         if self.loss.type == "wgan-gp" and self.model.d_norm == "batch":
             raise ValueError("model.d_norm: batch norm in D breaks the gradient penalty of wgan-gp; use none")
         from synthgen.train import METHODS

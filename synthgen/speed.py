@@ -36,6 +36,7 @@ from synthgen import distributed
 from synthgen.data.loading import cache_dir
 from synthgen.errors import WriteFailed
 from synthgen.imaging import write_atomic
+from synthgen.losses import penalises_gradients
 from synthgen.precision import cpu_has_native_bf16, resolve_precision
 from synthgen.recipe import parse_budget
 
@@ -166,6 +167,9 @@ def choose_compile(recipe, device: torch.device, build, remaining: int, choice: 
         mode = "on"
     if mode == "auto" and recipe.train.unroll_steps:  # see recipe.py: compile does not run the unrolled D
         choice.reason += "; eager: train.unroll_steps runs D on unrolled weights, which torch.compile does not"
+        return
+    if mode == "auto" and penalises_gradients(recipe.loss):  # recipe.py refuses compile: on with one
+        choice.reason += "; eager: D's gradient penalty differentiates a gradient again, which torch.compile does not support"
         return
     if mode == "auto":
         if distributed.is_distributed() or remaining < MIN_STEPS_TO_COMPILE:

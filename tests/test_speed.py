@@ -9,6 +9,7 @@ import torch
 
 from synthgen import speed
 from synthgen.data.loading import cache_dir
+from synthgen.errors import SynthgenError
 from synthgen.train.cgan import ConditionalGAN
 from synthgen.train.loop import train
 from tests.conftest import tiny_recipe
@@ -130,6 +131,30 @@ def test_compile_reads_yaml_on_and_off():
     from synthgen.recipe import load_recipe
 
     assert [load_recipe("recipes/acgan.yaml", [f"train.compile={v}"]).train.compile for v in ("on", "off", "auto")] == ["on", "off", "auto"]
+
+
+@pytest.mark.parametrize(
+    ("loss", "penalised"),
+    [({"type": "hinge"}, False), ({"type": "wgan-gp"}, True), ({"type": "wgan-gp", "gp_weight": 0}, False), ({"type": "rpgan", "r1_gamma": 0.05}, True), ({"type": "hinge", "r2_gamma": 1}, True)],
+)
+def test_a_gradient_penalty_trains_eager_under_auto_and_refuses_compile_on(four_classes, tmp_path, fresh_cache, monkeypatch, loss, penalised):
+    """torch.compile's graphs cannot be differentiated twice, and every penalty differentiates D's gradient:
+    auto trains eager without trying (the trial cost seconds and printed a failure), `on` is refused in one line."""
+    from synthgen.recipe import load_recipe
+
+    trials = []
+    monkeypatch.setattr(speed, "trial_compile", lambda *args, **kwargs: trials.append(1) or None)
+    recipe = tiny_recipe(four_classes, tmp_path, train={"steps": 10 * speed.MIN_STEPS_TO_COMPILE, "compile": "auto"}, loss=loss)
+    choice = speed.SpeedChoice("fp32", how="rule", reason="test")
+    speed.choose_compile(recipe, torch.device("cpu"), build=None, remaining=recipe.train.steps, choice=choice, resumed=None)
+    assert choice.compiled is False and bool(trials) is not penalised
+    assert ("gradient penalty" in choice.reason) is penalised
+    sets = ["train.compile=on", f"loss.type={loss['type']}"] + [f"loss.{key}={value}" for key, value in loss.items() if key != "type"]
+    if penalised:
+        with pytest.raises(SynthgenError, match="train.compile: on does not combine with a gradient penalty"):
+            load_recipe("recipes/acgan.yaml", sets)
+    else:
+        assert load_recipe("recipes/acgan.yaml", sets).train.compile == "on"
 
 
 @pytest.mark.parametrize("method", ["pix2pix", "cyclegan"])

@@ -11,7 +11,7 @@ from synthgen import distributed
 from synthgen.data.batches import BatchDrawer
 from synthgen.data.diffaugment import AdaptiveAugment
 from synthgen.data.loading import LabelledImages, load_labelled
-from synthgen.losses import LOSSES, gradient_penalty, zero_centred_penalty
+from synthgen.losses import LOSSES, gp_weight, gradient_penalty, zero_centred_penalty
 from synthgen.models.conditioning import build_models
 from synthgen.precision import Precision
 from synthgen.train.ema import EMA, recalibrate_batchnorm
@@ -95,8 +95,7 @@ class ConditionalGAN:
         shard = (distributed.rank(), distributed.world_size())
         self.batches = BatchDrawer(data, t.batch_size, recipe.data.sampling, recipe.data.hflip, recipe.seed, shard)
         self.loss = LOSSES[recipe.loss.type]
-        gp = recipe.loss.gp_weight
-        self.gp_weight = self.loss.default_gp_weight if gp is None else gp
+        self.gp_weight = gp_weight(recipe.loss)
         self.images_per_step = t.batch_size * t.n_dis  # real images D sees per generator update (all processes)
         self.augment = AdaptiveAugment.from_recipe(t)
         self.lecam = LeCam(recipe.loss.lecam_weight, recipe.loss.lecam_decay)

@@ -48,7 +48,7 @@ from synthgen.data.attributes import AttributedImages, load_attributed
 from synthgen.data.batches import BatchDrawer
 from synthgen.data.diffaugment import AdaptiveAugment
 from synthgen.data.loading import LabelledImages
-from synthgen.losses import gradient_penalty
+from synthgen.losses import gp_weight, gradient_penalty
 from synthgen.models.stargan import build_stargan
 from synthgen.recipe import Section, method_options
 from synthgen.train.cgan import ConditionalGAN, alternating_updates
@@ -92,8 +92,7 @@ class StarGAN(TranslationMethod):
         self.opt_D = self._adam(self.D, lr=t.lr_d)
         batches = BatchDrawer(data, t.batch_size, recipe.data.sampling, recipe.data.hflip, recipe.seed)
         self.domains = AttributeDomains(batches, data) if isinstance(data, AttributedImages) else ClassDomains(batches, data)
-        gp = recipe.loss.gp_weight
-        self.gp_weight = self.loss.default_gp_weight if gp is None else gp
+        self.gp_weight = gp_weight(recipe.loss)
         self.images_per_step = t.batch_size * (t.n_dis + 1)
         self.augment = AdaptiveAugment.from_recipe(t)
 
