@@ -112,9 +112,13 @@ def test_ada_p_rises_on_an_overfitting_d_and_falls_on_an_underfitting_one():
         ada.observe(torch.full((50,), -1.0))
         ada.adjust(step)
     assert ada.p == pytest.approx(0.3)
-    # Relativistic measure: reals above their paired fakes count as overfitting.
-    ada.observe(torch.ones(50), torch.zeros(50))
-    assert ada.adjust(15) == pytest.approx(1.0)
+    # Beside a loss with no fixed zero the measure is relative: reals above their paired fakes count as overfitting.
+    plain, relative = (AdaptiveAugment(["cutout"], target=0.6, kimg=1.0, interval=1, batch_size=50, relative=r) for r in (False, True))
+    for ada in (plain, relative):
+        ada.observe(torch.full((50,), 1.0), torch.full((50,), 2.0))  # every real called real, yet below its fake
+    assert (plain.adjust(0), relative.adjust(0)) == (pytest.approx(1.0), pytest.approx(-1.0))
+    with pytest.raises(ValueError, match="fakes"):
+        relative.observe(torch.ones(50))
 
 
 @pytest.mark.parametrize("loss, pairs", [("ns", False), ("hinge", False), ("wgan-gp", True), ("rpgan", True)])
@@ -130,9 +134,14 @@ def test_ada_reads_real_minus_fake_where_the_losss_logits_have_no_fixed_zero(fou
                          train={"diffaugment": ["translation"], "ada_target": 0.6})
     method = ConditionalGAN(recipe, load_labelled(four_classes, 28, 1, "crop"), resolve_precision("fp32", torch.device("cpu")))
     observed = []
-    method.augment.observe = lambda real, fake=None: observed.append(fake)
+    method.augment.observe = lambda real, fake: observed.append((real, fake))
     method.discriminator_step(0, 0)
-    assert LOSSES[loss].offset_free == pairs and (observed[0] is not None) == pairs
+    real, fake = observed[0]
+    expected = (real - fake if pairs else real).sign().mean()
+    ada = AdaptiveAugment.from_recipe(recipe)
+    ada.observe(real, fake)
+    assert LOSSES[loss].offset_free == pairs and ada.relative == pairs
+    assert ada.signs / ada.count == pytest.approx(float(expected))
 
 
 def test_ada_applies_each_transform_to_about_p_of_the_images():

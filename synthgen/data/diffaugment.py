@@ -120,16 +120,21 @@ class AdaptiveAugment:
     p is training state: the loop saves it with each checkpoint and --resume restores it.
     """
 
-    def __init__(self, policies: list[str], target: float | None, kimg: float, interval: int, batch_size: int):
-        self.policies, self.target, self.interval = list(policies), target, interval
+    def __init__(self, policies: list[str], target: float | None, kimg: float, interval: int, batch_size: int, relative: bool = False):
+        self.policies, self.target, self.interval, self.relative = list(policies), target, interval, relative
         self.step_size = batch_size * interval / (kimg * 1000)
         self.p = 1.0 if target is None else 0.0
         self.signs, self.count = 0.0, 0
 
     @classmethod
-    def from_recipe(cls, train) -> "AdaptiveAugment":
-        """The recipe's train.diffaugment / ada_* keys; p moves with the real images D sees per G step."""
-        return cls(train.diffaugment, train.ada_target, train.ada_kimg, train.ada_interval, train.batch_size * train.n_dis)
+    def from_recipe(cls, recipe) -> "AdaptiveAugment":
+        """The recipe's train.diffaugment / ada_* keys; p moves with the real images D sees per G step, and r_t is
+        relative where the recipe's loss is offset-free."""
+        from synthgen.losses import LOSSES
+
+        t = recipe.train
+        relative = LOSSES[recipe.loss.type].offset_free
+        return cls(t.diffaugment, t.ada_target, t.ada_kimg, t.ada_interval, t.batch_size * t.n_dis, relative)
 
     @property
     def adaptive(self) -> bool:
@@ -146,10 +151,12 @@ class AdaptiveAugment:
         return x
 
     def observe(self, real_logits: Tensor, fake_logits: Tensor | None = None) -> None:
-        """Accumulate r_t's terms from one D step (fake_logits given: the relativistic measure)."""
+        """Accumulate r_t's terms from one D step: the signs of D(real), or (relative) of D(real) - D(fake)."""
         if not self.adaptive:
             return
-        margin = real_logits.detach().float() - (fake_logits.detach().float() if fake_logits is not None else 0.0)
+        if self.relative and fake_logits is None:
+            raise ValueError("an offset-free loss's r_t needs D's logits on the fakes of the same step")
+        margin = real_logits.detach().float() - (fake_logits.detach().float() if self.relative else 0.0)
         self.signs += float(margin.sign().sum())
         self.count += margin.numel()
 

@@ -69,7 +69,7 @@ class BiGAN(EncodingGAN):
             aux = self._class_loss(real_classes, real[2]) + self._class_loss(fake_classes, fake[2])
             total = adversarial + self.recipe.conditioning.aux_weight * aux
         self._update(self.opt_D, self.scaler_D, total)
-        self.augment.observe(real_logits, fake_logits if self.loss.offset_free else None)
+        self.augment.observe(real_logits, fake_logits)
         return {"d_loss": adversarial, "d_aux": aux}
 
     def generator_step(self, step: int) -> dict[str, torch.Tensor]:

@@ -97,7 +97,7 @@ class ConditionalGAN:
         self.loss = LOSSES[recipe.loss.type]
         self.gp_weight = gp_weight(recipe.loss)
         self.images_per_step = t.batch_size * t.n_dis  # real images D sees per generator update (all processes)
-        self.augment = AdaptiveAugment.from_recipe(t)
+        self.augment = AdaptiveAugment.from_recipe(recipe)
         self.lecam = LeCam(recipe.loss.lecam_weight, recipe.loss.lecam_decay)
 
     @staticmethod
@@ -224,7 +224,7 @@ class ConditionalGAN:
                 terms["lecam"] = self.lecam(real_logits, fake_logits)
                 total = total + self.lecam.weight * terms["lecam"]
         self._update(self.opt_D, self.scaler_D, total)
-        self.augment.observe(real_logits, fake_logits if self.loss.offset_free else None)
+        self.augment.observe(real_logits, fake_logits)
         return terms
 
     def generator_step(self, step: int) -> dict[str, torch.Tensor]:

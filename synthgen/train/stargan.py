@@ -94,7 +94,7 @@ class StarGAN(TranslationMethod):
         self.domains = AttributeDomains(batches, data) if isinstance(data, AttributedImages) else ClassDomains(batches, data)
         self.gp_weight = gp_weight(recipe.loss)
         self.images_per_step = t.batch_size * (t.n_dis + 1)
-        self.augment = AdaptiveAugment.from_recipe(t)
+        self.augment = AdaptiveAugment.from_recipe(recipe)
 
     @staticmethod
     def load_data(recipe):
@@ -149,7 +149,7 @@ class StarGAN(TranslationMethod):
                 total = total + self.gp_weight * gp
                 terms["gp"] = gp
         self._update(self.opt_D, self.scaler_D, total)
-        self.augment.observe(real_src, fake_src if self.loss.offset_free else None)
+        self.augment.observe(real_src, fake_src)
         return terms
 
     def generator_step(self, step: int) -> dict[str, torch.Tensor]:

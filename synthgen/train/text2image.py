@@ -145,7 +145,7 @@ class Text2Image(ConditionalGAN):
         self.scaler_G, self.scaler_D = precision.grad_scaler(), precision.grad_scaler()
         self.batches = CaptionBatches(data, t.batch_size, recipe.seed, self.options.max_words)
         self.images_per_step = t.batch_size * t.n_dis
-        self.augment = AdaptiveAugment.from_recipe(t)
+        self.augment = AdaptiveAugment.from_recipe(recipe)
         self.latent_dim = recipe.model.z_dim + self.options.c_dim
 
     @staticmethod
@@ -219,7 +219,7 @@ class Text2Image(ConditionalGAN):
             s_fake = self.D(self._augment(fake), phi_right)
             loss = gan_cls_discriminator_loss(s_right, s_wrong, s_fake, self.options.mismatch_weight)
         self._update(self.opt_D, self.scaler_D, loss)
-        self.augment.observe(s_right, None)
+        self.augment.observe(s_right, s_fake)
         with torch.no_grad():  # how often D ranks a real image's own caption above a wrong one (chance: 0.5)
             matched = (s_right > s_wrong).float().mean()
         return {"d_loss": loss, "d_match": matched}
