@@ -75,6 +75,22 @@ def test_domain_planes_and_heads_are_the_papers():
     assert src.shape == (2, 1, 7, 7) and cls.shape == (2, 3)
 
 
+def test_the_whole_map_domain_head_reads_where_features_are_and_the_pooled_one_does_not():
+    """options.domain_head: the pooled head reads which local features are present, the paper's whole-map kernel
+    also where they are; both give [B, K] logits at the training size and at any other (translate's reader)."""
+    for size in (28, 30, 64):
+        D = StarDiscriminator(1, 3, 8, 3, 64, whole_map=size)
+        assert D.trunk(torch.randn(1, 1, size, size)).shape[-1] == D.map_size  # the kernel covers the whole last map
+    for whole_map, reads_layout in ((None, False), (28, True)):
+        torch.manual_seed(0)
+        D = StarDiscriminator(1, 3, 8, 3, 64, whole_map=whole_map)
+        assert D(torch.randn(2, 1, 28, 28))[1].shape == (2, 3) and D(torch.randn(2, 1, 44, 36))[1].shape == (2, 3)
+        D.trunk = torch.nn.Identity()  # feed the last feature map itself
+        features = torch.randn(2, 32, 3, 3)
+        moved = features.flatten(2)[:, :, torch.randperm(9)].view_as(features)  # the same features, elsewhere
+        assert torch.allclose(D(features)[1], D(moved)[1], atol=1e-5) is not reads_layout
+
+
 def test_instance_norm_would_hide_the_target_and_batch_norm_does_not():
     """Why stargan refuses model.norm instance: the target planes' contribution is a constant it subtracts."""
     x, one, two = torch.randn(2, 1, 28, 28), torch.tensor([0, 0]), torch.tensor([2, 2])

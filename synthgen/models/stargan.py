@@ -16,10 +16,15 @@ the images of a batch, and at translate time (running statistics) all of it.
 D: stride-2 4x4 convolutions with leaky ReLU and no normalisation (WGAN-GP's
 penalty is per sample, which batch norm would break), then two heads on the
 same features: D_src, a 3x3 convolution giving one critic value per patch,
-and D_cls, K domain logits (multi-label: one logit per attribute). The paper's D_cls is a convolution whose kernel
-covers the whole last feature map (fixed to its 128 px); here it is a 1x1
-convolution averaged over positions, which is the same kind of linear map
-of the features but works at any training size.
+and D_cls, K domain logits (multi-label: one logit per attribute). Two kinds
+of D_cls (`options.domain_head`):
+- pooled (the default): a 1x1 convolution averaged over positions. It reads
+  which local features are present, not where: a texture spread over the
+  image can pass for a class's parts.
+- whole: the paper's, a convolution whose kernel covers the whole last feature
+  map at the training size (the paper's is fixed to its 128 px), so it reads
+  the layout. At another size (a multi-label run reading the attributes of the
+  images `translate` gets) the map is first pooled to the training size's.
 
 With `options.attention` (GANimation, Pumarola et al. 2018, built on StarGAN)
 G gives one more channel, a keep-mask A in [0, 1], and its image is
@@ -67,7 +72,8 @@ class StarGenerator(nn.Module):
 
 
 class StarDiscriminator(nn.Module):
-    def __init__(self, channels: int, num_classes: int, width: int, n_layers: int, max_width: int):
+    def __init__(self, channels: int, num_classes: int, width: int, n_layers: int, max_width: int, whole_map: int | None = None):
+        """whole_map: the training size in pixels for the paper's whole-map domain head; None: the pooled one."""
         super().__init__()
         layers, cin = [], channels
         for i in range(n_layers):
@@ -76,19 +82,24 @@ class StarDiscriminator(nn.Module):
             cin = cout
         self.trunk = nn.Sequential(*layers)
         self.src = nn.Conv2d(cin, 1, 3, 1, 1, bias=False)
-        self.cls = nn.Conv2d(cin, num_classes, 1, bias=False)
+        self.map_size = None if whole_map is None else max(1, whole_map >> n_layers)  # each 4x4/2 pad-1 layer floors the size by 2
+        self.cls = nn.Conv2d(cin, num_classes, self.map_size or 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images [B, C, H, W] -> (critic values per patch [B, 1, h, w], domain logits [B, K])."""
         h = self.trunk(x)
-        return self.src(h), self.cls(h).mean(dim=(2, 3))
+        if self.map_size is None:
+            return self.src(h), self.cls(h).mean(dim=(2, 3))
+        # At the training size the pooling is the identity; at another it brings the layout to the map the kernel covers.
+        return self.src(h), self.cls(nn.functional.adaptive_avg_pool2d(h, self.map_size)).flatten(1)
 
 
 def build_stargan(recipe, channels: int, num_classes: int) -> tuple[StarGenerator, StarDiscriminator]:
     """G and D from the recipe's model section (g_channels, n_blocks, norm; d_channels, d_layers, max_channels)
-    and options.attention."""
+    and options.attention and domain_head."""
     from synthgen.recipe import method_options
 
-    cfg, attention = recipe.model, method_options(recipe).attention
-    generator = StarGenerator(channels, num_classes, cfg.g_channels, cfg.n_blocks, cfg.norm, cfg.max_channels, attention, cfg.g_upsample)
-    return generator, StarDiscriminator(channels, num_classes, cfg.d_channels, cfg.d_layers, cfg.max_channels)
+    cfg, options = recipe.model, method_options(recipe)
+    generator = StarGenerator(channels, num_classes, cfg.g_channels, cfg.n_blocks, cfg.norm, cfg.max_channels, options.attention, cfg.g_upsample)
+    whole_map = recipe.data.image_size if options.domain_head == "whole" else None
+    return generator, StarDiscriminator(channels, num_classes, cfg.d_channels, cfg.d_layers, cfg.max_channels, whole_map)

@@ -38,6 +38,7 @@ each input.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +70,10 @@ class StarGANOptions(Section):
         description="Std in pixels of a Gaussian blur applied to G(x, c') (before options.cycle_noise) before the cycle translates it back: a code hidden in fine texture, at any amplitude, is wiped out, so what G keeps of x must be coarse enough to see. 0 = off.",
     )
     lambda_id: float = Field(0.0, ge=0, description="Weight of the identity term |x - G(x, c)|_1 (into its own class, x is kept; CycleGAN's, not the paper's): 0 = off.")
+    domain_head: Literal["pooled", "whole"] = Field(
+        "pooled",
+        description="D's domain classifier: pooled = a 1x1 convolution averaged over positions (reads local features, wherever they are); whole = the paper's kernel over the whole last feature map at the training size, so it reads where things are (at other sizes the map is pooled to that size first).",
+    )
     attention: bool = Field(False, description="GANimation's keep-mask: G also gives A in [0, 1] and its image is A * input + (1 - A) * G's colours, so untouched regions are the input's own.")
     lambda_mask: float = Field(0.0, ge=0, description="With options.attention: weight of the mean keep-mask (GANimation's 0.1 stops G keeping every pixel); 0 = off.")
     attributes: str = Field("", description="Multi-label domains: a CSV (file, attribute, ...; values 1, 0 or CelebA's -1), absolute or relative to data.root; its images are the training set. Empty: the folder's classes are the domains.")
