@@ -368,6 +368,8 @@ class Recipe(Section):
             raise ValueError(f"train.unroll_steps: only method cgan unrolls D (got method {self.method}); use 0")
         if self.train.unroll_steps and self.train.compile == "on":
             raise ValueError("train.compile: on does not combine with train.unroll_steps (D's unrolled weights are new tensors every step, and backpropagating through them needs eager autograd); use auto or off")
+        if self.train.patience and not self.gate.eval_during_training:
+            raise ValueError(f"train.patience: {self.train.patience} stops on the evaluation at checkpoints, which gate.eval_during_training: false turns off; turn it on or use patience 0")
         from synthgen.losses import penalises_gradients
 
         if self.train.compile == "on" and penalises_gradients(self.loss):

@@ -403,6 +403,15 @@ def test_a_train_or_loss_key_the_method_would_ignore_is_an_error(tmp_path, metho
     assert f"{key}: not read by method {method}; remove the key" in message, message
 
 
+@pytest.mark.parametrize("method, setting, expected", [
+    ("cgan", "gate:\n  eval_during_training: false", "which gate.eval_during_training: false turns off"),
+    ("sgan", "options:\n  unlabelled: elsewhere", "which sgan's unconditional G does not have"),
+])
+def test_patience_without_an_evaluation_to_stop_on_is_an_error(tmp_path, method, setting, expected):
+    message = recipe_error(write(tmp_path, f"method: {method}\n{setting}\ntrain:\n  patience: 3\n"))
+    assert "train.patience: 3 stops on the" in message and expected in message, message
+
+
 def test_every_train_loss_and_conditioning_key_is_read_by_the_loop_or_a_method():
     """A new key that nothing declares would be refused everywhere: declare it in loop.LOOP_KEYS or a method's `reads`."""
     declared = LOOP_KEYS.union(*(method.reads for method in METHODS.values()))

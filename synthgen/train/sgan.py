@@ -95,6 +95,8 @@ class SemiSupervisedGAN(ConditionalGAN):
             raise ValueError("model.pack: sgan's D classifies each image; use 1")
         if recipe.model.minibatch_discrimination.kernels:
             raise ValueError("model.minibatch_discrimination: sgan's D is a classifier without it; use kernels: 0")
+        if recipe.train.patience and not method_options(recipe).conditional_g:  # see __init__: no per-class G to evaluate
+            raise ValueError(f"train.patience: {recipe.train.patience} stops on the per-class evaluation at checkpoints, which sgan's unconditional G does not have; set options.conditional_g: true or use patience 0")
         if recipe.loss.type not in SGAN_LOSSES:
             raise ValueError(f"loss.type: sgan applies the loss to D's logsumexp logit; use one of {', '.join(SGAN_LOSSES)} (got {recipe.loss.type})")
 
