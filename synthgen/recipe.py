@@ -332,15 +332,15 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _keys_the_method_reads(self, info: ValidationInfo) -> "Recipe":
-        """A train, loss or conditioning key set away from its default that neither the loop nor the method reads
-        would be ignored without a word (l1_weight on acgan, diffaugment on pix2pix): refuse it."""
+        """A data, train, loss or conditioning key set away from its default that neither the loop nor the method reads
+        would be ignored without a word (l1_weight on acgan, diffaugment on pix2pix, jitter on acgan): refuse it."""
         from synthgen.train import METHODS
         from synthgen.train.loop import LOOP_KEYS
 
         if not (info.context or {}).get("new_run"):
             return self  # a trained run's recipe is read as it was saved
         reads = LOOP_KEYS | METHODS[self.method].reads
-        for section in ("conditioning", "loss", "train"):
+        for section in ("data", "conditioning", "loss", "train"):
             config = getattr(self, section)
             for key in type(config).model_fields:
                 if f"{section}.{key}" not in reads and config.is_set(key):

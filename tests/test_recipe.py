@@ -14,6 +14,7 @@ from synthgen.errors import SynthgenError
 from synthgen.recipe import (
     BUNDLED_RECIPES,
     ConditioningConfig,
+    DataConfig,
     LossConfig,
     ModelConfig,
     Recipe,
@@ -392,6 +393,11 @@ def test_a_translation_only_key_on_a_generating_method_is_an_error(tmp_path, key
     ("stargan", "loss:\n  type: wgan-gp\n  cycle_weight: 5", "loss.cycle_weight"),  # stargan's is options.lambda_rec
     ("stargan", "loss:\n  type: wgan-gp\n  r1_gamma: 1", "loss.r1_gamma"),
     ("stargan", "loss:\n  type: wgan-gp\ntrain:\n  patience: 3", "train.patience"),  # no evaluation at checkpoints
+    ("cgan", "data:\n  jitter: 1.2", "data.jitter"),  # the translators' random crop
+    ("cgan", "data:\n  dir_a: edges", "data.dir_a"),  # pix2pix's folders
+    ("cyclegan", "data:\n  direction: BtoA", "data.direction"),  # CycleGAN trains both ways
+    ("pix2pix", "data:\n  sampling: natural", "data.sampling"),  # pairs have no classes
+    ("text2image", "data:\n  sampling: natural", "data.sampling"),  # captions are drawn uniformly
     ("lapgan", "loss:\n  r1_gamma: 1", "loss.r1_gamma"),  # a family that narrows ConditionalGAN's keys
     ("stackgan", "train:\n  diffaugment: [cutout]", "train.diffaugment"),
     ("sgan", "loss:\n  lecam_weight: 0.1", "loss.lecam_weight"),
@@ -412,10 +418,10 @@ def test_patience_without_an_evaluation_to_stop_on_is_an_error(tmp_path, method,
     assert "train.patience: 3 stops on the" in message and expected in message, message
 
 
-def test_every_train_loss_and_conditioning_key_is_read_by_the_loop_or_a_method():
+def test_every_data_train_loss_and_conditioning_key_is_read_by_the_loop_or_a_method():
     """A new key that nothing declares would be refused everywhere: declare it in loop.LOOP_KEYS or a method's `reads`."""
     declared = LOOP_KEYS.union(*(method.reads for method in METHODS.values()))
-    sections = {"conditioning": ConditioningConfig, "loss": LossConfig, "train": TrainConfig}
+    sections = {"data": DataConfig, "conditioning": ConditioningConfig, "loss": LossConfig, "train": TrainConfig}
     every = {f"{name}.{key}" for name, config in sections.items() for key in config.model_fields}
     assert every - declared == set() and declared - every == set()
 

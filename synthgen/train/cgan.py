@@ -71,9 +71,9 @@ class ConditionalGAN:
     """
 
     produces = "images"  # runs are used by `synthgen sample`: (latent, class) -> image
-    # train / loss / conditioning keys read beyond the loop's (loop.LOOP_KEYS); a family that uses fewer narrows this
+    # data / train / loss / conditioning keys read beyond the loop's (loop.LOOP_KEYS); a family that uses fewer narrows this
     reads = frozenset({
-        "conditioning.type", "conditioning.aux_weight",
+        "data.sampling", "conditioning.type", "conditioning.aux_weight",
         "loss.gp_weight", "loss.r1_gamma", "loss.r2_gamma", "loss.r1_every", "loss.lecam_weight", "loss.lecam_decay",
         "train.n_dis", "train.unroll_steps", "train.unroll_backprop", "train.ema", "train.ema_decay", "train.ema_halflife_kimg",
         "train.ema_rampup", "train.diffaugment", "train.ada_target", "train.ada_kimg", "train.ada_interval",

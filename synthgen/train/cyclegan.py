@@ -56,7 +56,7 @@ class HistoryPool(nn.Module):
 
 
 class CycleGAN(TranslationMethod):
-    reads = frozenset({"loss.cycle_weight", "loss.identity_weight", "train.pool_size"})
+    reads = frozenset({"data.jitter", "loss.cycle_weight", "loss.identity_weight", "train.pool_size"})
     load_images = staticmethod(load_unpaired)
 
     def __init__(self, recipe, data: TranslationImages, precision):

@@ -255,9 +255,10 @@ def _restore(method, checkpoint: ckpt.Checkpoint, device: torch.device) -> int:
 
 METHOD_STATE = "method_state"  # state.json key: what the method keeps beside weights and optimisers
 
-# The train / loss / conditioning keys the loop reads for every method; a method declares the others it reads
+# The data / train / loss / conditioning keys the loop reads for every method; a method declares the others it reads
 # (`reads`), and recipe.py refuses a key set away from its default that neither reads.
 LOOP_KEYS = frozenset({
+    "data.root", "data.image_size", "data.channels", "data.resize", "data.strict", "data.hflip",
     "loss.type", "train.steps", "train.batch_size", "train.lr_g", "train.lr_d", "train.beta1", "train.beta2",
     "train.budget", "train.init_from", "train.precision", "train.compile", "train.device", "train.log_every",
     "train.sample_every", "train.checkpoint_every", "train.keep_checkpoints", "train.out_dir", "train.lr_decay",

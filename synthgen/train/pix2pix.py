@@ -17,7 +17,7 @@ from synthgen.train.translation import TranslationMethod, eval_mode
 
 
 class Pix2Pix(TranslationMethod):
-    reads = frozenset({"loss.l1_weight"})
+    reads = frozenset({"loss.l1_weight", "data.jitter", "data.direction", "data.on_mismatch", "data.dir_a", "data.dir_b"})
     load_images = staticmethod(load_paired)
 
     def __init__(self, recipe, data: TranslationImages, precision):

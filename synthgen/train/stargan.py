@@ -83,7 +83,7 @@ class StarGANOptions(Section):
 class StarGAN(TranslationMethod):
     Options = StarGANOptions
     losses = ("wgan-gp", "lsgan", "ns", "hinge")  # loss.type values that fit; the paper's is wgan-gp
-    reads = frozenset({"loss.gp_weight", "train.n_dis", "train.diffaugment", "train.ada_target", "train.ada_kimg", "train.ada_interval"})
+    reads = frozenset({"data.sampling", "loss.gp_weight", "train.n_dis", "train.diffaugment", "train.ada_target", "train.ada_kimg", "train.ada_interval"})
     evaluation_images = None  # no (latent, class) generator for the training-time gate
 
     def __init__(self, recipe, data: LabelledImages, precision):

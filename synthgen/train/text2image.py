@@ -120,6 +120,7 @@ class Text2Image(ConditionalGAN):
     # The caption conditions (no conditioning.*); D's loss is GAN-CLS's own, without penalties or LeCam; no
     # per-class evaluation at checkpoints for train.patience to stop on.
     reads = ConditionalGAN.reads - {
+        "data.sampling",  # captions are drawn uniformly (CaptionBatches)
         "conditioning.type", "conditioning.aux_weight", "loss.gp_weight", "loss.r1_gamma", "loss.r2_gamma", "loss.r1_every",
         "loss.lecam_weight", "loss.lecam_decay", "train.unroll_steps", "train.unroll_backprop", "train.patience",
     }

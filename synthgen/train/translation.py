@@ -20,7 +20,7 @@ class TranslationMethod:
     """Base of the image -> image methods; subclasses build their networks and define train_step."""
 
     produces = "translations"  # runs are used by `synthgen translate`
-    reads = frozenset()  # train / loss / conditioning keys beyond the loop's: each translator names its own
+    reads = frozenset()  # data / train / loss / conditioning keys beyond the loop's: each translator names its own
     # One process: the translators' networks are not under DDP, so N processes would train N unsynchronised copies.
     distributed = False
 
