@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 # `make test PYTEST_WORKERS=0` runs in one process.
 PYTEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=20 -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile
+	$(BIN)/python -m pytest -q --durations=20 -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 # Trains recipes/demo.yaml on the embedded Fashion-MNIST test split (about 6-7 minutes on 2 cores),
 # then samples 100 images per class through the gate. Everything lands under out/demo/.
