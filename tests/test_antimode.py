@@ -207,6 +207,5 @@ def test_null_section_is_off_and_keys_are_listed(tmp_path):
 
 
 def test_encoder_families_refuse_minibatch_discrimination(four_classes, tmp_path):
-    recipe = tiny_recipe(four_classes, tmp_path, method="bigan", model={"minibatch_discrimination": {"kernels": 4}})
     with pytest.raises(SynthgenError, match="model.minibatch_discrimination: method bigan does not combine with it"):
-        train(recipe)
+        tiny_recipe(four_classes, tmp_path, method="bigan", model={"minibatch_discrimination": {"kernels": 4}})

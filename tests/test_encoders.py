@@ -258,8 +258,9 @@ def test_resume_equals_an_uninterrupted_run(four_classes, tmp_path, method, trai
     ("vaegan", {"loss": {"type": "rpgan"}}, "rpgan: method vaegan"),
 ])
 def test_combinations_the_encoder_families_do_not_take_are_one_line_errors(four_classes, tmp_path, method, sections, message):
+    """Refused when the recipe is read (check_recipe), before any data is loaded."""
     with pytest.raises(SynthgenError, match=message):
-        train(tiny_recipe(four_classes, tmp_path, method=method, **sections))
+        tiny_recipe(four_classes, tmp_path, method=method, **sections)
 
 
 def test_cli_vary_encode_and_a_run_without_an_encoder(trained, four_classes, sources, tmp_path):

@@ -17,7 +17,6 @@ import torch
 from pydantic import Field
 
 from synthgen import distributed
-from synthgen.errors import SynthgenError
 from synthgen.imaging import to_model
 from synthgen.models.encoder import Encoder, reparameterised
 from synthgen.recipe import Section, method_options
@@ -57,12 +56,11 @@ class EncodingGAN(ConditionalGAN):
         self.grid_sources, self.grid_labels = data.images[picks], data.labels[picks]
 
     @classmethod
-    def load_data(cls, recipe):
-        """As for a conditional GAN, after refusing (one line each) the keys this family does not combine with."""
+    def check_recipe(cls, recipe) -> None:
+        """Refuse (one line each, when the recipe is read) the keys this family does not combine with."""
         for key, is_set in cls.not_combined.items():
             if is_set(recipe):
-                raise SynthgenError(f"{key}: method {recipe.method} does not combine with it (it has its own discriminator step); leave it at its default")
-        return super().load_data(recipe)
+                raise ValueError(f"{key}: method {recipe.method} does not combine with it (it has its own discriminator step); leave it at its default")
 
     # --- the encoder, rebuilt by `synthgen encode` / `vary` from a checkpoint ---------
 
