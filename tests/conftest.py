@@ -32,8 +32,8 @@ FOUR_CLASSES = ["Trouser", "Sneaker", "Bag", "T-shirt-top"]
 
 torch.set_num_threads(THREADS)
 
-# The test files that take longest, longest first (seconds of one worker in `make test`, AMD EPYC lscpu model 1,
-# 2026-12-07: the setups and calls of its --durations list). `make test` hands whole files to its workers
+# The test files that take longest, longest first: an order estimated from the setups and calls in `make test`'s
+# --durations list (its 20 slowest; AMD EPYC lscpu model 1, 2026-12-07), not from measured per-file totals. `make test` hands whole files to its workers
 # (--dist loadfile, so that module fixtures are built once) in the order collected, with xdist's reordering by
 # test count turned off (--no-loadscope-reorder): that put the files with few, long tests last, where one worker
 # could finish a long file alone. Longest first, the other worker takes the many short files meanwhile.

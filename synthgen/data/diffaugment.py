@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from synthgen.losses import LOSSES
+
 Tensor = torch.Tensor
 
 
@@ -130,8 +132,6 @@ class AdaptiveAugment:
     def from_recipe(cls, recipe) -> "AdaptiveAugment":
         """The recipe's train.diffaugment / ada_* keys; p moves with the real images D sees per G step, and r_t is
         relative where the recipe's loss is offset-free."""
-        from synthgen.losses import LOSSES
-
         t = recipe.train
         relative = LOSSES[recipe.loss.type].offset_free
         return cls(t.diffaugment, t.ada_target, t.ada_kimg, t.ada_interval, t.batch_size * t.n_dis, relative)
