@@ -69,12 +69,16 @@ class Domains:
     size: int
     channels: int
     hflip: bool
+    # Classes that share a layout (tops; shoes): translations within a group can keep the input's structure, across
+    # groups (a coat into a bag) the target has no place for it. The report splits the figures by it.
+    layout_groups: tuple[tuple[str, ...], ...] = ()
 
 
 def fashion_mnist(args) -> Domains:
     fm = import_fashion(args.fashion)
     train = link_subset(fm / "train", OUT / "stargan_fashion" / "train-subset", 100) if args.quick else fm / "train"
-    return Domains("fashion-mnist", OUT / "stargan_fashion", train, fm / "test", 28, 1, False)
+    groups = (("T-shirt-top", "Pullover", "Coat", "Shirt"), ("Sandal", "Sneaker", "Ankle-boot"))
+    return Domains("fashion-mnist", OUT / "stargan_fashion", train, fm / "test", 28, 1, False, groups)
 
 
 def flowers5(args) -> Domains:
@@ -126,6 +130,20 @@ def scores(outputs: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, c
     features, logits = classifier.features_and_logits(outputs)
     kids = [kid(real_features[real_labels == k], features[targets == k])[0] for k in targets.unique().tolist() if (targets == k).sum() >= 2]
     return {"target_rate": float((logits.argmax(1) == targets).float().mean()), "kid": float(np.mean(kids)), "ssim_to_input": float(ssim(outputs, inputs).mean())}
+
+
+def by_layout(outputs: dict[str, torch.Tensor], inputs: torch.Tensor, source: torch.Tensor, targets: torch.Tensor, classifier,
+              class_names: list[str], groups: tuple[tuple[str, ...], ...]) -> dict:
+    """Target-class rate and SSIM to the input of each output, apart for pairs within a layout group and across."""
+    group_of = torch.tensor([next((g for g, members in enumerate(groups) if name in members), -1 - k) for k, name in enumerate(class_names)])
+    within = group_of[source] == group_of[targets]
+    split = {}
+    for name, images in outputs.items():
+        hit = classifier.features_and_logits(images)[1].argmax(1) == targets
+        similarity = ssim(images, inputs)
+        split[name] = {part: {"n": int(mask.sum()), "target_rate": float(hit[mask].float().mean()), "ssim_to_input": float(similarity[mask].mean())}
+                       for part, mask in (("within", within), ("across", ~within))}
+    return split
 
 
 def most_alike(inputs: torch.Tensor, targets: torch.Tensor, pool: LabelledImages) -> torch.Tensor:
@@ -210,12 +228,20 @@ def main() -> None:
     goal = rows["StarGAN G(x, target)"]
     print(f"goal (rate >= 0.9, SSIM well above the random baseline's {rows['baseline: a random target-class image']['ssim_to_input']:.3f}): "
           f"rate {goal['target_rate']:.3f}, SSIM {goal['ssim_to_input']:.3f}")
+    layout = by_layout(outputs, inputs, source, targets, classifier, test.class_names, data.layout_groups) if data.layout_groups else {}
+    if layout:
+        some = next(iter(layout.values()))
+        print_table(f"split by layout: within a group of classes that share one ({'; '.join(', '.join(g) for g in data.layout_groups)}; "
+                    f"{some['within']['n']} images) and across groups ({some['across']['n']})",
+                    ["output", "rate within", "SSIM within", "rate across", "SSIM across"],
+                    [[name, *(f"{r[part][key]:.3f}" for part in ("within", "across") for key in ("target_rate", "ssim_to_input"))] for name, r in layout.items()])
     if args.quick:
         print("[--quick: a smoke run, not a measurement]")
     OUT.mkdir(parents=True, exist_ok=True)
     save_grid(OUT / f"{stem}-grid.png", inputs, translated, random_target)
     report = {"machine": machine(), "trained_on": trained_on, "data": data.name, "quick": args.quick, "steps": steps, "overrides": sets, "train_seconds": round(trained, 1),
-              "test_images": n, "targets": [test.class_names[t] for t in targets[:GRID_COLUMNS].tolist()], "rows": rows, "real_vs_real_kid": real_vs_real}
+              "test_images": n, "targets": [test.class_names[t] for t in targets[:GRID_COLUMNS].tolist()], "rows": rows, "real_vs_real_kid": real_vs_real,
+              "by_layout": layout}
     (OUT / f"{stem}.json").write_text(json.dumps(report, indent=1))
     print(f"report: {OUT / stem}.json and its -grid.png")
 
