@@ -14,7 +14,8 @@ Not a bench_*.py: it trains a GAN. Two datasets (issue 16: Fashion-MNIST, and fl
 3. Per row: the target-class rate by synthgen's domain classifier (trained on the training
    images, metrics/domain.py); KID (domain features) of the outputs to the target class's real
    test images, averaged over classes, beside real-vs-real (training images of the class against
-   its test images); SSIM to the input (structure kept).
+   its test images); SSIM to the input (structure kept). On Fashion-MNIST also the rate and SSIM apart for pairs
+   within a group of classes that share a layout (tops; shoes) and across groups, where no layout can be kept.
 4. Baselines without a translator: the input itself (SSIM 1, never the target class), a random
    real image of the target class (the target class, structure not kept) and the real image of the
    target class most like the input by SSIM (retrieval: as much structure as a real image of the
