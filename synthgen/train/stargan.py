@@ -72,7 +72,7 @@ class StarGANOptions(Section):
     lambda_id: float = Field(0.0, ge=0, description="Weight of the identity term |x - G(x, c)|_1 (into its own class, x is kept; CycleGAN's, not the paper's): 0 = off.")
     domain_head: Literal["pooled", "whole"] = Field(
         "pooled",
-        description="D's domain classifier: pooled = a 1x1 convolution averaged over positions (reads local features, wherever they are); whole = the paper's kernel over the whole last feature map at the training size, so it reads where things are (at other sizes the map is pooled to that size first).",
+        description="D's domain classifier: pooled = a 1x1 convolution averaged over positions (reads local features, wherever they are); whole = the paper's kernel over the whole last feature map at the training size, so it reads where things are (at other sizes the map is pooled to that size first). On flowers5 photos G learnt to paint a colour band per class at a fixed place for it (README), so it is not the default.",
     )
     attention: bool = Field(False, description="GANimation's keep-mask: G also gives A in [0, 1] and its image is A * input + (1 - A) * G's colours, so untouched regions are the input's own.")
     lambda_mask: float = Field(0.0, ge=0, description="With options.attention: weight of the mean keep-mask (GANimation's 0.1 stops G keeping every pixel); 0 = off.")
