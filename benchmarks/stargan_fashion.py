@@ -126,25 +126,24 @@ def save_grid(path: Path, *rows: torch.Tensor) -> None:
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
 
 
-def scores(outputs: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, classifier, real_features: torch.Tensor, real_labels: torch.Tensor) -> dict:
-    """Target-class rate, mean per-class KID to the target class's real images (their features), mean SSIM to the input."""
-    features, logits = classifier.features_and_logits(outputs)
-    kids = [kid(real_features[real_labels == k], features[targets == k])[0] for k in targets.unique().tolist() if (targets == k).sum() >= 2]
-    return {"target_rate": float((logits.argmax(1) == targets).float().mean()), "kid": float(np.mean(kids)), "ssim_to_input": float(ssim(outputs, inputs).mean())}
-
-
-def by_layout(outputs: dict[str, torch.Tensor], inputs: torch.Tensor, source: torch.Tensor, targets: torch.Tensor, classifier,
-              class_names: list[str], groups: tuple[tuple[str, ...], ...]) -> dict:
-    """Target-class rate and SSIM to the input of each output, apart for pairs within a layout group and across."""
+def within_layout(source: torch.Tensor, targets: torch.Tensor, class_names: list[str], groups: tuple[tuple[str, ...], ...]) -> torch.Tensor:
+    """True where an input and its target class are in one layout group (classes that share a layout)."""
     group_of = torch.tensor([next((g for g, members in enumerate(groups) if name in members), -1 - k) for k, name in enumerate(class_names)])
-    within = group_of[source] == group_of[targets]
-    split = {}
-    for name, images in outputs.items():
-        hit = classifier.features_and_logits(images)[1].argmax(1) == targets
-        similarity = ssim(images, inputs)
-        split[name] = {part: {"n": int(mask.sum()), "target_rate": float(hit[mask].float().mean()), "ssim_to_input": float(similarity[mask].mean())}
-                       for part, mask in (("within", within), ("across", ~within))}
-    return split
+    return group_of[source] == group_of[targets]
+
+
+def scores(outputs: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, classifier, real_features: torch.Tensor, real_labels: torch.Tensor,
+           within: torch.Tensor | None = None) -> dict:
+    """Target-class rate, mean per-class KID to the target class's real images (their features), mean SSIM to the
+    input; with a `within` mask (within_layout), rate and SSIM also apart for pairs within a layout group and across."""
+    features, logits = classifier.features_and_logits(outputs)
+    hit, similarity = logits.argmax(1) == targets, ssim(outputs, inputs)
+    kids = [kid(real_features[real_labels == k], features[targets == k])[0] for k in targets.unique().tolist() if (targets == k).sum() >= 2]
+    row = {"target_rate": float(hit.float().mean()), "kid": float(np.mean(kids)), "ssim_to_input": float(similarity.mean())}
+    if within is not None:
+        row["by_layout"] = {part: {"n": int(mask.sum()), "target_rate": float(hit[mask].float().mean()), "ssim_to_input": float(similarity[mask].mean())}
+                            for part, mask in (("within", within), ("across", ~within))}
+    return row
 
 
 def most_alike(inputs: torch.Tensor, targets: torch.Tensor, pool: LabelledImages) -> torch.Tensor:
@@ -218,7 +217,8 @@ def main() -> None:
         "baseline: a random target-class image": random_target,
         "baseline: the target-class image most like the input": most_alike(inputs, targets, pool),
     }
-    rows = {name: scores(images, inputs, targets, classifier, real_features, reference.labels) for name, images in outputs.items()}
+    within = within_layout(source, targets, test.class_names, data.layout_groups) if data.layout_groups else None
+    rows = {name: scores(images, inputs, targets, classifier, real_features, reference.labels, within) for name, images in outputs.items()}
     real_subset = subset(train_images, 500)
     train_features = classifier(real_subset.images)
     real_vs_real = float(np.mean([kid(real_features[reference.labels == c], train_features[real_subset.labels == c])[0] for c in range(k)]))
@@ -229,20 +229,18 @@ def main() -> None:
     goal = rows["StarGAN G(x, target)"]
     print(f"goal (rate >= 0.9, SSIM well above the random baseline's {rows['baseline: a random target-class image']['ssim_to_input']:.3f}): "
           f"rate {goal['target_rate']:.3f}, SSIM {goal['ssim_to_input']:.3f}")
-    layout = by_layout(outputs, inputs, source, targets, classifier, test.class_names, data.layout_groups) if data.layout_groups else {}
-    if layout:
-        some = next(iter(layout.values()))
+    if within is not None:
         print_table(f"split by layout: within a group of classes that share one ({'; '.join(', '.join(g) for g in data.layout_groups)}; "
-                    f"{some['within']['n']} images) and across groups ({some['across']['n']})",
+                    f"{int(within.sum())} images) and across groups ({int((~within).sum())})",
                     ["output", "rate within", "SSIM within", "rate across", "SSIM across"],
-                    [[name, *(f"{r[part][key]:.3f}" for part in ("within", "across") for key in ("target_rate", "ssim_to_input"))] for name, r in layout.items()])
+                    [[name, *(f"{r['by_layout'][part][key]:.3f}" for part in ("within", "across") for key in ("target_rate", "ssim_to_input"))]
+                     for name, r in rows.items()])
     if args.quick:
         print("[--quick: a smoke run, not a measurement]")
     OUT.mkdir(parents=True, exist_ok=True)
     save_grid(OUT / f"{stem}-grid.png", inputs, translated, random_target)
     report = {"machine": machine(), "trained_on": trained_on, "data": data.name, "quick": args.quick, "steps": steps, "overrides": sets, "train_seconds": round(trained, 1),
-              "test_images": n, "targets": [test.class_names[t] for t in targets[:GRID_COLUMNS].tolist()], "rows": rows, "real_vs_real_kid": real_vs_real,
-              "by_layout": layout}
+              "test_images": n, "targets": [test.class_names[t] for t in targets[:GRID_COLUMNS].tolist()], "rows": rows, "real_vs_real_kid": real_vs_real}
     (OUT / f"{stem}.json").write_text(json.dumps(report, indent=1))
     print(f"report: {OUT / stem}.json and its -grid.png")
 
