@@ -8,7 +8,7 @@ targets c':
 and per G step (after train.n_dis D steps):
     L_G = -D_src(G(x, c')) + lambda_cls CE(D_cls(G(x, c')), c') + lambda_rec |x - G(G(x, c'), c)|_1
           (with options.domain_confidence, CE only of translations D_cls gives c' less than that probability)
-          [+ lambda_id |x - G(x, c)|_1, CycleGAN's identity term, not the paper's; 0 = off]
+          [+ lambda_id |x - G(x, c)|_1, CycleGAN's identity term, off by default]
           (with options.cycle_blur / cycle_noise, the cycle translates G(x, c') blurred / + noise back)
           [+ lambda_mask mean(A), with options.attention's keep-mask A (GANimation's), off by default]
 With train.diffaugment, D (both heads) sees every image through DiffAugment's
@@ -151,7 +151,7 @@ class StarGAN(TranslationMethod):
             real_src, real_cls = self.D(real)
             fake_src, _ = self.D(fake)
             adversarial = self.loss.discriminator(real_src, fake_src)
-            cls = self.domains.per_image_loss(real_cls, domains).mean()
+            cls = self.domains.loss(real_cls, domains)
             total = adversarial + self.options.lambda_cls * cls
             terms = {"d_loss": adversarial, "d_cls": cls}
             if self.gp_weight > 0:
@@ -244,6 +244,9 @@ class ClassDomains:
     def per_image_loss(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), codes, reduction="none")
 
+    def loss(self, logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return self.per_image_loss(logits, codes).mean()
+
     def grid_targets(self, codes: torch.Tensor) -> list[torch.Tensor]:
         return [torch.full_like(codes, k) for k in range(self.num_classes)]
 
@@ -269,6 +272,9 @@ class AttributeDomains:
     def per_image_loss(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """The paper's: binary cross-entropy summed over the attributes (-ln of the joint probability of the codes)."""
         return F.binary_cross_entropy_with_logits(logits.float(), codes.float(), reduction="none").sum(1)
+
+    def loss(self, logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return self.per_image_loss(logits, codes).mean()
 
     @staticmethod
     def grid_targets(codes: torch.Tensor) -> list[torch.Tensor]:
