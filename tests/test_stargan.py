@@ -28,7 +28,7 @@ from synthgen.metrics.domain import train_domain_classifier
 from synthgen.models.stargan import StarDiscriminator, StarGenerator, domain_planes
 from synthgen.precision import resolve_precision
 from synthgen.train.loop import train
-from synthgen.train.stargan import ClassDomains, StarGAN
+from synthgen.train.stargan import StarGAN
 from synthgen.train.translation import running_stats_kept
 from synthgen.translate import ClassTranslator, open_translator
 from tests.conftest import FOUR_CLASSES, load_imagefolder, tiny_recipe
@@ -249,23 +249,6 @@ def test_balance_fills_a_rare_class_with_translations(star_run, four_classes, tm
         assert Image.open(tmp_path / "out" / row["file"]).size == (28, 28)
     with pytest.raises(SynthgenError, match="--mix translate needs --weights"):
         balance_dataset(data, tmp_path / "out2", mix={"translate": 1.0})
-
-
-def test_domain_confidence_stops_pushing_translations_the_head_already_gives_their_target(four_classes, data, tmp_path):
-    """options.domain_confidence c: a translation D's head gives its target with probability >= c gets no gradient
-    from G's domain term; one below c gets exactly the paper's cross-entropy gradient. Off (1), every one is pushed."""
-    logits = torch.tensor([[4.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0], [0.0, 3.0, 0.0, 0.0]], requires_grad=True)
-    targets = torch.tensor([0, 0, 0])  # target probabilities 0.948, 0.355, 0.045
-    domains = ClassDomains.per_image_loss(logits, targets)
-    paper = torch.autograd.grad(domains.mean(), logits, retain_graph=True)[0]
-    precision = resolve_precision("fp32", torch.device("cpu"))
-    capped = StarGAN(star_recipe(four_classes, tmp_path, options={"domain_confidence": 0.9}), data, precision)
-    gradient = torch.autograd.grad(capped._unconfident(domains), logits, retain_graph=True)[0]
-    assert torch.equal(gradient[0], torch.zeros(4)) and torch.allclose(gradient[1:], paper[1:])
-    always = StarGAN(star_recipe(four_classes, tmp_path), data, precision)
-    assert torch.allclose(torch.autograd.grad(always._unconfident(domains), logits)[0], paper)
-    with pytest.raises(SynthgenError, match="domain_confidence"):
-        star_recipe(four_classes, tmp_path, options={"domain_confidence": 0.0})
 
 
 def test_cycle_noise_is_added_to_what_the_cycle_translates_back(four_classes, data, tmp_path):

@@ -7,7 +7,6 @@ targets c':
     L_D = -D_src(x) + D_src(G(x, c')) + lambda_gp GP + lambda_cls CE(D_cls(x), c)
 and per G step (after train.n_dis D steps):
     L_G = -D_src(G(x, c')) + lambda_cls CE(D_cls(G(x, c')), c') + lambda_rec |x - G(G(x, c'), c)|_1
-          (with options.domain_confidence, CE only of translations D_cls gives c' less than that probability)
           [+ lambda_id |x - G(x, c)|_1, CycleGAN's identity term, off by default]
           (with options.cycle_blur / cycle_noise, the cycle translates G(x, c') blurred / + noise back)
           [+ lambda_mask mean(A), with options.attention's keep-mask A (GANimation's), off by default]
@@ -69,10 +68,6 @@ class StarGANOptions(Section):
     cycle_blur: float = Field(
         1.0, ge=0,
         description="Std in pixels of a Gaussian blur applied to G(x, c') (before options.cycle_noise) before the cycle translates it back: a code hidden in fine texture, at any amplitude, is wiped out, so what G keeps of x must be coarse enough to see. 0 = off.",
-    )
-    domain_confidence: float = Field(
-        1.0, gt=0, le=1,
-        description="G's domain term stops pushing a translation once D's domain head gives its target at least this probability (for attributes, all of them together): only translations below it count in G's lambda_cls term (flooding, Ishida et al. 2020, per image). Pushing on past what real images get draws caricatures of the class (D's head gives the default's Fashion-MNIST translations 0.99, real images 0.85). 1 = always push, the paper's.",
     )
     lambda_id: float = Field(0.5, ge=0, description="Weight of the identity term |x - G(x, c)|_1 (into its own class, x is kept; CycleGAN's, not the paper's): without it Fashion-MNIST translations kept none of the input's structure (README). 0 = off.")
     domain_head: Literal["pooled", "whole"] = Field(
@@ -171,12 +166,11 @@ class StarGAN(TranslationMethod):
             fake, keep = self.G.edit(real, targets)
             fake_src, fake_cls = self.D(self._augment(fake))
             adversarial = self.loss.generator(fake_src)
-            per_image = self.domains.per_image_loss(fake_cls, targets)
-            cls = per_image.mean()  # logged as the paper's term, whatever options.domain_confidence leaves of it
+            cls = self.domains.loss(fake_cls, targets)
             with running_stats_kept(self.G):  # G's running statistics are those of the translation above alone
                 rec = (self.G(self._cycle_input(fake), domains).float() - real.float()).abs().mean()
                 identity = (self.G(real, domains).float() - real.float()).abs().mean() if self.options.lambda_id > 0 else None
-            total = adversarial + self.options.lambda_cls * self._unconfident(per_image) + self.options.lambda_rec * rec
+            total = adversarial + self.options.lambda_cls * cls + self.options.lambda_rec * rec
             terms = {"g_loss": adversarial, "g_cls": cls, "cycle": rec}
             if identity is not None:
                 terms["identity"] = identity
@@ -187,13 +181,6 @@ class StarGAN(TranslationMethod):
         self._update(self.opt_G, self.scaler_G, total)
         self.D.requires_grad_(True)
         return terms
-
-    def _unconfident(self, per_image: torch.Tensor) -> torch.Tensor:
-        """G's domain term: the batch mean of the per-image losses of translations D's head does not yet give
-        options.domain_confidence (their loss above -ln of it); the others add nothing and get no push."""
-        if self.options.domain_confidence >= 1:
-            return per_image.mean()
-        return torch.where(per_image > -math.log(self.options.domain_confidence), per_image, 0.0).mean()
 
     def _cycle_input(self, fake: torch.Tensor) -> torch.Tensor:
         """What the cycle translates back: G's image, blurred with options.cycle_blur, plus noise with
@@ -241,11 +228,8 @@ class ClassDomains:
         return self.batches.fake_labels(step, sub, codes.device)
 
     @staticmethod
-    def per_image_loss(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), codes, reduction="none")
-
-    def loss(self, logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        return self.per_image_loss(logits, codes).mean()
+    def loss(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), codes)
 
     def grid_targets(self, codes: torch.Tensor) -> list[torch.Tensor]:
         return [torch.full_like(codes, k) for k in range(self.num_classes)]
@@ -269,12 +253,9 @@ class AttributeDomains:
         return codes[order.to(codes.device)]
 
     @staticmethod
-    def per_image_loss(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """The paper's: binary cross-entropy summed over the attributes (-ln of the joint probability of the codes)."""
-        return F.binary_cross_entropy_with_logits(logits.float(), codes.float(), reduction="none").sum(1)
-
-    def loss(self, logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        return self.per_image_loss(logits, codes).mean()
+    def loss(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """The paper's: binary cross-entropy summed over the attributes, averaged over the batch."""
+        return F.binary_cross_entropy_with_logits(logits.float(), codes.float(), reduction="sum") / len(codes)
 
     @staticmethod
     def grid_targets(codes: torch.Tensor) -> list[torch.Tensor]:
