@@ -7,7 +7,7 @@ targets c':
     L_D = -D_src(x) + D_src(G(x, c')) + lambda_gp GP + lambda_cls CE(D_cls(x), c)
 and per G step (after train.n_dis D steps):
     L_G = -D_src(G(x, c')) + lambda_cls CE(D_cls(G(x, c')), c') + lambda_rec |x - G(G(x, c'), c)|_1
-          [+ lambda_id |x - G(x, c)|_1, CycleGAN's identity term, off by default]
+          [+ lambda_id |x - G(x, c)|_1, CycleGAN's identity term, not the paper's; 0 = off]
           (with options.cycle_blur / cycle_noise, the cycle translates G(x, c') blurred / + noise back)
           [+ lambda_mask mean(A), with options.attention's keep-mask A (GANimation's), off by default]
 With train.diffaugment, D (both heads) sees every image through DiffAugment's
