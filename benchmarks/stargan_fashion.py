@@ -14,8 +14,10 @@ Not a bench_*.py: it trains a GAN. Two datasets (issue 16: Fashion-MNIST, and fl
 3. Per row: the target-class rate by synthgen's domain classifier (trained on the training
    images, metrics/domain.py); KID (domain features) of the outputs to the target class's real
    test images, averaged over classes, beside real-vs-real (training images of the class against
-   its test images); SSIM to the input (structure kept). On Fashion-MNIST also the rate and SSIM apart for pairs
-   within a group of classes that share a layout (tops; shoes) and across groups, where no layout can be kept.
+   its test images); SSIM to the input (structure kept); the high-frequency spectrum against real images of the
+   same target classes, on the axes (stripes across the image) and off them (metrics/spectrum.py; 1 = like real
+   images). On Fashion-MNIST also the rate and SSIM apart for pairs within a group of classes that share a layout
+   (tops; shoes) and across groups, where no layout can be kept.
 4. Baselines without a translator: the input itself (SSIM 1, never the target class), a random
    real image of the target class (the target class, structure not kept) and the real image of the
    target class most like the input by SSIM (retrieval: as much structure as a real image of the
@@ -51,6 +53,7 @@ from synthgen.imaging import to_model, to_uint8  # noqa: E402
 from synthgen.metrics.features import domain_classifier  # noqa: E402
 from synthgen.metrics.kid import kid  # noqa: E402
 from synthgen.metrics.msssim import ssim  # noqa: E402
+from synthgen.metrics.spectrum import high_frequency_ratios  # noqa: E402
 from synthgen.translate import open_translator  # noqa: E402
 
 FLOWERS = REPO.parent / "shared" / "datasets" / "flowers5"
@@ -133,13 +136,16 @@ def within_layout(source: torch.Tensor, targets: torch.Tensor, class_names: list
 
 
 def scores(outputs: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, classifier, real_features: torch.Tensor, real_labels: torch.Tensor,
-           within: torch.Tensor | None = None) -> dict:
+           real_of_targets: torch.Tensor, within: torch.Tensor | None = None) -> dict:
     """Target-class rate, mean per-class KID to the target class's real images (their features), mean SSIM to the
-    input; with a `within` mask (within_layout), rate and SSIM also apart for pairs within a layout group and across."""
+    input, the high-frequency spectrum ratios to `real_of_targets` (real images of the same target classes) on and
+    off the axes; with a `within` mask (within_layout), rate and SSIM also apart for pairs within a layout group and across."""
     features, logits = classifier.features_and_logits(outputs)
     hit, similarity = logits.argmax(1) == targets, ssim(outputs, inputs)
     kids = [kid(real_features[real_labels == k], features[targets == k])[0] for k in targets.unique().tolist() if (targets == k).sum() >= 2]
-    row = {"target_rate": float(hit.float().mean()), "kid": float(np.mean(kids)), "ssim_to_input": float(similarity.mean())}
+    on_axes, off_axes = high_frequency_ratios(outputs, real_of_targets)
+    row = {"target_rate": float(hit.float().mean()), "kid": float(np.mean(kids)), "ssim_to_input": float(similarity.mean()),
+           "high_freq_on_axes": on_axes, "high_freq_off_axes": off_axes}
     if within is not None:
         row["by_layout"] = {part: {"n": int(mask.sum()), "target_rate": float(hit[mask].float().mean()), "ssim_to_input": float(similarity[mask].mean())}
                             for part, mask in (("within", within), ("across", ~within))}
@@ -205,7 +211,11 @@ def main() -> None:
     rest = torch.ones(len(test.images), dtype=torch.bool)
     rest[pick] = False
     pool = LabelledImages(test.images[rest], test.labels[rest], test.class_names)
-    random_target = torch.stack([pool.images[pool.labels == t][int(torch.randint(int((pool.labels == t).sum()), (), generator=gen))] for t in targets.tolist()])
+    def draw_of_targets() -> torch.Tensor:
+        return torch.stack([pool.images[pool.labels == t][int(torch.randint(int((pool.labels == t).sum()), (), generator=gen))] for t in targets.tolist()])
+
+    random_target = draw_of_targets()
+    spectrum_reference = draw_of_targets()  # a second, independent draw: what every row's spectrum is compared with
 
     classifier = domain_classifier(train_images, work / "domain", 50 if args.quick else 600, hflip=data.hflip)
     reference = subset(pool, 500)
@@ -218,13 +228,14 @@ def main() -> None:
         "baseline: the target-class image most like the input": most_alike(inputs, targets, pool),
     }
     within = within_layout(source, targets, test.class_names, data.layout_groups) if data.layout_groups else None
-    rows = {name: scores(images, inputs, targets, classifier, real_features, reference.labels, within) for name, images in outputs.items()}
+    rows = {name: scores(images, inputs, targets, classifier, real_features, reference.labels, spectrum_reference, within) for name, images in outputs.items()}
     real_subset = subset(train_images, 500)
     train_features = classifier(real_subset.images)
     real_vs_real = float(np.mean([kid(real_features[reference.labels == c], train_features[real_subset.labels == c])[0] for c in range(k)]))
     print_table(f"{n} {data.name} test images, each into a random other class ({k} classes, {steps} steps, {trained:.0f} s)",
-                ["output", "target-class rate", "KID to target class", "SSIM to input"],
-                [[name, f"{r['target_rate']:.3f}", f"{r['kid']:.4f}", f"{r['ssim_to_input']:.3f}"] for name, r in rows.items()])
+                ["output", "target-class rate", "KID to target class", "SSIM to input", "high freq. on axes", "off axes"],
+                [[name, f"{r['target_rate']:.3f}", f"{r['kid']:.4f}", f"{r['ssim_to_input']:.3f}", f"{r['high_freq_on_axes']:.2f}",
+                  f"{r['high_freq_off_axes']:.2f}"] for name, r in rows.items()])
     print(f"real-vs-real KID (training vs test images of a class, mean over classes): {real_vs_real:.4f}")
     goal = rows["StarGAN G(x, target)"]
     print(f"goal (rate >= 0.9, SSIM well above the random baseline's {rows['baseline: a random target-class image']['ssim_to_input']:.3f}): "

@@ -104,9 +104,9 @@ class ModelConfig(Section):
     g_cond_bn: bool = Field(False, description="Condition G through class-conditional batch norm instead of joining a one-hot label to z.")
     d_norm: Literal["none", "batch"] = Field("none", description="Normalisation inside the dcgan D (use none with wgan-gp; the resnet D never normalises).")
     spectral_norm: bool = Field(True, description="Spectral normalisation on every layer of D.")
-    g_upsample: Literal["transposed", "resize"] = Field(
+    g_upsample: Literal["transposed", "resize", "bilinear"] = Field(
         "transposed",
-        description="dcgan G and the resnet translator (cyclegan, stargan): how G doubles its resolution: transposed convolutions (DCGAN's 4x4, CycleGAN's 3x3) or nearest-neighbour resize then a 3x3 convolution (Odena et al. 2016: no checkerboard texture; a dcgan training step about 1.5x slower at 64 px, 43 against 64-66 img/s on flowers5, AMD EPYC lscpu model 49, AVX2, fp32).",
+        description="dcgan G and the resnet translator (cyclegan, stargan): how G doubles its resolution: transposed convolutions (DCGAN's 4x4, CycleGAN's 3x3), or a nearest-neighbour (resize) or bilinear resize then a 3x3 convolution (Odena et al. 2016: no checkerboard texture; a dcgan training step about 1.5x slower at 64 px, 43 against 64-66 img/s on flowers5, AMD EPYC lscpu model 49, AVX2, fp32).",
     )
     g_spectral_norm: bool = Field(False, description="Spectral normalisation on every layer of G (SAGAN/BigGAN style).")
     blocks_per_stage: int = Field(1, ge=1, le=8, description="r3: residual blocks per resolution in G and D.")

@@ -360,3 +360,46 @@ def test_inception_bf16_features_stay_close_to_fp32(fashion_test_split):
     # Measured on 6 such images (AVX2 CPU): max |bf16 - fp32| 0.156, mean |feature| 0.31, min cosine 0.9995.
     assert (bf16 - fp32).abs().max() < 0.5
     assert torch.nn.functional.cosine_similarity(bf16, fp32).min() > 0.99
+
+
+# --- high-frequency spectrum ratios (metrics/spectrum.py) ---------------------------------------------------------
+
+
+def test_mean_spectrum_is_numpys_dft_magnitude_of_the_grey_mean_removed_images():
+    from synthgen.metrics.spectrum import mean_spectrum
+
+    images = torch.randint(0, 256, (5, 3, 12, 10), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    grey = images.double().numpy().mean(axis=1)
+    grey -= grey.mean(axis=(1, 2), keepdims=True)
+    expected = np.abs(np.fft.fft2(grey)).mean(axis=0)
+    np.testing.assert_allclose(mean_spectrum(images).numpy(), expected, rtol=1e-10, atol=1e-9)
+
+
+def test_high_frequency_ratios_tell_stripes_a_checkerboard_and_a_blur_from_real_images(fashion_test_split):
+    """Real vs other real images: about 1 on and off the axes. Faint stripes across the garment (a plaid) raise only
+    the axes' ratio, a faint checkerboard only the off-axis one, and a blur lowers both."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    from synthgen.data.loading import load_labelled
+    from synthgen.metrics.spectrum import high_frequency_ratios
+
+    images = load_labelled(fashion_test_split, 28, 1, "crop").images[torch.randperm(10000, generator=torch.Generator().manual_seed(0))[:2000]]
+    first, second = images[:1000], images[1000:]
+    on, off = high_frequency_ratios(second, first)
+    assert abs(on - 1) < 0.1 and abs(off - 1) < 0.1, (on, off)
+
+    def marked(pattern: torch.Tensor) -> torch.Tensor:
+        return (second.float() + 40 * pattern * (second > 0)).clamp(0, 255)  # on the garment, where real texture is
+
+    rows = torch.arange(28)
+    stripes = torch.cos(2 * math.pi * rows / 2.5)
+    plaid = (stripes[:, None] + stripes[None, :]) / 2  # horizontal and vertical stripes, period 2.5 px
+    on, off = high_frequency_ratios(marked(plaid), first)  # measured: 1.37, 1.07
+    assert on > 1.25 and off < 1.12, (on, off)
+    checker = ((rows[:, None] + rows[None, :]) % 2 * 2 - 1).float()
+    on, off = high_frequency_ratios(marked(checker), first)
+    assert off > 1.25 and on < 1.12, (on, off)
+    on, off = high_frequency_ratios(gaussian_blur(second.float(), [7, 7], [1.0, 1.0]), first)
+    assert on < 0.5 and off < 0.5, (on, off)
+    with pytest.raises(ValueError, match="differ in size"):
+        high_frequency_ratios(second[..., :20], first)

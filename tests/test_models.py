@@ -13,7 +13,7 @@ from synthgen.recipe import validate
 
 
 @pytest.mark.parametrize("size", [28, 32, 48, 64, 128])
-@pytest.mark.parametrize("backbone,upsample", [("dcgan", "transposed"), ("dcgan", "resize"), ("resnet", "transposed")])
+@pytest.mark.parametrize("backbone,upsample", [("dcgan", "transposed"), ("dcgan", "resize"), ("dcgan", "bilinear"), ("resnet", "transposed")])
 @pytest.mark.parametrize("channels,conditioning", [(1, "acgan"), (3, "projection"), (3, "concat")])
 def test_generator_and_discriminator_shapes(size, backbone, upsample, channels, conditioning):
     recipe = validate({
@@ -37,7 +37,7 @@ def test_resize_upsampling_lays_no_checkerboard_on_a_flat_input():
     pixels, so even a flat input comes out with a period-2 pattern; resize-then-convolve cannot do that."""
     torch.manual_seed(0)
     flat = torch.ones(1, 4, 8, 8)
-    for kind, patterned in (("transposed", True), ("resize", False)):
+    for kind, patterned in (("transposed", True), ("resize", False), ("bilinear", False)):
         out = upsampling(4, 4, kind, sn=False)(flat)[..., 2:-2, 2:-2]  # the interior: borders are padding's business
         spread = (out - out.mean(dim=(2, 3), keepdim=True)).abs().max().item()
         assert (spread > 1e-3) == patterned, (kind, spread)

@@ -36,7 +36,7 @@ def test_the_70x70_patchgan_gives_a_30x30_map_at_256_px():
 
 
 @pytest.mark.parametrize("translator,size,in_channels,out_channels,upsample", [
-    ("unet", 32, 1, 3, "transposed"), ("unet", 96, 3, 1, "transposed"), ("resnet", 28, 3, 3, "transposed"), ("resnet", 28, 1, 1, "resize"),
+    ("unet", 32, 1, 3, "transposed"), ("unet", 96, 3, 1, "transposed"), ("resnet", 28, 3, 3, "transposed"), ("resnet", 28, 1, 1, "resize"), ("resnet", 28, 1, 1, "bilinear"),
 ])
 def test_translators_keep_the_size_at_any_multiple_of_their_stride(translator, size, in_channels, out_channels, upsample):
     cfg = model_cfg(translator=translator, g_channels=8, n_blocks=2, g_upsample=upsample)
@@ -65,7 +65,7 @@ def test_unet_depth_follows_the_training_size():
         build_translator(model_cfg(), 28, 1, 1)
 
 
-@pytest.mark.parametrize("kind, even", [("transposed", False), ("resize", True)])
+@pytest.mark.parametrize("kind, even", [("transposed", False), ("resize", True), ("bilinear", True)])
 def test_only_the_resize_upsampling_spreads_a_flat_input_evenly(kind, even):
     """Odena et al. 2016: a 3x3 kernel at stride 2 overlaps unevenly, so even a flat input and flat weights come out as a
     checkerboard (inner pixels summing 4, 2 or 1 taps); a resize then a convolution gives one value everywhere inside."""
@@ -77,3 +77,16 @@ def test_only_the_resize_upsampling_spreads_a_flat_input_evenly(kind, even):
         inner = layers(torch.ones(1, 1, 8, 8))[0, 0, 2:-2, 2:-2]
     assert layers(torch.ones(1, 1, 8, 8)).shape[-2:] == (16, 16)
     assert bool((inner == inner[0, 0]).all()) == even, inner
+
+
+def test_nearest_resize_copies_pixels_into_blocks_and_bilinear_interpolates():
+    """model.g_upsample resize copies each pixel into a 2x2 block, whose edges on a 2-pixel grid are what a G can build
+    axis-aligned stripes from; bilinear spreads each step between pixels over two, so its largest step is half as big."""
+    from synthgen.models.layers import doubling
+
+    x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(0))
+    nearest, bilinear = doubling("resize")(x), doubling("bilinear")(x)
+    assert nearest.shape == bilinear.shape == (1, 1, 14, 14)
+    assert torch.equal(nearest[..., ::2, ::2], nearest[..., 1::2, 1::2]) and torch.equal(nearest[..., ::2, ::2], x)
+    largest_step = lambda y: y.diff(dim=-1).abs().max()  # noqa: E731
+    assert largest_step(bilinear) <= 0.5 * largest_step(nearest) + 1e-6

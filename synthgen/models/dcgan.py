@@ -5,17 +5,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from synthgen.models.layers import MinibatchStd, join_label, dcgan_init, generator_norm, resolution_plan, spectral, widths
+from synthgen.models.layers import MinibatchStd, dcgan_init, doubling, generator_norm, join_label, resolution_plan, spectral, widths
 from synthgen.models.registry import register_backbone
 
 
 def upsampling(width_in: int, width_out: int, kind: str, sn: bool) -> nn.Module:
     """Double the resolution: DCGAN's transposed 4x4 convolution, or (Odena et al. 2016, "Deconvolution and
-    checkerboard artifacts") a nearest-neighbour resize then a 3x3 convolution, which cannot lay the uneven
-    overlap pattern of a strided transposed convolution over the image."""
+    checkerboard artifacts") a nearest-neighbour (resize) or bilinear resize then a 3x3 convolution, which cannot lay
+    the uneven overlap pattern of a strided transposed convolution over the image."""
     if kind == "transposed":
         return spectral(dcgan_init(nn.ConvTranspose2d(width_in, width_out, 4, 2, 1, bias=False)), sn)
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+    return nn.Sequential(doubling(kind),
                          spectral(dcgan_init(nn.Conv2d(width_in, width_out, 3, 1, 1, bias=False)), sn))
 
 

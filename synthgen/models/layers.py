@@ -22,6 +22,17 @@ def widths(base_width: int, levels: int, cap: int) -> list[int]:
     return [min(cap, base_width * 2**i) for i in range(levels + 1)]
 
 
+# model.g_upsample's resizing kinds -> nn.Upsample modes. Nearest copies each pixel into a 2x2 block, whose edges on a
+# 2-pixel grid G can build axis-aligned stripes from; bilinear interpolates, so every pattern finer than the input's
+# pixels must come from the convolution after it.
+RESIZE_MODES = {"resize": "nearest", "bilinear": "bilinear"}
+
+
+def doubling(kind: str) -> nn.Upsample:
+    """Twice the resolution by resizing (`model.g_upsample` resize or bilinear), before the convolution that follows."""
+    return nn.Upsample(scale_factor=2, mode=RESIZE_MODES[kind])
+
+
 def spectral(layer: nn.Module, enabled: bool) -> nn.Module:
     return nn.utils.parametrizations.spectral_norm(layer) if enabled else layer
 

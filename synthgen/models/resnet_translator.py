@@ -4,9 +4,11 @@
 (6 for 128 px, 9 for 256 px), two upsamplings, 7x7 output. Reflection padding
 keeps borders free of the dark frame that zero padding teaches. The upsamplings
 are CycleGAN's transposed 3x3 stride-2 convolutions, or with `model.g_upsample:
-resize` a nearest-neighbour resize then a 3x3 convolution (Odena et al. 2016): a
-3x3 kernel at stride 2 overlaps unevenly, which lays a checkerboard over the
-image that a translator can also use to hide its input from D (Chu et al. 2017).
+resize` (nearest-neighbour) or `bilinear` a resize then a 3x3 convolution (Odena
+et al. 2016): a 3x3 kernel at stride 2 overlaps unevenly, which lays a
+checkerboard over the image that a translator can also use to hide its input
+from D (Chu et al. 2017); a nearest resize's 2x2 blocks lay a grid of edges G
+can build axis-aligned stripes from, which bilinear does not.
 Fully convolutional: sides must be multiples of `stride` (4).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from synthgen.models.layers import doubling
 from synthgen.models.registry import register_translator
 from synthgen.models.translation_layers import conv_bias, init_weights, norm_layer
 
@@ -54,10 +57,10 @@ class ResnetTranslator(nn.Module):
 
 
 def upsampling(width_in: int, width_out: int, kind: str, bias: bool) -> list[nn.Module]:
-    """Double the resolution (`model.g_upsample`): transposed (CycleGAN's) or resize (nearest, then a 3x3 convolution)."""
+    """Double the resolution (`model.g_upsample`): transposed (CycleGAN's), or resize (nearest) / bilinear, then a 3x3 convolution."""
     if kind == "transposed":
         return [nn.ConvTranspose2d(width_in, width_out, 3, 2, 1, output_padding=1, bias=bias)]
-    return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1), nn.Conv2d(width_in, width_out, 3, bias=bias)]
+    return [doubling(kind), nn.ReflectionPad2d(1), nn.Conv2d(width_in, width_out, 3, bias=bias)]
 
 
 def build_resnet_translator(cfg, image_size: int, in_channels: int, out_channels: int) -> ResnetTranslator:  # noqa: ARG001
