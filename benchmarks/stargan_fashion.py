@@ -17,7 +17,8 @@ Not a bench_*.py: it trains a GAN. Two datasets (issue 16: Fashion-MNIST, and fl
    its test images); SSIM to the input (structure kept); the high-frequency spectrum against real images of the
    same target classes, on the axes (stripes across the image) and off them (metrics/spectrum.py; 1 = like real
    images). On Fashion-MNIST also the rate and SSIM apart for pairs within a group of classes that share a layout
-   (tops; shoes) and across groups, where no layout can be kept.
+   (tops; shoes) and across groups, where no layout can be kept. With train.ema the translations are G_ema's, as
+   `translate` makes them, and the live G's are a row of their own: both from one training run.
 4. Baselines without a translator: the input itself (SSIM 1, never the target class), a random
    real image of the target class (the target class, structure not kept) and the real image of the
    target class most like the input by SSIM (retrieval: as much structure as a real image of the
@@ -48,6 +49,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
+from synthgen.checkpoint import latest_checkpoint, restore_network  # noqa: E402
 from synthgen.data.loading import LabelledImages, load_labelled  # noqa: E402
 from synthgen.imaging import to_model, to_uint8  # noqa: E402
 from synthgen.metrics.features import domain_classifier  # noqa: E402
@@ -117,8 +119,12 @@ def link_subset(train: Path, dest: Path, per_class: int) -> Path:
 
 
 @torch.no_grad()
-def translate(run: Path, images: torch.Tensor, targets: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+def translate(run: Path, images: torch.Tensor, targets: torch.Tensor, weights: str | None = None, batch_size: int = 500) -> torch.Tensor:
+    """The run's translations as `translate` makes them (G_ema where kept), or by the checkpoint's `weights` (e.g. G)."""
     translator = open_translator(run, to_class="all", device="cpu", precision="fp32")
+    if weights is not None:
+        checkpoint = latest_checkpoint(run)
+        restore_network(translator.generator, checkpoint.weights(weights), checkpoint.path / f"{weights}.safetensors")
     return torch.cat([to_uint8(translator.generator(to_model(x), t)) for x, t in zip(images.split(batch_size), targets.split(batch_size))])
 
 
@@ -223,6 +229,7 @@ def main() -> None:
     translated = translate(run, inputs, targets)
     outputs = {
         "StarGAN G(x, target)": translated,
+        **({"StarGAN, the live G (not averaged)": translate(run, inputs, targets, "G")} if latest_checkpoint(run).generator_name == "G_ema" else {}),
         "baseline: the input itself": inputs,
         "baseline: a random target-class image": random_target,
         "baseline: the target-class image most like the input": most_alike(inputs, targets, pool),

@@ -59,6 +59,12 @@ class Checkpoint:
         except OSError as exc:
             raise SynthgenError(f"{self.path / name}.safetensors: unreadable weights ({exc.strerror or exc})") from None
 
+    @property
+    def generator_name(self) -> str:
+        """The generator to sample or translate with: G_ema where the run kept one, else G. The recorded sha256s say
+        which networks the checkpoint holds, so a missing G_ema file is an error (verified_sha256), never a silent G."""
+        return "G_ema" if "G_ema" in self.state.get("weights_sha256", {}) else "G"
+
     def verified_sha256(self, name: str) -> str:
         """The weights file's sha256, after checking it against the one recorded when it was saved."""
         expected = self.state.get("weights_sha256", {}).get(name)

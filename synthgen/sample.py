@@ -91,8 +91,7 @@ class TrainedGenerator:
             raise SynthgenError(f"{self.run_dir}: a {self.recipe.method} run translates images; use synthgen translate IN OUT --weights {self.run_dir}")
         self.class_names: list[str] = checkpoint.class_names
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-        # The recorded sha256s say which networks the checkpoint holds: a missing G_ema is an error, never a silent G.
-        weights = "G_ema" if "G_ema" in checkpoint.state["weights_sha256"] else "G"
+        weights = checkpoint.generator_name
         self.checkpoint_sha256 = checkpoint.verified_sha256(weights)  # refuses a missing, damaged or replaced file
         self.generator = self.method.sampling_network(self.recipe, len(self.class_names))
         ckpt.restore_network(self.generator, checkpoint.weights(weights), checkpoint.path / f"{weights}.safetensors")

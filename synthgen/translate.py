@@ -219,7 +219,7 @@ class ClassTranslator(Translator):
         self.targets = self.class_names if to_class == ALL_CLASSES else [to_class]
         self.in_channels = self.out_channels = self.recipe.data.channels
         generator = build_stargan(self.recipe, self.in_channels, len(self.class_names))[0]
-        self._load(checkpoint, "G", generator, device, precision)
+        self._load(checkpoint, checkpoint.generator_name, generator, device, precision)
         self.into(self.targets[0])
 
     def into(self, name: str) -> None:
@@ -259,7 +259,7 @@ class AttributeTranslator(Translator):
         generator, self.reader = build_stargan(self.recipe, self.in_channels, len(self.attribute_names))
         checkpoint.verified_sha256("D")
         ckpt.restore_network(self.reader, checkpoint.weights("D"), checkpoint.path / "D.safetensors")
-        self._load(checkpoint, "G", generator, device, precision)
+        self._load(checkpoint, checkpoint.generator_name, generator, device, precision)
         self.reader.to(self.device, memory_format=self.precision.memory_format).eval()
         self.columns = [self.attribute_names.index(name) for name in edits]
         self.values = torch.tensor(list(edits.values()), device=self.device)

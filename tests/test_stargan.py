@@ -299,3 +299,20 @@ def test_only_the_translation_pass_moves_gs_running_statistics(four_classes, dat
     method.generator_step(0)
     assert len(inputs) == 3  # translation, cycle, identity
     assert torch.allclose(first_norm.running_mean, 0.9 * before + 0.1 * inputs[0], atol=1e-6)
+
+
+def test_translate_uses_the_averaged_g_with_statistics_of_its_own(star_run, data):
+    """With train.ema (the schema's default) the checkpoint holds G_ema beside G, and translate loads G_ema: the
+    averaged weights, with batch-norm statistics recalibrated on its own translations, not copied from the live G."""
+    checkpoint = latest_checkpoint(star_run)
+    assert checkpoint.generator_name == "G_ema"
+    live, averaged = checkpoint.weights("G"), checkpoint.weights("G_ema")
+    translator = open_translator(star_run, to_class="all", device="cpu")
+    loaded = translator.generator.state_dict()
+    assert all(torch.equal(loaded[name], averaged[name]) for name in averaged)
+    weights = [name for name in averaged if name.endswith("weight")]
+    assert any(not torch.equal(live[name], averaged[name]) for name in weights)  # an average, not a copy
+    means = [name for name in averaged if name.endswith("running_mean")]
+    assert any(not torch.allclose(live[name], averaged[name]) for name in means)  # its own statistics
+    x = data.images[:32]
+    assert _translated(star_run, x, torch.zeros(32, dtype=torch.long)).shape == x.shape

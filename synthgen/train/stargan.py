@@ -29,7 +29,12 @@ attributes), and the targets c' are the batch's own attribute vectors
 shuffled, as the paper draws them, so every target is a combination that
 occurs in the data.
 
-`synthgen translate IN OUT --weights RUN --to-class NAME` (or `all`) uses G;
+With train.ema, an exponential moving average of G's weights (StarGAN v2,
+Choi et al. 2020, keeps one) is saved beside G as G_ema, with batch-norm
+statistics of its own (translations of real images into random domains),
+and is what the grids show and `translate` uses.
+
+`synthgen translate IN OUT --weights RUN --to-class NAME` (or `all`) uses G (G_ema where kept);
 a multi-label run takes `--attr NAME=1` (or 0) instead, changing only the
 attributes named and keeping the rest as D's domain head reads them off
 each input.
@@ -49,10 +54,12 @@ from synthgen.data.attributes import AttributedImages, load_attributed
 from synthgen.data.batches import BatchDrawer
 from synthgen.data.diffaugment import AdaptiveAugment
 from synthgen.data.loading import LabelledImages
+from synthgen.imaging import to_model
 from synthgen.losses import gp_weight, gradient_penalty
 from synthgen.models.stargan import build_stargan
 from synthgen.recipe import Section, method_options
 from synthgen.train.cgan import ConditionalGAN, alternating_updates
+from synthgen.train.ema import EMA, recalibrate_batchnorm
 from synthgen.train.translation import TranslationMethod, eval_mode, running_stats_kept
 
 GRID_INPUTS = 2  # input images per class in the training grids
@@ -83,7 +90,8 @@ class StarGANOptions(Section):
 class StarGAN(TranslationMethod):
     Options = StarGANOptions
     losses = ("wgan-gp", "lsgan", "ns", "hinge")  # loss.type values that fit; the paper's is wgan-gp
-    reads = frozenset({"data.sampling", "loss.gp_weight", "train.n_dis", "train.diffaugment", "train.ada_target", "train.ada_kimg", "train.ada_interval"})
+    reads = frozenset({"data.sampling", "loss.gp_weight", "train.n_dis", "train.diffaugment", "train.ada_target", "train.ada_kimg", "train.ada_interval",
+                       "train.ema", "train.ema_decay", "train.ema_halflife_kimg", "train.ema_rampup"})
     evaluation_images = None  # no (latent, class) generator for the training-time gate
 
     def __init__(self, recipe, data: LabelledImages, precision):
@@ -100,6 +108,7 @@ class StarGAN(TranslationMethod):
         self.gp_weight = gp_weight(recipe.loss)
         self.images_per_step = t.batch_size * (t.n_dis + 1)
         self.augment = AdaptiveAugment.from_recipe(recipe)
+        self.ema = EMA(self.G, t.ema_decay, t.ema_halflife_kimg, t.ema_rampup, t.batch_size) if t.ema else None
 
     @staticmethod
     def load_data(recipe):
@@ -122,7 +131,20 @@ class StarGAN(TranslationMethod):
         if options.lambda_mask > 0 and not options.attention:
             raise ValueError(f"options.lambda_mask: {options.lambda_mask} weighs the keep-mask of options.attention, which is off; set options.attention: true or lambda_mask: 0")
 
-    # --- state the loop saves and restores: ADA's p ---------------------------
+    # --- state the loop saves and restores: the networks (G_ema too), ADA's p ---
+
+    @property
+    def networks(self) -> dict:
+        return {**super().networks, **({"G_ema": self.ema.model} if self.ema else {})}
+
+    @property
+    def sampling_generator(self) -> torch.nn.Module:
+        return self.ema.model if self.ema else self.G
+
+    def prepare_for_sampling(self) -> None:
+        """The averaged G's batch-norm statistics, from its own translations (the live G's belong to other weights)."""
+        if self.ema:
+            recalibrate_batchnorm(self.ema.model, self.domains.random_inputs, self.device, seed=self.recipe.seed)
 
     def training_state(self) -> dict:
         return {"augment": self.augment.state()}
@@ -180,6 +202,8 @@ class StarGAN(TranslationMethod):
                 total = total + self.options.lambda_mask * terms["keep"]
         self._update(self.opt_G, self.scaler_G, total)
         self.D.requires_grad_(True)
+        if self.ema:
+            self.ema.update(self.G, step)
         return terms
 
     def _cycle_input(self, fake: torch.Tensor) -> torch.Tensor:
@@ -204,8 +228,9 @@ class StarGAN(TranslationMethod):
         attributes: each one flipped in turn)."""
         inputs, codes = self.domains.grid_inputs
         x = self._to_model(inputs)
-        with eval_mode(self.G):
-            columns = [x] + [self.G(x, target.to(self.device)) for target in self.domains.grid_targets(codes)]
+        G = self.sampling_generator
+        with eval_mode(G):
+            columns = [x] + [G(x, target.to(self.device)) for target in self.domains.grid_targets(codes)]
         return self._grid(columns)
 
 
@@ -216,7 +241,7 @@ class ClassDomains:
     """One class per image (the folder's subfolders): codes are class indices, D_cls a softmax over them."""
 
     def __init__(self, batches: BatchDrawer, data: LabelledImages):
-        self.batches, self.num_classes = batches, len(data.class_names)
+        self.batches, self.num_classes, self.images = batches, len(data.class_names), data.images
         picks = torch.cat([torch.nonzero(data.labels == k).flatten()[:GRID_INPUTS] for k in range(self.num_classes)])
         self.grid_inputs = data.images[picks], data.labels[picks]  # the same in every grid of a run
 
@@ -234,12 +259,17 @@ class ClassDomains:
     def grid_targets(self, codes: torch.Tensor) -> list[torch.Tensor]:
         return [torch.full_like(codes, k) for k in range(self.num_classes)]
 
+    def random_inputs(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """n random real images (model range) and random target classes, drawn from `gen`: what G translates."""
+        rows = torch.randint(len(self.images), (n,), generator=gen)
+        return to_model(self.images[rows]), torch.randint(self.num_classes, (n,), generator=gen)
+
 
 class AttributeDomains:
     """Binary attributes per image (options.attributes): codes are 0/1 vectors, D_cls one sigmoid per attribute."""
 
     def __init__(self, batches: BatchDrawer, data: AttributedImages):
-        self.batches, self.attributes = batches, data.attributes
+        self.batches, self.attributes, self.images = batches, data.attributes, data.images
         rows = torch.arange(min(len(data), GRID_INPUTS * 4))
         self.grid_inputs = data.images[rows], data.attributes[rows]
 
@@ -256,6 +286,11 @@ class AttributeDomains:
     def loss(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """The paper's: binary cross-entropy summed over the attributes, averaged over the batch."""
         return F.binary_cross_entropy_with_logits(logits.float(), codes.float(), reduction="sum") / len(codes)
+
+    def random_inputs(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """n random real images (model range) and, as targets, the attribute vectors of n other random images."""
+        rows, others = torch.randint(len(self.images), (2, n), generator=gen)
+        return to_model(self.images[rows]), self.attributes[others]
 
     @staticmethod
     def grid_targets(codes: torch.Tensor) -> list[torch.Tensor]:
