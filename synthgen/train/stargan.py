@@ -7,7 +7,8 @@ targets c':
     L_D = -D_src(x) + D_src(G(x, c')) + lambda_gp GP + lambda_cls CE(D_cls(x), c)
 and per G step (after train.n_dis D steps):
     L_G = -D_src(G(x, c')) + lambda_cls CE(D_cls(G(x, c')), c') + lambda_rec |x - G(G(x, c'), c)|_1
-          [+ lambda_id |x - G(x, c)|_1, CycleGAN's identity term, not the paper's; 0 = off]
+          [+ lambda_id |x - G(x, c)|_1, CycleGAN's identity term, not the paper's; 0 = off;
+             with options.identity_warmup its weight starts at lambda_rec and falls to lambda_id]
           (with options.cycle_blur / cycle_noise, the cycle translates G(x, c') blurred / + noise back)
           [+ lambda_mask mean(A), with options.attention's keep-mask A (GANimation's), off by default]
 With train.diffaugment, D (both heads) sees every image through DiffAugment's
@@ -77,6 +78,10 @@ class StarGANOptions(Section):
         description="Std in pixels of a Gaussian blur applied to G(x, c') (before options.cycle_noise) before the cycle translates it back: a code hidden in fine texture, at any amplitude, is wiped out, so what G keeps of x must be coarse enough to see. 0 = off.",
     )
     lambda_id: float = Field(0.5, ge=0, description="Weight of the identity term |x - G(x, c)|_1 (into its own class, x is kept; CycleGAN's, not the paper's): without it Fashion-MNIST translations kept none of the input's structure (README). 0 = off.")
+    identity_warmup: int = Field(
+        0, ge=0,
+        description="Steps over which the identity term's weight falls linearly from options.lambda_rec (the cycle's) to options.lambda_id: G first learns to give its input back, so that the domain term bends a map that uses the input instead of drawing one template per class, as it did from the first 500 steps on some seeds (README). 0 = lambda_id throughout.",
+    )
     domain_head: Literal["pooled", "whole"] = Field(
         "pooled",
         description="D's domain classifier: pooled = a 1x1 convolution averaged over positions (reads local features, wherever they are); whole = the paper's kernel over the whole last feature map at the training size, so it reads where things are (at other sizes the map is pooled to that size first). On flowers5 photos G learnt to paint a colour band per class at a fixed place for it (README), so it is not the default.",
@@ -191,12 +196,13 @@ class StarGAN(TranslationMethod):
             cls = self.domains.loss(fake_cls, targets)
             with running_stats_kept(self.G):  # G's running statistics are those of the translation above alone
                 rec = (self.G(self._cycle_input(fake), domains).float() - real.float()).abs().mean()
-                identity = (self.G(real, domains).float() - real.float()).abs().mean() if self.options.lambda_id > 0 else None
+                identity_weight = self.identity_weight(step)
+                identity = (self.G(real, domains).float() - real.float()).abs().mean() if identity_weight > 0 else None
             total = adversarial + self.options.lambda_cls * cls + self.options.lambda_rec * rec
             terms = {"g_loss": adversarial, "g_cls": cls, "cycle": rec}
             if identity is not None:
                 terms["identity"] = identity
-                total = total + self.options.lambda_id * identity
+                total = total + identity_weight * identity
             if keep is not None:
                 terms["keep"] = keep.float().mean()  # logged with or without its penalty
                 total = total + self.options.lambda_mask * terms["keep"]
@@ -205,6 +211,12 @@ class StarGAN(TranslationMethod):
         if self.ema:
             self.ema.update(self.G, step)
         return terms
+
+    def identity_weight(self, step: int) -> float:
+        """options.lambda_id, from options.lambda_rec at step 0 down to it over options.identity_warmup steps."""
+        o = self.options
+        left = max(0.0, 1.0 - step / o.identity_warmup) if o.identity_warmup else 0.0
+        return o.lambda_id + left * max(0.0, o.lambda_rec - o.lambda_id)
 
     def _cycle_input(self, fake: torch.Tensor) -> torch.Tensor:
         """What the cycle translates back: G's image, blurred with options.cycle_blur, plus noise with
