@@ -71,6 +71,17 @@ def test_resumed_run_equals_uninterrupted_run(four_classes, tmp_path, precision)
     assert_same_tensors(final_tensors(whole.run_dir), final_tensors(resumed.run_dir))
 
 
+def test_weights_are_prepared_for_sampling_once_per_step_when_grid_and_checkpoint_coincide(four_classes, tmp_path, monkeypatch):
+    """G_ema's batch-norm recalibration serves the grid, the evaluation and the checkpoint of one step."""
+    from synthgen.train.cgan import ConditionalGAN
+
+    calls = []
+    original = ConditionalGAN.prepare_for_sampling
+    monkeypatch.setattr(ConditionalGAN, "prepare_for_sampling", lambda self: calls.append(1) or original(self))
+    train(tiny_recipe(four_classes, tmp_path, train={"steps": 6, "sample_every": 3, "checkpoint_every": 3}))
+    assert len(calls) == 2  # steps 3 and 6, each with a grid and a checkpoint
+
+
 def test_existing_run_is_never_overwritten(four_classes, tmp_path):
     recipe = tiny_recipe(four_classes, tmp_path, train={"steps": 2})
     train(recipe)

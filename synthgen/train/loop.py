@@ -140,6 +140,7 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
         step, finished = start, False
         while step < total and not finished:
             step += 1
+            prepared = False  # prepare_for_sampling (G_ema's batch-norm recalibration) done for this step's weights
             _decay_learning_rates(method, recipe, step - 1)
             losses = {key: float(value) for key, value in method.train_step(step - 1).items()}
             if (back := guard.check(step, losses)) is not None:  # NaN/inf: rolled back, lower learning rates
@@ -161,14 +162,16 @@ def _train(recipe: Recipe, device: torch.device, resume: bool, progress) -> Trai
                     timer.since_log()
                 logged.clear()
             if main and (step % recipe.train.sample_every == 0 or last_step):
+                method.prepare_for_sampling()
+                prepared = True
                 _save_grid(method, run_dir, step)
             if step % recipe.train.checkpoint_every == 0 or last_step or stop:
                 if (back := guard.check_weights(step)) is not None:  # a NaN weight is never saved
                     step = back
                     logged.clear()
                     continue
-                if main:
-                    method.prepare_for_sampling()  # once, for both the evaluation and the checkpoint
+                if main and not prepared:
+                    method.prepare_for_sampling()  # once per step, for the grid, the evaluation and the checkpoint
                 plateaued = False
                 if evaluator and not stop:
                     plateaued = _evaluate(evaluator, method, run_dir, step, state, progress, recipe.train.patience)
@@ -366,7 +369,7 @@ def _write_run_json(run_dir: Path, state: dict, step: int) -> None:
 
 
 def _save_grid(method, run_dir: Path, step: int) -> None:
-    method.prepare_for_sampling()
+    """The method's sample grid; the caller has prepared the method for sampling."""
     images, columns = method.grid_images()
     save_grid(to_uint8(images), run_dir / "grids" / f"step-{step:07d}.png", nrow=columns)
 
