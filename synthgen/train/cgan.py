@@ -14,7 +14,7 @@ from synthgen.data.loading import LabelledImages, load_labelled
 from synthgen.losses import LOSSES, gp_weight, gradient_penalty, zero_centred_penalty
 from synthgen.models.conditioning import build_models
 from synthgen.precision import Precision
-from synthgen.train.ema import EMA, recalibrate_batchnorm
+from synthgen.train.ema import EMA, AveragedGenerator
 from synthgen.train.schedule import penalty_factor
 from synthgen.train.translation import eval_mode
 from synthgen.train.unroll import unrolled_weights
@@ -61,7 +61,7 @@ def alternating_updates(method, step: int) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in terms.items()}
 
 
-class ConditionalGAN:
+class ConditionalGAN(AveragedGenerator):
     """Owns G, D, EMA-G and their optimisers; `train_step` is one generator update.
 
     Under torch.distributed, G and D train through DDP wrappers (gradients
@@ -86,7 +86,7 @@ class ConditionalGAN:
         self.num_classes = len(data.class_names)
         t, fmt = recipe.train, precision.memory_format
         self.G, self.D = (m.to(self.device, memory_format=fmt) for m in self.build_networks(recipe, self.num_classes))
-        self.ema = EMA(self.G, t.ema_decay, t.ema_halflife_kimg, t.ema_rampup, t.batch_size) if t.ema else None
+        self.ema = EMA.from_recipe(self.G, t)
         distributed.shard_size(t.batch_size, recipe.model.pack)  # the global batch must split evenly
         self.G_train, self.D_train = distributed.wrap(self.G, self.device), distributed.wrap(self.D, self.device)
         self.opt_G = adam(self.G.parameters(), t.lr_g, (t.beta1, t.beta2))
@@ -117,10 +117,7 @@ class ConditionalGAN:
 
     @property
     def networks(self) -> dict:
-        nets = {"G": self.G, "D": self.D}
-        if self.ema:
-            nets["G_ema"] = self.ema.model
-        return nets
+        return {"G": self.G, "D": self.D, **self.averaged_networks()}
 
     @property
     def optimizers(self) -> dict:
@@ -149,10 +146,6 @@ class ConditionalGAN:
         from synthgen.sample import latent
 
         return latent(seed, recipe.model.z_dim, truncation)
-
-    @property
-    def sampling_generator(self):
-        return self.ema.model if self.ema else self.G
 
     # --- one step ------------------------------------------------------------
 
@@ -269,8 +262,7 @@ class ConditionalGAN:
 
     def _after_generator_update(self, step: int) -> None:
         self.D.requires_grad_(True)
-        if self.ema:
-            self.ema.update(self.G, step)
+        self.update_average(step)
 
     def _real_logits_for_generator(self, step: int) -> torch.Tensor:
         """A relativistic G judges its fakes against reals: D's logits on a real batch (no gradient needed)."""
@@ -293,11 +285,6 @@ class ConditionalGAN:
         return terms
 
     # --- what the loop shows and saves ----------------------------------------
-
-    def prepare_for_sampling(self) -> None:
-        """Give the sampling generator BN statistics that match its weights."""
-        if self.ema:
-            recalibrate_batchnorm(self.ema.model, self.random_inputs, self.device, seed=self.recipe.seed)
 
     def random_inputs(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(latent, class) for `n` random samples from `gen`, on the CPU: what G is fed outside training."""

@@ -19,6 +19,11 @@ class EMA:
         self.decay, self.halflife_kimg, self.rampup, self.batch_size = decay, halflife_kimg, rampup, batch_size
         self.model = copy.deepcopy(generator).eval().requires_grad_(False)
 
+    @classmethod
+    def from_recipe(cls, generator: nn.Module, train) -> "EMA | None":
+        """The recipe's average of `generator` (train.ema_*), or None where train.ema is off."""
+        return cls(generator, train.ema_decay, train.ema_halflife_kimg, train.ema_rampup, train.batch_size) if train.ema else None
+
     def beta(self, step: int) -> float:
         """How much of the old average is kept after generator update `step` (0-based)."""
         if self.halflife_kimg is None:
@@ -39,6 +44,32 @@ class EMA:
             buffers = list(self.model.buffers())
             if buffers:  # one fused copy, not a Python loop per step
                 torch._foreach_copy_(buffers, [b.detach() for b in generator.buffers()])
+
+
+class AveragedGenerator:
+    """What every method that keeps `self.ema` (an EMA of `self.G`, or None) does with it: saves it as G_ema,
+    samples and draws grids from it, and gives it batch-norm statistics of its own before use. The method
+    supplies `random_inputs(n, gen)`, what its G is fed outside training."""
+
+    ema: EMA | None
+
+    def averaged_networks(self) -> dict:
+        """G_ema for the checkpoint, where kept."""
+        return {"G_ema": self.ema.model} if self.ema else {}
+
+    @property
+    def sampling_generator(self) -> nn.Module:
+        return self.ema.model if self.ema else self.G
+
+    def update_average(self, step: int) -> None:
+        """After generator update `step`."""
+        if self.ema:
+            self.ema.update(self.G, step)
+
+    def prepare_for_sampling(self) -> None:
+        """Give the sampling generator BN statistics that match its weights (the live G's belong to other weights)."""
+        if self.ema:
+            recalibrate_batchnorm(self.ema.model, self.random_inputs, self.device, seed=self.recipe.seed)
 
 
 @torch.no_grad()

@@ -192,9 +192,7 @@ class SemiSupervisedGAN(ConditionalGAN):
                 terms["g_class"] = F.cross_entropy(fake_logits.float(), y_fake)
                 total = total + self.recipe.conditioning.aux_weight * terms["g_class"]
         self._update(self.opt_G, self.scaler_G, total)
-        self.D.requires_grad_(True)
-        if self.ema:
-            self.ema.update(self.G, step)
+        self._after_generator_update(step)
         return terms
 
 

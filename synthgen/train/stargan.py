@@ -60,7 +60,7 @@ from synthgen.losses import gp_weight, gradient_penalty
 from synthgen.models.stargan import build_stargan
 from synthgen.recipe import Section, method_options
 from synthgen.train.cgan import ConditionalGAN, alternating_updates
-from synthgen.train.ema import EMA, recalibrate_batchnorm
+from synthgen.train.ema import EMA, AveragedGenerator
 from synthgen.train.translation import TranslationMethod, eval_mode, running_stats_kept
 
 GRID_INPUTS = 2  # input images per class in the training grids
@@ -92,7 +92,7 @@ class StarGANOptions(Section):
     attribute_names: list[str] = Field(default_factory=list, description="With options.attributes: the columns to learn (the paper: 5 of CelebA's 40); empty: all.")
 
 
-class StarGAN(TranslationMethod):
+class StarGAN(AveragedGenerator, TranslationMethod):
     Options = StarGANOptions
     losses = ("wgan-gp", "lsgan", "ns", "hinge")  # loss.type values that fit; the paper's is wgan-gp
     reads = frozenset({"data.sampling", "loss.gp_weight", "train.n_dis", "train.diffaugment", "train.ada_target", "train.ada_kimg", "train.ada_interval",
@@ -113,7 +113,7 @@ class StarGAN(TranslationMethod):
         self.gp_weight = gp_weight(recipe.loss)
         self.images_per_step = t.batch_size * (t.n_dis + 1)
         self.augment = AdaptiveAugment.from_recipe(recipe)
-        self.ema = EMA(self.G, t.ema_decay, t.ema_halflife_kimg, t.ema_rampup, t.batch_size) if t.ema else None
+        self.ema = EMA.from_recipe(self.G, t)
 
     @staticmethod
     def load_data(recipe):
@@ -140,16 +140,11 @@ class StarGAN(TranslationMethod):
 
     @property
     def networks(self) -> dict:
-        return {**super().networks, **({"G_ema": self.ema.model} if self.ema else {})}
+        return {**super().networks, **self.averaged_networks()}
 
-    @property
-    def sampling_generator(self) -> torch.nn.Module:
-        return self.ema.model if self.ema else self.G
-
-    def prepare_for_sampling(self) -> None:
-        """The averaged G's batch-norm statistics, from its own translations (the live G's belong to other weights)."""
-        if self.ema:
-            recalibrate_batchnorm(self.ema.model, self.domains.random_inputs, self.device, seed=self.recipe.seed)
+    def random_inputs(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image, target domains) for `n` random translations: what G_ema's batch norm is recalibrated on."""
+        return self.domains.random_inputs(n, gen)
 
     def training_state(self) -> dict:
         return {"augment": self.augment.state()}
@@ -208,8 +203,7 @@ class StarGAN(TranslationMethod):
                 total = total + self.options.lambda_mask * terms["keep"]
         self._update(self.opt_G, self.scaler_G, total)
         self.D.requires_grad_(True)
-        if self.ema:
-            self.ema.update(self.G, step)
+        self.update_average(step)
         return terms
 
     def identity_weight(self, step: int) -> float:

@@ -137,7 +137,7 @@ class Text2Image(ConditionalGAN):
         t, fmt = recipe.train, precision.memory_format
         self.G, self.D = (m.to(self.device, memory_format=fmt) for m in self.build_networks(recipe, 1))
         self.G_train, self.D_train = self.G, self.D  # single process: see check_recipe
-        self.ema = EMA(self.G, t.ema_decay, t.ema_halflife_kimg, t.ema_rampup, t.batch_size) if t.ema else None
+        self.ema = EMA.from_recipe(self.G, t)
         # phi is trained by D's loss (module docstring): its parameters sit in D's optimiser.
         encoder = set(map(id, self.G.encoder.parameters()))
         self.opt_G = adam([p for p in self.G.parameters() if id(p) not in encoder], t.lr_g, (t.beta1, t.beta2))
