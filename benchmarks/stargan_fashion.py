@@ -119,12 +119,12 @@ def link_subset(train: Path, dest: Path, per_class: int) -> Path:
 
 
 @torch.no_grad()
-def translate(run: Path, images: torch.Tensor, targets: torch.Tensor, weights: str | None = None, batch_size: int = 500) -> torch.Tensor:
-    """The run's translations as `translate` makes them (G_ema where kept), or by the checkpoint's `weights` (e.g. G)."""
+def translate(run: Path, images: torch.Tensor, targets: torch.Tensor, live_g: bool = False, batch_size: int = 500) -> torch.Tensor:
+    """The run's translations as `translate` makes them (G_ema where kept), or with `live_g` by its G."""
     translator = open_translator(run, to_class="all", device="cpu", precision="fp32")
-    if weights is not None:
+    if live_g:
         checkpoint = latest_checkpoint(run)
-        restore_network(translator.generator, checkpoint.weights(weights), checkpoint.path / f"{weights}.safetensors")
+        restore_network(translator.generator, checkpoint.weights("G"), checkpoint.path / "G.safetensors")
     return torch.cat([to_uint8(translator.generator(to_model(x), t)) for x, t in zip(images.split(batch_size), targets.split(batch_size))])
 
 
@@ -176,35 +176,33 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="sets", help="extra recipe overrides, e.g. train.n_dis=5")
     parser.add_argument("--fashion", type=Path, help="an existing `synthgen data import idx` folder of Fashion-MNIST to use")
     parser.add_argument("--test-images", type=int, default=2000, help="test images translated (at most half of the test set)")
-    parser.add_argument("--rescore", action="store_true", help="score the run the last call trained (its recipe, settings and steps) instead of training")
+    parser.add_argument("--rescore", action="store_true", help="score the run an earlier call trained with the same --data, --set and --quick (its steps) instead of training")
     args = parser.parse_args()
     steps = 20 if args.quick else args.steps
     data = DATASETS[args.data](args)
     work = data.work
-    run = work / "weights" / "stargan"
     print(f"machine: {machine()}", flush=True)
-    fixed = [f"data.root={data.train}", f"train.out_dir={work / 'weights'}", f"train.steps={steps}", "name=stargan",
+    fixed = [f"data.root={data.train}", f"train.steps={steps}", "name=stargan",
              f"data.image_size={data.size}", f"data.channels={data.channels}", f"data.hflip={str(data.hflip).lower()}"]
     sets, trained_on = fixed + args.sets, machine()
     if args.quick:
         sets += QUICK_SETS
-    record = work / "weights" / "trained.json"  # what the weights there were trained with: --rescore reads it
+    stem = report_stem(work.name, args.sets, args.quick)
+    weights = work / "weights" / stem  # each setting keeps its own run, so trying one does not delete another
+    run, record = weights / "stargan", weights / "trained.json"  # trained.json: what the run was trained with
     if args.rescore:
         if not record.is_file() or not run.is_dir():
-            sys.exit(f"--rescore: no earlier run of --data {data.name} in {run}")
+            sys.exit(f"--rescore: no earlier run with these settings in {run}")
         earlier = json.loads(record.read_text())
-        if earlier["quick"] != args.quick:
-            sys.exit(f"--rescore: the earlier run was {'a' if earlier['quick'] else 'not a'} --quick run; rescore it {'with' if earlier['quick'] else 'without'} --quick")
         steps, sets, trained, trained_on = earlier["steps"], earlier["overrides"], earlier["train_seconds"], earlier["trained_on"]
-        print(f"rescoring the earlier run in {run}: {steps} steps, {' '.join(sets[len(fixed):]) or 'the recipe as is'}, trained on {trained_on}", flush=True)
+        print(f"rescoring the earlier run in {run}: {steps} steps, {' '.join(args.sets) or 'the recipe as is'}, trained on {trained_on}", flush=True)
     else:
         print(f"{steps} steps on {data.train}", flush=True)
-        shutil.rmtree(work / "weights", ignore_errors=True)
+        shutil.rmtree(weights, ignore_errors=True)
         start = time.perf_counter()
-        synthgen("train", "stargan", *[a for s in sets for a in ("--set", s)])
+        synthgen("train", "stargan", *[a for s in [*sets, f"train.out_dir={weights}"] for a in ("--set", s)])
         trained = time.perf_counter() - start
         record.write_text(json.dumps({"quick": args.quick, "steps": steps, "overrides": sets, "train_seconds": round(trained, 1), "trained_on": trained_on}))
-    stem = report_stem(work.name, [s for s in sets[len(fixed):] if not args.quick or s not in QUICK_SETS], args.quick)
 
     train_images = load_labelled(data.train, data.size, data.channels, "crop")
     test = load_labelled(data.test, data.size, data.channels, "crop")
@@ -229,7 +227,7 @@ def main() -> None:
     translated = translate(run, inputs, targets)
     outputs = {
         "StarGAN G(x, target)": translated,
-        **({"StarGAN, the live G (not averaged)": translate(run, inputs, targets, "G")} if latest_checkpoint(run).generator_name == "G_ema" else {}),
+        **({"StarGAN, the live G (not averaged)": translate(run, inputs, targets, live_g=True)} if latest_checkpoint(run).generator_name == "G_ema" else {}),
         "baseline: the input itself": inputs,
         "baseline: a random target-class image": random_target,
         "baseline: the target-class image most like the input": most_alike(inputs, targets, pool),
