@@ -45,8 +45,8 @@ def star_recipe(root: Path, out: Path, name: str = "star", steps: int = STEPS, o
         loss={"type": "wgan-gp"},
         train={"steps": steps, "batch_size": 16, "n_dis": 1, "lr_g": 0.001, "lr_d": 0.001, "precision": "fp32",
                "log_every": 50, "sample_every": steps, "checkpoint_every": steps, **train_keys},
-        # the terms the schema's defaults add (identity, cycle noise and blur) are off unless a test turns them on
-        options={"lambda_cls": 3.0, "lambda_rec": 5.0, "lambda_id": 0.0, "cycle_noise": 0.0, "cycle_blur": 0.0, **(options or {})},
+        # the terms the schema's defaults add (identity and its warm-up, cycle noise and blur) are off unless a test turns them on
+        options={"lambda_cls": 3.0, "lambda_rec": 5.0, "lambda_id": 0.0, "identity_warmup": 0, "cycle_noise": 0.0, "cycle_blur": 0.0, **(options or {})},
     )
 
 

@@ -79,8 +79,8 @@ class StarGANOptions(Section):
     )
     lambda_id: float = Field(0.5, ge=0, description="Weight of the identity term |x - G(x, c)|_1 (into its own class, x is kept; CycleGAN's, not the paper's): without it Fashion-MNIST translations kept none of the input's structure (README). 0 = off.")
     identity_warmup: int = Field(
-        0, ge=0,
-        description="Steps over which the identity term's weight falls linearly from options.lambda_rec (the cycle's) to options.lambda_id: G first learns to give its input back, so that the domain term bends a map that uses the input instead of drawing one template per class, as it did from the first 500 steps on some seeds (README). 0, or a lambda_rec not above lambda_id: lambda_id throughout.",
+        1000, ge=0,
+        description="Steps over which the identity term's weight falls linearly from options.lambda_rec (the cycle's) to options.lambda_id: G first learns to give its input back, so that the domain term bends a map that uses the input instead of drawing one template per class, as it did from the first 500 steps at some seeds without it (README). 1,000 is a quarter of the recipe's 4,000 steps; keep about that share in much shorter runs. 0, or a lambda_rec not above lambda_id: lambda_id throughout.",
     )
     domain_head: Literal["pooled", "whole"] = Field(
         "pooled",
