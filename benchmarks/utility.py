@@ -30,8 +30,11 @@ one trains a GAN per recipe for its budget and 18 classifiers per recipe
      MS-SSIM of every synthetic class beside its real class's;
    - `synthgen eval --utility` over 3 seeds: cases (a)-(f), (f) being real only
      with class-balanced batches (the re-sampling baseline);
-   - the same top-up sampled with `--set gate.recognised_only=true` (only images
-     the run's domain classifier puts in their class) and cases (c), (e) with it.
+   - the same top-up with the gate's per-image filter the other way round
+     (`gate.recognised_only`: only images the run's domain classifier puts in
+     their class; on in recipes/small-data.yaml) and cases (c), (e) with it.
+     Both top-ups pass the setting explicitly, so a run trained before the
+     recipe changed is sampled as the recipe is now.
 4. the ceiling, once: case (c) with the top-up made of real training images the
    small set left out (seeded): what perfect synthetic images of the rare
    classes could give at most.
@@ -60,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import OUT, REPO, SHARED_FM, machine, print_table, synthgen, write_json  # noqa: E402
 
 from synthgen.data.folders import holds_images  # noqa: E402
+from synthgen.recipe import load_recipe  # noqa: E402
 
 SHARED_FLOWERS = REPO.parent / "shared" / "datasets" / "flowers5"
 FLOWERS_SIZE = 64
@@ -209,8 +213,9 @@ def main() -> None:
 
 
 DEFAULT_RECIPES = ["recipes/demo.yaml", "recipes/small-data.yaml"]
-SUMMARY_HEADER = ["recipe", "GAN steps", "(a) real", "(f) balanced", "(d) +aug", "(c) +synth", "(e) +synth+aug", "minority recall a/f/c/e",
-                  "(c) / (e) recognised only", "minority recall c/e recognised", "CAS / real acc", "worst MS-SSIM ratio", "gate passed"]
+FILTER_NAMES = {True: "recognised", False: "unfiltered"}  # gate.recognised_only on / off, in folder names and the table
+SUMMARY_HEADER = ["recipe", "filter", "GAN steps", "(a) real", "(f) balanced", "(d) +aug", "(c) +synth", "(e) +synth+aug", "minority recall a/f/c/e",
+                  "(c) / (e) other filter", "minority recall c/e other filter", "CAS / real acc", "worst MS-SSIM ratio", "gate passed"]
 
 
 def gan_case(recipe: str, args, stage, work: Path, full: Path, train: Path, augmented: Path, majority: int) -> dict:
@@ -224,12 +229,15 @@ def gan_case(recipe: str, args, stage, work: Path, full: Path, train: Path, augm
     stage(f"{name}: gan", trained, lambda: synthgen(
         "train", recipe, "--set", f"data.root={train}", "--set", f"train.out_dir={run.parent}", "--set", f"name={name}",
         "--set", f"train.budget={args.budget}", "--set", "train.steps=10000000"))
+    # The recipe's per-image filter, passed explicitly: the run's own saved recipe may predate the bundled one.
+    filtered = load_recipe(recipe).gate.recognised_only
+    with_filter = lambda on: ("--set", f"gate.recognised_only={str(on).lower()}")  # noqa: E731
     # Exit 3 = the gate held back a class: that is a finding (recorded below), not a failed benchmark.
     codes = {}
     stage(f"{name}: sample fill-to", False, lambda: codes.__setitem__("fill_to", synthgen(
-        "sample", "--weights", run, "--fill-to", majority, "--data", train, "--out", synthetic, "--seed", SEED, ok=(0, 3))))
+        "sample", "--weights", run, "--fill-to", majority, "--data", train, "--out", synthetic, "--seed", SEED, *with_filter(filtered), ok=(0, 3))))
     stage(f"{name}: sample balanced (CAS)", False, lambda: codes.__setitem__("balanced", synthgen(
-        "sample", "--weights", run, "--balanced", "-n", majority, "--out", cas, "--seed", SEED, ok=(0, 3))))
+        "sample", "--weights", run, "--balanced", "-n", majority, "--out", cas, "--seed", SEED, *with_filter(filtered), ok=(0, 3))))
     # A class the gate held back has no images; `eval --utility` skips (with the reason) the cases of a set left empty.
     # Within-class MS-SSIM of the complete synthetic set against the real train images; recomputed like the samples
     # above, so that it always describes the set as it is now (a retrained run rewrites the set).
@@ -241,21 +249,23 @@ def gan_case(recipe: str, args, stage, work: Path, full: Path, train: Path, augm
     stage(f"{name}: utility", False, lambda: synthgen(
         "eval", "--utility", "--train", train, "--test", full / "test", "--synthetic", synthetic, "--augmented", augmented,
         "--cas", cas, "--seeds", args.seeds, "--steps", args.steps, "--json", utility))
-    # The same top-up with the gate's per-image filter: only images the run's domain classifier puts in their class.
-    recognised, utility_recognised = folder / "synthetic_recognised", folder / "utility_recognised.json"
-    stage(f"{name}: sample fill-to, recognised only", False, lambda: codes.__setitem__("fill_to_recognised", synthgen(
-        "sample", "--weights", run, "--fill-to", majority, "--data", train, "--out", recognised, "--seed", SEED,
-        "--set", "gate.recognised_only=true", ok=(0, 3))))
-    stage(f"{name}: utility, recognised only", False, lambda: synthgen(
-        "eval", "--utility", "--train", train, "--test", full / "test", "--synthetic", recognised, "--augmented", augmented,
-        "--cases", "c,e", "--seeds", args.seeds, "--steps", args.steps, "--json", utility_recognised))
+    # The same top-up with the per-image filter the other way round: what the recipe's setting is worth.
+    other = FILTER_NAMES[not filtered]
+    other_topup, utility_other = folder / f"synthetic_{other}", folder / f"utility_{other}.json"
+    stage(f"{name}: sample fill-to, {other}", False, lambda: codes.__setitem__(f"fill_to_{other}", synthgen(
+        "sample", "--weights", run, "--fill-to", majority, "--data", train, "--out", other_topup, "--seed", SEED,
+        *with_filter(not filtered), ok=(0, 3))))
+    stage(f"{name}: utility, {other}", False, lambda: synthgen(
+        "eval", "--utility", "--train", train, "--test", full / "test", "--synthetic", other_topup, "--augmented", augmented,
+        "--cases", "c,e", "--seeds", args.seeds, "--steps", args.steps, "--json", utility_other))
     state = json.loads((run / "run.json").read_text())
     return {
         "recipe": recipe, "gan_steps": state["step"], "precision": state.get("precision"), "sample_exit_codes": codes,
-        "gate": {kind: _gate_summary(f) for kind, f in (("fill_to", synthetic), ("balanced", cas), ("fill_to_recognised", recognised))},
+        "recognised_only": filtered,
+        "gate": {kind: _gate_summary(f) for kind, f in (("fill_to", synthetic), ("balanced", cas), (f"fill_to_{other}", other_topup))},
         "ms_ssim": ms_ssim_per_class(json.loads(diversity.read_text())) if holds_images(cas) else {},
         "utility": json.loads(utility.read_text()),
-        "utility_recognised": json.loads(utility_recognised.read_text()),
+        "utility_other_filter": json.loads(utility_other.read_text()),
     }
 
 
@@ -270,15 +280,15 @@ def ms_ssim_per_class(evaluation: dict) -> dict:
 
 
 def summary_row(name: str, row: dict, counts: dict) -> list:
-    cases, filtered = row["utility"]["cases"], row["utility_recognised"]["cases"]
+    cases, other = row["utility"]["cases"], row["utility_other_filter"]["cases"]
     f1 = lambda key, c=cases: f"{c[key]['macro_f1']['mean']:.4f}" if key in c else "-"  # noqa: E731
     recall = lambda keys, c=cases: "/".join(f"{c[k]['minority_recall']['mean']:.3f}" if k in c else "-" for k in keys)  # noqa: E731
     cas = f"{cases['b']['accuracy']['mean'] / cases['a']['accuracy']['mean']:.3f}" if "b" in cases else "-"
     ratios = [r["ratio"] for r in row["ms_ssim"].values() if r["ratio"] is not None]
     worst = f"{max(ratios):.2f}" if ratios else "-"
     passed = sum(1 for c in row["gate"]["balanced"].get("classes", {}).values() if c.get("status") == "passed")
-    return [name, row["gan_steps"], f1("a"), f1("f"), f1("d"), f1("c"), f1("e"), recall("afce"),
-            f"{f1('c', filtered)} / {f1('e', filtered)}", recall("ce", filtered), cas, worst, f"{passed}/{len(counts['classes'])}"]
+    return [name, FILTER_NAMES[row["recognised_only"]], row["gan_steps"], f1("a"), f1("f"), f1("d"), f1("c"), f1("e"), recall("afce"),
+            f"{f1('c', other)} / {f1('e', other)}", recall("ce", other), cas, worst, f"{passed}/{len(counts['classes'])}"]
 
 
 def _gate_summary(folder: Path) -> dict:
