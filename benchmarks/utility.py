@@ -44,7 +44,8 @@ one trains a GAN per recipe for its budget and 18 classifiers per recipe
 
 Every stage is skipped when its output is complete (a stopped run continues);
 --fresh starts over. Intermediate folders: out/bench/utility_fashion/ and
-out/bench/utility_flowers5/.
+out/bench/utility_flowers5/ (per recipe: synthetic_<filter>/, the top-ups,
+recognised or unfiltered, and synthetic_all_<filter>/, the complete set).
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ def gan_case(recipe: str, args, stage, work: Path, full: Path, train: Path, augm
     """Train one recipe to the budget on the small set, sample its top-up and a complete set, and run the utility cases."""
     name = Path(recipe).stem
     folder = work / name
-    run, synthetic, cas = folder / "weights" / name, folder / "synthetic", folder / "synthetic_all"
+    run = folder / "weights" / name
     trained = (run / "run.json").is_file() and (run / "checkpoints").is_dir()
     if not trained:
         shutil.rmtree(run, ignore_errors=True)  # a run killed mid-way starts over: its budget must be whole
@@ -230,7 +231,9 @@ def gan_case(recipe: str, args, stage, work: Path, full: Path, train: Path, augm
         "train", recipe, "--set", f"data.root={train}", "--set", f"train.out_dir={run.parent}", "--set", f"name={name}",
         "--set", f"train.budget={args.budget}", "--set", "train.steps=10000000"))
     # The recipe's per-image filter, passed explicitly: the run's own saved recipe may predate the bundled one.
+    # Each setting has its own folders: `sample` continues a folder it finds, whatever wrote it.
     filtered = load_recipe(recipe).gate.recognised_only
+    synthetic, cas = folder / f"synthetic_{FILTER_NAMES[filtered]}", folder / f"synthetic_all_{FILTER_NAMES[filtered]}"
     with_filter = lambda on: ("--set", f"gate.recognised_only={str(on).lower()}")  # noqa: E731
     # Exit 3 = the gate held back a class: that is a finding (recorded below), not a failed benchmark.
     codes = {}

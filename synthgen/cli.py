@@ -198,10 +198,13 @@ def sample(
     generator.fix_codes(codes)
     if prompts or generator.text_conditioned:
         plan = _prompt_plan(sampling, generator, prompts, n, classes or balanced or fill_to is not None, "--text" if texts else "--captions")
-        gate = None  # the gate compares a class with its real images; prompts have none
+        # no gate: it compares a class with its real images; prompts have none
     else:
         plan = _sampling_plan(sampling, generator, classes, n, balanced, fill_to, data)
-        gate = _calibrated_gate(generator, no_gate, set_, batch_size, real)
+        generator.override_gate(set_)
+    gated = not (prompts or generator.text_conditioned) and _gate_wanted(generator, no_gate)
+    sampling.continue_only_with_same_images(out_dir, generator, seed, truncation, fmt, gated, codes)  # before calibrating
+    gate = _calibrate(generator, batch_size, real) if gated else None
     total = sum(plan.values())
     with Progress(TextColumn("[bold]sample"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err) as bar:
         task = bar.add_task("sample", total=total)
@@ -229,9 +232,15 @@ def sample(
 
 def _calibrated_gate(generator, no_gate: bool, overrides: list[str], batch_size: int, real: Optional[Path]):
     """The run's gate with `--set gate.*` applied, calibrated on `real` (default: the run's data); None when turned off."""
-    if no_gate or not generator.recipe.gate.enabled:
-        return None
     generator.override_gate(overrides)
+    return _calibrate(generator, batch_size, real) if _gate_wanted(generator, no_gate) else None
+
+
+def _gate_wanted(generator, no_gate: bool) -> bool:
+    return not no_gate and generator.recipe.gate.enabled
+
+
+def _calibrate(generator, batch_size: int, real: Optional[Path]):
     with err.status("gate: calibrating on the real images (the first time also trains the domain classifier)"):
         return generator.gate(batch_size, real)
 

@@ -36,13 +36,14 @@ from synthgen import checkpoint as ckpt
 from synthgen.data.folders import class_counts, discover_labelled, target_count
 from synthgen.errors import SynthgenError
 from synthgen.imaging import SAVE_FORMATS, encode, make_durable, remove_stale_temporaries, to_uint8, write_atomic
-from synthgen.manifest import MANIFEST, Manifest
+from synthgen.manifest import MANIFEST, Manifest, continue_only_with
 from synthgen.metrics.gate import Verdict
 from synthgen.train import METHODS
 from synthgen.recipe import validate
 
 GATE_REPORT = "gate_report.json"
 MANIFEST_COLUMNS = ["file", "class", "seed", "checkpoint_sha256", "truncation", "attempt", "gate"]
+SETTINGS = "sample.json"  # what a folder's images were made with; `sample` continues it only with the same
 
 
 # --- the gate's plug -----------------------------------------------------------
@@ -333,6 +334,21 @@ def _check_sets(set_check: SetCheck, out: Path, rows: list[dict], classes: list[
         result.sets[name] = verdict
         if not verdict.accepted:
             result.rejected[name] = verdict.reason
+
+
+def continue_only_with_same_images(out: Path, generator: TrainedGenerator, seed: int, truncation: float | None, fmt: str,
+                                   gated: bool, codes: list[str] = ()) -> None:
+    """`synthgen sample` into a folder it wrote before continues it only with what decides its images.
+
+    Image i of a class is a function of these settings; with others, a folder would hold two kinds of image
+    under one manifest (a re-run with another checkpoint or without the gate's filter would add to the old
+    images, keep them, and report them as existing). `-n`, the classes and the batch size may change.
+    """
+    settings = {
+        "checkpoint_sha256": generator.checkpoint_sha256, "seed": seed, "truncation": truncation, "format": fmt,
+        "gate": gated, "recognised_only": gated and generator.recipe.gate.recognised_only, "codes": sorted(codes),
+    }
+    continue_only_with(check_output_folder(out), SETTINGS, settings, "holds images sampled")
 
 
 def check_output_folder(out: Path, option: str = "--out") -> Path:

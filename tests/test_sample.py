@@ -134,6 +134,31 @@ def test_cli_sample_and_its_errors(run, tmp_path):
         assert len(onto_file.stderr.strip().splitlines()) == 1
 
 
+def test_cli_sample_continues_a_folder_only_with_the_settings_that_made_its_images(run, generator, tmp_path):
+    out = tmp_path / "o"
+    first = synthgen("sample", "--weights", run, "--class", "Bag", "-n", "2", "--out", out, "--seed", "1", "--no-gate")
+    assert first.returncode == 0, first.stderr
+    more = synthgen("sample", "--weights", run, "--class", "Bag,Sneaker", "-n", "3", "--out", out, "--seed", "1", "--no-gate")
+    assert more.returncode == 0, more.stderr  # more images and other classes: the same kind of image
+    assert len(read_manifest(out)) == 6
+    for change in (["--seed", "2", "--no-gate"], ["--seed", "1", "--no-gate", "--truncation", "0.5"], ["--seed", "1"]):
+        refused = synthgen("sample", "--weights", run, "--class", "Bag", "-n", "4", "--out", out, *change)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert refused.stderr.startswith(f"error: {out}: holds images sampled with other settings") and "write to a new folder" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    assert len(read_manifest(out)) == 6 and len(list((out / "Bag").iterdir())) == 3
+    # The gate's per-image filter decides which images are written: turning it on is another kind of folder.
+    from synthgen.sample import continue_only_with_same_images
+
+    continue_only_with_same_images(tmp_path / "g", generator, seed=0, truncation=None, fmt="png", gated=True)
+    generator.override_gate(["gate.recognised_only=true"])
+    try:
+        with pytest.raises(SynthgenError, match="other settings \\(recognised_only=False\\)"):
+            continue_only_with_same_images(tmp_path / "g", generator, seed=0, truncation=None, fmt="png", gated=True)
+    finally:
+        generator.override_gate(["gate.recognised_only=false"])
+
+
 def test_report_of_a_real_run(run):
     from synthgen.report import render_report
 
