@@ -151,12 +151,13 @@ def test_cli_sample_continues_a_folder_only_with_the_settings_that_made_its_imag
     from synthgen.sample import continue_only_with_same_images
 
     continue_only_with_same_images(tmp_path / "g", generator, seed=0, truncation=None, fmt="png", gated=True)
+    trained_recipe = generator.recipe  # the module's generator is shared: put its own recipe back afterwards
     generator.override_gate(["gate.recognised_only=true"])
     try:
         with pytest.raises(SynthgenError, match="other settings \\(recognised_only=False\\)"):
             continue_only_with_same_images(tmp_path / "g", generator, seed=0, truncation=None, fmt="png", gated=True)
     finally:
-        generator.override_gate(["gate.recognised_only=false"])
+        generator.recipe = trained_recipe
 
 
 def test_report_of_a_real_run(run):
