@@ -15,9 +15,9 @@ faster by more than its warm-up costs over the steps the run has left.
 The probe trains fresh copies of the method, built in a forked RNG from the
 state the run starts in: training then draws exactly what it would have
 without the probe (resume and determinism stay bit-exact). The decision and
-its figures are cached per CPU model, thread count, torch version and recipe
-shape in $SYNTHGEN_CACHE/speed.json, so a second run of the same shape does
-not measure again. A run too short to pay for the probe is not probed.
+its figures are cached per CPU (name, family, model, bf16 features), thread
+count, torch version and recipe shape in $SYNTHGEN_CACHE/speed.json, so a
+second run of the same shape does not measure again. A run too short to pay for the probe is not probed.
 """
 
 from __future__ import annotations
@@ -293,14 +293,41 @@ def busy_machine() -> str | None:
     return f"measured under load {load:.1f} on {cores} cores"
 
 
+# The instruction-set features that decide speed choices, best first: AMX and AVX512-BF16 give oneDNN native bf16.
+CPU_FEATURES = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+
+
 def cpu_model() -> str:
+    """This CPU as speed choices must tell it apart, e.g. "AMD EPYC, family 25 model 17, avx512_bf16".
+
+    Cloud VMs often name several generations alike ("AMD EPYC" here for CPUs with AVX2 only and with
+    AVX512-BF16), so a cached choice keyed by the name alone could be reused on a CPU it is wrong for.
+    """
+    return describe_cpu(read_cpuinfo())
+
+
+def read_cpuinfo() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: describe_cpu falls back to what platform knows
+        return ""
+
+
+def describe_cpu(cpuinfo: str) -> str:
+    """Name, family, model and best speed-relevant feature of the first processor in /proc/cpuinfo's text."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor's block is enough: the cores of one machine are alike
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    parts = [fields.get("model name") or platform.processor() or platform.machine()]
+    if "cpu family" in fields and "model" in fields:
+        parts.append(f"family {fields['cpu family']} model {fields['model']}")
+    if "flags" in fields:  # unknown elsewhere (not Linux): nothing is claimed
+        flags = set(fields["flags"].split())
+        parts.append(next((feature for feature in CPU_FEATURES if feature in flags), "no avx2"))
+    return ", ".join(parts)
 
 
 def cache_key(recipe, device: torch.device, what: str) -> str:

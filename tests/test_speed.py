@@ -66,6 +66,27 @@ def test_probe_picks_the_faster_and_caches_it(four_classes, tmp_path, fresh_cach
     assert (_choose(other, data).precision, fake_clock["calls"] > 0) == ("fp32", True)
 
 
+EPYC_AVX2 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\n"
+EPYC_BF16 = EPYC_AVX2.replace("model\t\t: 1\n", "model\t\t: 17\n").replace("avx2 fma", "avx2 fma avx512f avx512_bf16")
+
+
+def test_cpus_sold_under_one_name_are_told_apart():
+    assert speed.describe_cpu(EPYC_AVX2) == "AMD EPYC, family 25 model 1, avx2"
+    assert speed.describe_cpu(EPYC_BF16) == "AMD EPYC, family 25 model 17, avx512_bf16"
+    assert speed.describe_cpu("model name\t: Old\nflags\t: fpu sse2\n").endswith("Old, no avx2")
+
+
+def test_a_cached_choice_is_not_reused_on_another_cpu_of_the_same_name(four_classes, tmp_path, fresh_cache, fake_clock, monkeypatch):
+    recipe, data = _recipe_and_data(four_classes, tmp_path)
+    monkeypatch.setattr(speed, "read_cpuinfo", lambda: EPYC_BF16)
+    fake_clock["rates"] = {"fp32": 100.0, "bf16": 250.0}
+    assert (_choose(recipe, data).precision, _choose(recipe, data).how) == ("bf16", "cached")
+    monkeypatch.setattr(speed, "read_cpuinfo", lambda: EPYC_BF16.replace("model\t\t: 17", "model\t\t: 2"))
+    fake_clock["rates"], fake_clock["calls"] = {"fp32": 300.0, "bf16": 100.0}, 0
+    other = _choose(recipe, data)  # the same name and flags, another generation: measured, not taken from the cache
+    assert (other.precision, other.how, fake_clock["calls"] > 0) == ("fp32", "measured", True)
+
+
 def test_a_choice_measured_on_a_busy_machine_is_used_but_not_cached(four_classes, tmp_path, fresh_cache, fake_clock, monkeypatch):
     recipe, data = _recipe_and_data(four_classes, tmp_path)
     fake_clock["rates"] = {"fp32": 100.0, "bf16": 250.0}
