@@ -37,7 +37,7 @@ from synthgen.data.folders import class_counts, discover_labelled, target_count
 from synthgen.errors import SynthgenError
 from synthgen.imaging import SAVE_FORMATS, encode, make_durable, remove_stale_temporaries, to_uint8, write_atomic
 from synthgen.manifest import MANIFEST, Manifest, continue_only_with
-from synthgen.metrics.gate import Verdict
+from synthgen.metrics.gate import Verdict, filters_images
 from synthgen.train import METHODS
 from synthgen.recipe import validate
 
@@ -346,7 +346,7 @@ def continue_only_with_same_images(out: Path, generator: TrainedGenerator, seed:
     """
     settings = {
         "checkpoint_sha256": generator.checkpoint_sha256, "seed": seed, "truncation": truncation, "format": fmt,
-        "gate": gated, "recognised_only": gated and generator.recipe.gate.recognised_only, "codes": sorted(codes),
+        "gate": gated, "recognised_only": gated and filters_images(generator.recipe.gate, generator.class_names), "codes": sorted(codes),
     }
     continue_only_with(check_output_folder(out), SETTINGS, settings, "holds images sampled")
 

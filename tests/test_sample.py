@@ -156,6 +156,12 @@ def test_cli_sample_continues_a_folder_only_with_the_settings_that_made_its_imag
     try:
         with pytest.raises(SynthgenError, match="other settings \\(recognised_only=False\\)"):
             continue_only_with_same_images(tmp_path / "g", generator, seed=0, truncation=None, fmt="png", gated=True)
+        # With one class the filter has nothing to tell apart and filters nothing: the same kind of folder.
+        all_classes, generator.class_names = generator.class_names, generator.class_names[:1]
+        try:
+            continue_only_with_same_images(tmp_path / "g", generator, seed=0, truncation=None, fmt="png", gated=True)
+        finally:
+            generator.class_names = all_classes
     finally:
         generator.recipe = trained_recipe
 

@@ -254,6 +254,11 @@ def _duplicate_share(pairwise: torch.Tensor, radius: float) -> float:
     return float((pairwise.min(dim=1).values < radius).double().mean())
 
 
+
+def filters_images(settings: GateConfig, class_names: list[str]) -> bool:
+    """Whether gate.recognised_only filters images: it is on and the run has classes to tell apart."""
+    return settings.recognised_only and len(class_names) > 1
+
 class Gate:
     """Checks batches of generated uint8 images per class; a `sample.BatchCheck`."""
 
@@ -319,7 +324,7 @@ class Gate:
     @property
     def image_filter(self):
         """With gate.recognised_only on a labelled run: `recognised`, sample's per-image filter; else None."""
-        return self.recognised if self.settings.recognised_only and len(self.class_names) > 1 else None
+        return self.recognised if filters_images(self.settings, self.class_names) else None
 
     def recognised(self, class_name: str, images: torch.Tensor) -> torch.Tensor:
         """bool [N]: which uint8 images the domain classifier puts in `class_name` (its most likely class)."""
