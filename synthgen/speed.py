@@ -129,6 +129,7 @@ def measure(methods: dict, warmup: int = PROBE_WARMUP, rounds: int = PROBE_ROUND
     for method in methods.values():  # first calls: allocator, oneDNN primitive caches
         if method.images_per_step / step_rate(method, range(warmup)) > SLOW_STEP_S:
             rounds, steps = 1, 1
+    PROBE_CPU.reset()
     best: dict[str, float] = {}
     for round_ in range(rounds):
         for name, method in methods.items():
@@ -145,12 +146,39 @@ def step_rate(method, steps: range) -> float:
     of fp32 on one thread, yet ran slower than fp32 on two (bench_train.py, README), so a CPU-time or
     one-thread figure would pick the wrong one there.
     """
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for step in steps:
         method.train_step(step)
     if method.device.type == "cuda":
         torch.cuda.synchronize(method.device)
-    return len(steps) * method.images_per_step / max(time.perf_counter() - start, 1e-9)
+    wall = time.perf_counter() - start
+    if method.device.type == "cpu":
+        PROBE_CPU.add(wall, time.process_time() - cpu)
+    return len(steps) * method.images_per_step / max(wall, 1e-9)
+
+
+class ProbeCpuTime:
+    """How much of the cores the timed probe steps got: CPU seconds (all threads) per wall second and thread.
+
+    About 1 on an idle machine (0.99-1.00 for acgan at 32 px, fp32 and bf16, on 2 cores), about 0.5-0.6 while one
+    other job runs (2026-12-07, AMD EPYC family 26 model 2). The 1-minute load average shows such a job late: 1.5-2.6
+    then, under the cores + BUSY_ABOVE that would flag it, while the probe measured a third of the idle rates.
+    """
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+
+    def reset(self) -> None:  # after warm-up steps: first calls build oneDNN primitives on one thread
+        self.wall = self.cpu = 0.0
+
+    def add(self, wall: float, cpu: float) -> None:
+        self.wall, self.cpu = self.wall + wall, self.cpu + cpu
+
+    def share(self) -> float | None:
+        return self.cpu / (self.wall * torch.get_num_threads()) if self.wall > 0 else None
+
+
+PROBE_CPU = ProbeCpuTime()  # the timed steps of the probe running now (measure() resets it)
 
 
 # --- compile -----------------------------------------------------------------
@@ -271,6 +299,7 @@ def physical_cores() -> int | None:
 # --- cache -------------------------------------------------------------------
 
 BUSY_ABOVE = 1.0  # runnable tasks beyond the cores (1-minute load average) at which timings are not kept
+BUSY_BELOW_SHARE = 0.8  # ... or the share of its threads' CPU time the probe's timed steps got (ProbeCpuTime)
 
 
 def machine_load() -> float | None:
@@ -288,9 +317,12 @@ def busy_machine() -> str | None:
     trains at 220 img/s, and torch.compile at a sixth of eager, and every later run reused them.
     """
     load, cores = machine_load(), physical_cores() or os.cpu_count() or 1
-    if load is None or load <= cores + BUSY_ABOVE:
-        return None
-    return f"measured under load {load:.1f} on {cores} cores"
+    if load is not None and load > cores + BUSY_ABOVE:
+        return f"measured under load {load:.1f} on {cores} cores"
+    share = PROBE_CPU.share()
+    if share is not None and share < BUSY_BELOW_SHARE:
+        return f"the probe got {share:.0%} of its {torch.get_num_threads()} threads' CPU time (other jobs on the cores)"
+    return None
 
 
 # The instruction-set features that decide speed choices, best first: AMX and AVX512-BF16 give oneDNN native bf16.

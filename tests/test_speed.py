@@ -25,10 +25,12 @@ def fresh_cache(tmp_path, monkeypatch):
 @pytest.fixture
 def fake_clock(monkeypatch):
     """step_rate returns made-up img/s per precision and counts its calls; no step is trained."""
-    clock = {"rates": {}, "calls": 0}
+    clock = {"rates": {}, "calls": 0, "cpu_share": None}
 
     def fake_rate(method, steps):
         clock["calls"] += 1
+        if clock["cpu_share"] is not None:  # what a timed second on the CPU would have got of the threads' CPU time
+            speed.PROBE_CPU.add(1.0, clock["cpu_share"] * torch.get_num_threads())
         return clock["rates"][method.precision.name]
 
     monkeypatch.setattr(speed, "step_rate", fake_rate)
@@ -98,6 +100,17 @@ def test_a_choice_measured_on_a_busy_machine_is_used_but_not_cached(four_classes
     fake_clock["calls"] = 0
     assert (_choose(recipe, data).how, fake_clock["calls"] > 0) == ("measured", True)  # measured again, now quietly
     assert (_choose(recipe, data).how) == "cached"
+
+
+def test_a_probe_that_got_a_fraction_of_the_cores_is_used_but_not_cached(four_classes, tmp_path, fresh_cache, fake_clock):
+    """Another job that started just before the probe: the load average does not show it yet, the CPU time does."""
+    recipe, data = _recipe_and_data(four_classes, tmp_path)
+    fake_clock["rates"], fake_clock["cpu_share"] = {"fp32": 100.0, "bf16": 250.0}, 0.5
+    choice = _choose(recipe, data)
+    assert (choice.precision, choice.how) == ("bf16", "measured") and "not cached, the probe got 50% of its" in choice.line()
+    assert not (cache_dir() / speed.CACHE_FILE).exists()
+    fake_clock["cpu_share"] = 0.97  # an idle machine's steps get all but a little of their threads' CPU time
+    assert _choose(recipe, data).how == "measured" and _choose(recipe, data).how == "cached"
 
 
 def test_fp32_without_native_bf16_or_for_a_short_run_unmeasured(four_classes, tmp_path, fresh_cache, fake_clock, monkeypatch):
