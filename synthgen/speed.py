@@ -17,7 +17,9 @@ state the run starts in: training then draws exactly what it would have
 without the probe (resume and determinism stay bit-exact). The decision and
 its figures are cached per CPU (name, family, model, bf16 features), thread
 count, torch version and recipe shape in $SYNTHGEN_CACHE/speed.json, so a
-second run of the same shape does not measure again. A run too short to pay for the probe is not probed.
+second run of the same shape does not measure again; a choice measured while
+other jobs share the cores is used but not cached (busy_machine). A run too
+short to pay for the probe is not probed.
 """
 
 from __future__ import annotations

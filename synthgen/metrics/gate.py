@@ -254,10 +254,10 @@ def _duplicate_share(pairwise: torch.Tensor, radius: float) -> float:
     return float((pairwise.min(dim=1).values < radius).double().mean())
 
 
-
 def filters_images(settings: GateConfig, class_names: list[str]) -> bool:
     """Whether gate.recognised_only filters images: it is on and the run has classes to tell apart."""
     return settings.recognised_only and len(class_names) > 1
+
 
 class Gate:
     """Checks batches of generated uint8 images per class; a `sample.BatchCheck`."""
