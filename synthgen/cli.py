@@ -198,11 +198,11 @@ def sample(
     generator.fix_codes(codes)
     if prompts or generator.text_conditioned:
         plan = _prompt_plan(sampling, generator, prompts, n, classes or balanced or fill_to is not None, "--text" if texts else "--captions")
-        # no gate: it compares a class with its real images; prompts have none
+        gated = False  # the gate compares a class with its real images; prompts have none
     else:
         plan = _sampling_plan(sampling, generator, classes, n, balanced, fill_to, data)
         generator.override_gate(set_)
-    gated = not (prompts or generator.text_conditioned) and _gate_wanted(generator, no_gate)
+        gated = _gate_wanted(generator, no_gate)
     sampling.continue_only_with_same_images(out_dir, generator, seed, truncation, fmt, gated, codes)  # before calibrating
     gate = _calibrate(generator, batch_size, real) if gated else None
     total = sum(plan.values())

@@ -162,13 +162,13 @@ def step_rate(method, steps: range) -> float:
 class ProbeCpuTime:
     """How much of the cores the timed probe steps got: CPU seconds (all threads) per wall second and thread.
 
-    About 1 on an idle machine (0.99-1.00 for acgan at 32 px, fp32 and bf16, on 2 cores), about 0.5-0.6 while one
+    About 1 on an idle machine (0.99-1.00 for acgan at 32 px, fp32 and bf16, on 2 cores), 0.49-0.64 while one
     other job runs (2026-12-07, AMD EPYC family 26 model 2). The 1-minute load average shows such a job late: 1.5-2.6
     then, under the cores + BUSY_ABOVE that would flag it, while the probe measured a third of the idle rates.
     """
 
     def __init__(self):
-        self.wall = self.cpu = 0.0
+        self.reset()
 
     def reset(self) -> None:  # after warm-up steps: first calls build oneDNN primitives on one thread
         self.wall = self.cpu = 0.0
