@@ -197,6 +197,10 @@ class TrainConfig(Section):
     )
     ada_kimg: float = Field(100.0, gt=0, description="ADA: thousands of real images over which p can move from 0 to 1.")
     ada_interval: int = Field(4, ge=1, description="ADA: steps between adjustments of p.")
+    ada_heldout: float = Field(
+        0.0, ge=0, le=0.25,
+        description="ADA: share of each class's images (at least one where a class has two) that D never trains on; p is then steered by ADA's r_v, how much more D trusts its training images than these, against train.ada_target, instead of r_t, which also rises while G is merely behind (on large datasets too). 0 = r_t.",
+    )
     budget: str | None = Field(
         None, description="Training-time budget (e.g. 90s, 30m, 2h, 1h30m), counted from the first step (the gate's one-time set-up is timed apart) and over resumes: training stops when it is spent, with a final checkpoint; train.steps stays the upper limit."
     )

@@ -113,7 +113,7 @@ def test_ada_p_rises_on_an_overfitting_d_and_falls_on_an_underfitting_one():
         ada.adjust(step)
     assert ada.p == pytest.approx(0.3)
     # Beside a loss with no fixed zero the measure is relative: reals above their paired fakes count as overfitting.
-    plain, relative = (AdaptiveAugment(["cutout"], target=0.6, kimg=1.0, interval=1, batch_size=50, relative=r) for r in (False, True))
+    plain, relative = (AdaptiveAugment(["cutout"], target=0.6, kimg=1.0, interval=1, batch_size=50, measure=m) for m in ("signs", "relative"))
     for ada in (plain, relative):
         ada.observe(torch.full((50,), 1.0), torch.full((50,), 2.0))  # every real called real, yet below its fake
     assert (plain.adjust(0), relative.adjust(0)) == (pytest.approx(1.0), pytest.approx(-1.0))
@@ -134,14 +134,59 @@ def test_ada_reads_real_minus_fake_where_the_losss_logits_have_no_fixed_zero(fou
                          train={"diffaugment": ["translation"], "ada_target": 0.6})
     method = ConditionalGAN(recipe, load_labelled(four_classes, 28, 1, "crop"), resolve_precision("fp32", torch.device("cpu")))
     observed = []
-    method.augment.observe = lambda real, fake: observed.append((real, fake))
+    method.augment.observe = lambda real, fake, heldout: observed.append((real, fake))
     method.discriminator_step(0, 0)
     real, fake = observed[0]
-    expected = (real - fake if pairs else real).sign().mean()
+    expected = (real - fake if pairs else real).detach().sign().mean()
     ada = AdaptiveAugment.from_recipe(recipe)
     ada.observe(real, fake)
-    assert LOSSES[loss].offset_free == pairs and ada.relative == pairs
-    assert ada.signs / ada.count == pytest.approx(float(expected))
+    assert LOSSES[loss].offset_free == pairs and ada.measure == ("relative" if pairs else "signs")
+    assert ada.sums["signs"] / ada.sums["count"] == pytest.approx(float(expected))
+
+
+def test_ada_heldout_measure_is_adas_r_v_and_ignores_a_d_that_is_only_ahead_of_g():
+    """r_v = (E[D(train)] - E[D(held out)]) / (E[D(train)] - E[D(fake)]), over the interval's D steps that saw held-out
+    images: a D far ahead of G that judges unseen reals as it judges its training ones does not raise p (the relative
+    r_t would: every real above every fake); one that takes unseen reals for fakes does."""
+    ada = AdaptiveAugment(["cutout"], target=0.6, kimg=1.0, interval=2, batch_size=50, measure="heldout")
+    relative = AdaptiveAugment(["cutout"], target=0.6, kimg=1.0, interval=2, batch_size=50, measure="relative")
+    train_logits, fake_logits = torch.tensor([4.0, 2.0]), torch.tensor([-3.0, -5.0])
+    for step in range(2):
+        ada.observe(train_logits, fake_logits, torch.tensor([3.0, 2.0]) if step == 0 else None)  # only step 0 saw held-out
+        relative.observe(train_logits, fake_logits)
+    assert ada.adjust(1) == pytest.approx((3.0 - 2.5) / (3.0 - -4.0))  # the unobserved step left out
+    assert (ada.p, relative.adjust(1), relative.p) == (0.0, pytest.approx(1.0), pytest.approx(0.1))
+    for step in range(2, 4):  # D has memorised its training images: unseen ones score like fakes
+        ada.observe(train_logits, fake_logits, torch.tensor([-4.0, -4.0]))
+    assert ada.adjust(3) == pytest.approx(1.0) and ada.p == pytest.approx(0.1)
+    for step in range(4, 6):  # a D that does not rank its training images above fakes shows no memorising: p falls
+        ada.observe(fake_logits, train_logits, torch.tensor([-4.0, -4.0]))
+    assert ada.adjust(5) == 0.0 and ada.p == 0.0
+    state = ada.state()
+    assert json.loads(json.dumps(state)) == state  # JSON training state, restored by --resume
+    restored = AdaptiveAugment(["cutout"], target=0.6, kimg=1.0, interval=2, batch_size=50, measure="heldout")
+    restored.load_state(state)
+    assert (restored.p, restored.sums) == (ada.p, ada.sums)
+
+
+def test_heldout_images_are_never_in_ds_batches_and_share_their_labels(four_classes):
+    from synthgen.data.batches import BatchDrawer
+    from synthgen.data.loading import load_labelled
+
+    data = load_labelled(four_classes, 28, 1, "crop")
+    drawer = BatchDrawer(data, 32, "balanced", False, seed=0, heldout=0.1)
+    held = torch.cat(drawer.heldout_members)
+    for c, (kept, out) in enumerate(zip(drawer.members, drawer.heldout_members)):
+        n = int((data.labels == c).sum())
+        assert len(out) == max(1, round(n * 0.1)) and len(kept) + len(out) == n
+    trained_on = torch.cat([drawer.real_rows(step, 0, torch.device("cpu"))[2] for step in range(30)])
+    assert not torch.isin(trained_on, held).any()
+    images, labels = drawer.heldout(3, 0, torch.device("cpu"))
+    assert torch.equal(labels, drawer.real(3, 0, torch.device("cpu"))[1]) and images.shape == (32, 1, 28, 28)
+    again = BatchDrawer(data, 32, "balanced", False, seed=0, heldout=0.1)  # the split is the seed's: the same after a resume
+    assert all(torch.equal(a, b) for a, b in zip(again.heldout_members, drawer.heldout_members))
+    plain = BatchDrawer(data, 32, "balanced", False, seed=0)
+    assert sum(len(m) for m in plain.heldout_members) == 0 and sum(len(m) for m in plain.members) == len(data)
 
 
 def test_ada_applies_each_transform_to_about_p_of_the_images():
@@ -219,6 +264,30 @@ def test_r3_rpgan_trains_with_ada_and_lecam_and_resumes_bit_exactly(four_classes
     assert a == b
     log = [json.loads(line) for line in (whole.run_dir / "log.jsonl").read_text().splitlines()]
     assert all("ada_p" in line and math.isfinite(line["d_loss"]) for line in log)
+
+
+def test_ada_on_heldout_images_trains_and_resumes_bit_exactly(four_classes, tmp_path):
+    """train.ada_heldout: r_v is measured every ada_interval steps through the loop, its sums are training state."""
+    sections = {"conditioning": {"type": "projection"}, "model": {"spectral_norm": False},
+                "loss": {"type": "rpgan", "r1_gamma": 0.1, "r2_gamma": 0.1}}
+    keys = {"diffaugment": ["translation"], "ada_target": 0.05, "ada_kimg": 0.2, "ada_interval": 2, "ada_heldout": 0.1, "lr_d": 0.01,
+            "log_every": 1, "checkpoint_every": 3}
+    whole = train(tiny_recipe(four_classes, tmp_path / "a", **sections, train={**keys, "steps": 8}))
+    train(tiny_recipe(four_classes, tmp_path / "b", **sections, train={**keys, "steps": 5}))
+    resumed = train(tiny_recipe(four_classes, tmp_path / "b", **sections, train={**keys, "steps": 8}), resume=True)
+    assert_same_tensors(final_tensors(whole.run_dir), final_tensors(resumed.run_dir))
+    a, b = (latest_checkpoint(r.run_dir).state["method_state"]["augment"] for r in (whole, resumed))
+    assert a == b and set(a) == {"p", "train", "train_count", "heldout", "heldout_count", "fake", "fake_count"}
+    log = [json.loads(line) for line in (whole.run_dir / "log.jsonl").read_text().splitlines() if "metrics" not in line]
+    assert len([line["ada_rt"] for line in log if "ada_rt" in line]) == 4  # once per interval of 2 steps
+
+
+@pytest.mark.parametrize("method", ["sgan", "bigan", "lapgan"])
+def test_ada_heldout_is_refused_where_the_d_step_has_no_heldout_view(four_classes, tmp_path, method):
+    from synthgen.recipe import load_recipe
+
+    with pytest.raises(SynthgenError, match="ada_heldout"):
+        load_recipe(f"recipes/{method}.yaml", [f"data.root={four_classes}", "train.ada_heldout=0.1"])
 
 
 def test_a_term_reported_on_some_steps_is_logged_at_its_own_mean(four_classes, tmp_path):

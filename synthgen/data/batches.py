@@ -15,8 +15,21 @@ from synthgen.data.loading import LabelledImages
 from synthgen.imaging import to_model
 
 
+def split_heldout(members: list[torch.Tensor], fraction: float, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each class's rows split into (trained on, held out): `fraction` of the class, rounded, at least one where the
+    class has two or more, chosen by a generator seeded by `seed` alone (the same split after a resume)."""
+    gen = torch.Generator().manual_seed(seed + 7)
+    kept, held = [], []
+    for rows in members:
+        n_held = max(1, round(len(rows) * fraction)) if fraction > 0 and len(rows) >= 2 else 0
+        shuffled = rows[torch.randperm(len(rows), generator=gen)]
+        kept.append(shuffled[n_held:].sort().values), held.append(shuffled[:n_held].sort().values)
+    return kept, held
+
+
 class BatchDrawer:
-    def __init__(self, data: LabelledImages, batch_size: int, sampling: str, hflip: bool, seed: int, shard: tuple[int, int] = (0, 1)):
+    def __init__(self, data: LabelledImages, batch_size: int, sampling: str, hflip: bool, seed: int, shard: tuple[int, int] = (0, 1),
+                 heldout: float = 0.0):
         self.data, self.batch_size, self.hflip, self.seed = data, batch_size, hflip, seed
         self.rank, self.world_size = shard  # this process's part of each global batch
         self.shard_size = batch_size // self.world_size
@@ -25,7 +38,8 @@ class BatchDrawer:
         # balanced: every class equally often, real and fake; natural: as in the data.
         self.class_weights = (counts > 0).double() if sampling == "balanced" else counts
         order = torch.argsort(data.labels, stable=True)
-        self.members = [order[data.labels[order] == c] for c in range(self.num_classes)]
+        # heldout: rows D never trains on, shown to it only to measure how much it overfits (ADA's r_v)
+        self.members, self.heldout_members = split_heldout([order[data.labels[order] == c] for c in range(self.num_classes)], heldout, seed)
 
     def generator(self, step: int, sub: int, stream: int) -> torch.Generator:
         """The seeded random stream of one (step, sub-step, purpose): the same on every process and after a resume."""
@@ -56,6 +70,19 @@ class BatchDrawer:
             flip = self._shard(flip)
             images[flip] = images[flip].flip(-1)
         return images.to(device, non_blocking=True), labels.to(device), index
+
+    def heldout(self, step: int, sub: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's shard of held-out images with the labels of the same step's real batch (classes with none
+        held out are left out): D's view of images it has not trained on, beside the ones it has."""
+        labels = self.labels(step, sub, stream=0)
+        picks = torch.rand(self.batch_size, generator=self.generator(step, sub, stream=3), dtype=torch.float64)
+        labels, picks = self._shard(labels), self._shard(picks)
+        found = [(c, self.heldout_members[c][int(p * len(self.heldout_members[c]))]) for c, p in zip(labels.tolist(), picks)
+                 if len(self.heldout_members[c])]
+        if not found:
+            return torch.empty(0), torch.empty(0, dtype=torch.long)
+        labels, index = torch.tensor([c for c, _ in found]), torch.stack([i for _, i in found])
+        return to_model(self.data.images[index]).to(device, non_blocking=True), labels.to(device)
 
     def fake_labels(self, step: int, sub: int, device: torch.device) -> torch.Tensor:
         return self._shard(self.labels(step, sub, stream=2)).to(device)

@@ -114,31 +114,55 @@ class AdaptiveAugment:
     """DiffAugment's transforms, each applied to an image with probability p (ADA, Karras et al. 2020).
 
     Without a target p is 1: plain DiffAugment. With one, p starts at 0 and
-    every `interval` steps moves by sign(r_t - target) * (images seen in the
-    interval) / (kimg * 1000), where r_t is D's overfitting measure over the
-    interval: E[sign(D(real))] (ADA's r_t) or, for a loss whose logits only mean
-    something relative to each other (relativistic pairing, a WGAN critic: the
-    loss's `offset_free`), E[sign(D(real) - D(fake))].
+    every `interval` steps moves by sign(r - target) * (images seen in the
+    interval) / (kimg * 1000), where r is D's overfitting measure over the
+    interval, one of MEASURES:
+    - "signs": E[sign(D(real))], ADA's r_t;
+    - "relative": E[sign(D(real) - D(fake))], for a loss whose logits only mean
+      something relative to each other (relativistic pairing, a WGAN critic: the
+      loss's `offset_free`), where the sign of D(real) alone says nothing;
+    - "heldout": ADA's r_v, (E[D(train)] - E[D(held out)]) / (E[D(train)] - E[D(fake)]),
+      on real images D never trains on (train.ada_heldout): 0 while D judges unseen
+      images as it judges its training images, 1 when it takes them for fakes. Unlike
+      the sign measures it does not rise merely because G is still far behind D, as
+      it is early in every run: on a large dataset p then stays near 0.
     p is training state: the loop saves it with each checkpoint and --resume restores it.
     """
 
-    def __init__(self, policies: list[str], target: float | None, kimg: float, interval: int, batch_size: int, relative: bool = False):
-        self.policies, self.target, self.interval, self.relative = list(policies), target, interval, relative
+    MEASURES = ("signs", "relative", "heldout")
+
+    def __init__(self, policies: list[str], target: float | None, kimg: float, interval: int, batch_size: int, measure: str = "signs"):
+        if measure not in self.MEASURES:
+            raise ValueError(f"ADA measure {measure!r}: expected one of {', '.join(self.MEASURES)}")
+        self.policies, self.target, self.interval, self.measure = list(policies), target, interval, measure
         self.step_size = batch_size * interval / (kimg * 1000)
         self.p = 1.0 if target is None else 0.0
-        self.signs, self.count = 0.0, 0
+        self.sums = dict.fromkeys(self._terms(), 0.0)
+
+    def _terms(self) -> tuple[str, ...]:
+        if self.measure == "heldout":
+            return ("train", "train_count", "heldout", "heldout_count", "fake", "fake_count")
+        return ("signs", "count")
 
     @classmethod
     def from_recipe(cls, recipe) -> "AdaptiveAugment":
-        """The recipe's train.diffaugment / ada_* keys; p moves with the real images D sees per G step, and r_t is
-        relative where the recipe's loss is offset-free."""
+        """The recipe's train.diffaugment / ada_* keys; p moves with the real images D sees per G step. The measure:
+        held-out images where train.ada_heldout sets some aside, else relative where the recipe's loss is offset-free."""
         t = recipe.train
-        relative = LOSSES[recipe.loss.type].offset_free
-        return cls(t.diffaugment, t.ada_target, t.ada_kimg, t.ada_interval, t.batch_size * t.n_dis, relative)
+        if t.ada_heldout > 0:
+            measure = "heldout"
+        else:
+            measure = "relative" if LOSSES[recipe.loss.type].offset_free else "signs"
+        return cls(t.diffaugment, t.ada_target, t.ada_kimg, t.ada_interval, t.batch_size * t.n_dis, measure)
 
     @property
     def adaptive(self) -> bool:
         return self.target is not None and bool(self.policies)
+
+    @property
+    def wants_heldout(self) -> bool:
+        """Whether the trainer should show D held-out images (then every `interval`-th D step is enough)."""
+        return self.adaptive and self.measure == "heldout"
 
     def __call__(self, x: Tensor) -> Tensor:
         if not self.policies or self.p <= 0:
@@ -150,26 +174,45 @@ class AdaptiveAugment:
             x = torch.lerp(x, POLICIES[name](x), chosen)  # per image: augmented where chosen
         return x
 
-    def observe(self, real_logits: Tensor, fake_logits: Tensor | None = None) -> None:
-        """Accumulate r_t's terms from one D step: the signs of D(real), or (relative) of D(real) - D(fake)."""
+    def observe(self, real_logits: Tensor, fake_logits: Tensor | None = None, heldout_logits: Tensor | None = None) -> None:
+        """Accumulate r's terms from one D step: the signs of D(real) or of D(real) - D(fake); or (heldout) D's mean
+        logits on the three kinds of image, from the steps that showed D held-out images (others are skipped)."""
         if not self.adaptive:
             return
-        if self.relative and fake_logits is None:
+        if self.measure == "heldout":
+            if heldout_logits is None:
+                return
+            for name, logits in (("train", real_logits), ("heldout", heldout_logits), ("fake", fake_logits)):
+                self.sums[name] += float(logits.detach().float().sum())
+                self.sums[f"{name}_count"] += logits.numel()
+            return
+        if self.measure == "relative" and fake_logits is None:
             raise ValueError("an offset-free loss's r_t needs D's logits on the fakes of the same step")
-        margin = real_logits.detach().float() - (fake_logits.detach().float() if self.relative else 0.0)
-        self.signs += float(margin.sign().sum())
-        self.count += margin.numel()
+        margin = real_logits.detach().float() - (fake_logits.detach().float() if self.measure == "relative" else 0.0)
+        self.sums["signs"] += float(margin.sign().sum())
+        self.sums["count"] += margin.numel()
+
+    def _measure(self, sums: dict) -> float | None:
+        """r over the interval's sums (all processes'), None where the interval observed nothing."""
+        if self.measure != "heldout":
+            return sums["signs"] / sums["count"] if sums["count"] else None
+        if not (sums["train_count"] and sums["heldout_count"] and sums["fake_count"]):
+            return None
+        train, heldout, fake = (sums[k] / sums[f"{k}_count"] for k in ("train", "heldout", "fake"))
+        gap = train - fake
+        return (train - heldout) / gap if gap > 0 else 0.0  # D does not even rank its training images above fakes
 
     def adjust(self, step: int, mean_across_ranks=lambda stats: stats) -> float | None:
-        """After step `step` (0-based): every `interval` steps, move p; returns r_t when it did."""
-        if not self.adaptive or (step + 1) % self.interval or self.count == 0:
+        """After step `step` (0-based): every `interval` steps, move p; returns r when it did."""
+        if not self.adaptive or (step + 1) % self.interval:
             return None
-        stats = mean_across_ranks({"signs": self.signs, "count": float(self.count)})
-        r_t = stats["signs"] / stats["count"]
-        sign = (r_t > self.target) - (r_t < self.target)
+        r = self._measure(mean_across_ranks(dict(self.sums)))
+        self.sums = dict.fromkeys(self.sums, 0.0)
+        if r is None:
+            return None
+        sign = (r > self.target) - (r < self.target)
         self.p = min(1.0, max(0.0, self.p + sign * self.step_size))
-        self.signs, self.count = 0.0, 0
-        return r_t
+        return r
 
     def adjusted_terms(self, step: int, mean_across_ranks=lambda stats: stats) -> dict[str, Tensor]:
         """`adjust` after step `step`, and what to log: ada_p while adaptive (averaged over the log interval, like
@@ -181,7 +224,8 @@ class AdaptiveAugment:
         return terms
 
     def state(self) -> dict:
-        return {"p": self.p, "signs": self.signs, "count": self.count}
+        return {"p": self.p, **self.sums}
 
     def load_state(self, state: dict) -> None:
-        self.p, self.signs, self.count = float(state["p"]), float(state["signs"]), int(state["count"])
+        self.p = float(state["p"])
+        self.sums = {name: float(state.get(name, 0.0)) for name in self.sums}

@@ -76,7 +76,7 @@ class ConditionalGAN(AveragedGenerator):
         "data.sampling", "conditioning.type", "conditioning.aux_weight",
         "loss.gp_weight", "loss.r1_gamma", "loss.r2_gamma", "loss.r1_every", "loss.lecam_weight", "loss.lecam_decay",
         "train.n_dis", "train.unroll_steps", "train.unroll_backprop", "train.ema", "train.ema_decay", "train.ema_halflife_kimg",
-        "train.ema_rampup", "train.diffaugment", "train.ada_target", "train.ada_kimg", "train.ada_interval",
+        "train.ema_rampup", "train.diffaugment", "train.ada_target", "train.ada_kimg", "train.ada_interval", "train.ada_heldout",
         "train.patience",  # stops on the KID of the evaluation at checkpoints, which translators do not have
     })
     distributed = True  # trains under torchrun (DDP wrappers, sharded batches); a method that cannot says False
@@ -93,7 +93,7 @@ class ConditionalGAN(AveragedGenerator):
         self.opt_D = adam(self.D.parameters(), t.lr_d, (t.beta1, t.beta2))
         self.scaler_G, self.scaler_D = precision.grad_scaler(), precision.grad_scaler()
         shard = (distributed.rank(), distributed.world_size())
-        self.batches = BatchDrawer(data, t.batch_size, recipe.data.sampling, recipe.data.hflip, recipe.seed, shard)
+        self.batches = BatchDrawer(data, t.batch_size, recipe.data.sampling, recipe.data.hflip, recipe.seed, shard, t.ada_heldout)
         self.loss = LOSSES[recipe.loss.type]
         self.gp_weight = gp_weight(recipe.loss)
         self.images_per_step = t.batch_size * t.n_dis  # real images D sees per generator update (all processes)
@@ -216,9 +216,20 @@ class ConditionalGAN(AveragedGenerator):
             if self.lecam.weight > 0:
                 terms["lecam"] = self.lecam(real_logits, fake_logits)
                 total = total + self.lecam.weight * terms["lecam"]
+            heldout_logits = self._heldout_logits(step, sub, d_step)
         self._update(self.opt_D, self.scaler_D, total)
-        self.augment.observe(real_logits, fake_logits)
+        self.augment.observe(real_logits, fake_logits, heldout_logits)
         return terms
+
+    @torch.no_grad()
+    def _heldout_logits(self, step: int, sub: int, d_step: int) -> torch.Tensor | None:
+        """D's logits on held-out real images, augmented as its training images are, before this step's update (ADA's
+        r_v); on every ada_interval-th D step only, which costs one forward of D in about four steps."""
+        if not self.augment.wants_heldout or d_step % self.recipe.train.ada_interval:
+            return None
+        images, labels = self.batches.heldout(step, sub, self.device)
+        whole = len(labels) // self.recipe.model.pack * self.recipe.model.pack  # PacGAN's D judges whole packs
+        return self.D(self._augment(images[:whole]), labels[:whole])[0] if whole else None
 
     def generator_step(self, step: int) -> dict[str, torch.Tensor]:
         y_fake = self.batches.fake_labels(step, self.recipe.train.n_dis, self.device)

@@ -38,6 +38,7 @@ NOT_COMBINED = {
     "loss.lecam_weight": lambda r: r.loss.lecam_weight > 0,
     "model.pack": lambda r: r.model.pack > 1,
     "model.minibatch_discrimination": lambda r: r.model.minibatch_discrimination.kernels > 0,
+    "train.ada_heldout": lambda r: r.train.ada_heldout > 0,  # D judges (image, latent) pairs: no held-out view
 }
 
 

@@ -117,7 +117,14 @@ class FadedReals:
         self.drawer, self.method = drawer, method
 
     def real(self, step: int, sub: int, device):
-        x, y = self.drawer.real(step, sub, device)
+        return self._faded(*self.drawer.real(step, sub, device))
+
+    def heldout(self, step: int, sub: int, device):
+        return self._faded(*self.drawer.heldout(step, sub, device))
+
+    def _faded(self, x, y):
+        if not len(y):
+            return x, y
         stage, alpha = self.method.growth
         return fade_reals(x, stage, alpha, self.method.levels), y
 

@@ -46,7 +46,7 @@ class MultiScaleGAN(ConditionalGAN):
     # No penalties, LeCam or augmentation: each level's D is a plain DCGAN-style D (recipe.py refuses these keys).
     reads = ConditionalGAN.reads - {
         "loss.gp_weight", "loss.r1_gamma", "loss.r2_gamma", "loss.r1_every", "loss.lecam_weight", "loss.lecam_decay",
-        "train.diffaugment", "train.ada_target", "train.ada_kimg", "train.ada_interval",
+        "train.diffaugment", "train.ada_target", "train.ada_kimg", "train.ada_interval", "train.ada_heldout",
     }
 
     @staticmethod

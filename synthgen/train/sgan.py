@@ -72,7 +72,9 @@ class SemiSupervisedImages(LabelledImages):
 class SemiSupervisedGAN(ConditionalGAN):
     Options = SGANOptions
     # D is a classifier first: no gradient penalties or LeCam on its logsumexp logit.
-    reads = ConditionalGAN.reads - {"loss.gp_weight", "loss.r1_gamma", "loss.r2_gamma", "loss.r1_every", "loss.lecam_weight", "loss.lecam_decay"}
+    # ADA's r_v (train.ada_heldout): its D step has no held-out view.
+    reads = ConditionalGAN.reads - {"loss.gp_weight", "loss.r1_gamma", "loss.r2_gamma", "loss.r1_every", "loss.lecam_weight", "loss.lecam_decay",
+                                    "train.ada_heldout"}
 
     def __init__(self, recipe, data: SemiSupervisedImages, precision):
         super().__init__(recipe, data, precision)
