@@ -282,6 +282,21 @@ def test_ada_on_heldout_images_trains_and_resumes_bit_exactly(four_classes, tmp_
     assert len([line["ada_rt"] for line in log if "ada_rt" in line]) == 4  # once per interval of 2 steps
 
 
+def test_ada_heldout_holds_nothing_out_while_augmentation_is_off(four_classes, tmp_path):
+    """`--set train.diffaugment=[]` turns ADA off in a recipe that sets ada_heldout: D then trains on every image."""
+    from synthgen.data.loading import load_labelled
+    from synthgen.precision import resolve_precision
+    from synthgen.train.cgan import ConditionalGAN
+
+    data = load_labelled(four_classes, 28, 1, "crop")
+    held = {}
+    for policies in ([], ["translation"]):
+        recipe = tiny_recipe(four_classes, tmp_path, train={"diffaugment": policies, "ada_target": 0.6, "ada_heldout": 0.1})
+        method = ConditionalGAN(recipe, data, resolve_precision("fp32", torch.device("cpu")))
+        held[bool(policies)] = sum(len(m) for m in method.batches.heldout_members)
+    assert held == {False: 0, True: pytest.approx(0.1 * len(data), abs=4)}
+
+
 @pytest.mark.parametrize("method", ["sgan", "bigan", "lapgan"])
 def test_ada_heldout_is_refused_where_the_d_step_has_no_heldout_view(four_classes, tmp_path, method):
     from synthgen.recipe import load_recipe

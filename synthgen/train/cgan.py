@@ -93,11 +93,12 @@ class ConditionalGAN(AveragedGenerator):
         self.opt_D = adam(self.D.parameters(), t.lr_d, (t.beta1, t.beta2))
         self.scaler_G, self.scaler_D = precision.grad_scaler(), precision.grad_scaler()
         shard = (distributed.rank(), distributed.world_size())
-        self.batches = BatchDrawer(data, t.batch_size, recipe.data.sampling, recipe.data.hflip, recipe.seed, shard, t.ada_heldout)
+        self.augment = AdaptiveAugment.from_recipe(recipe)
+        heldout = t.ada_heldout if self.augment.wants_heldout else 0.0  # with ADA off (no diffaugment) D trains on every image
+        self.batches = BatchDrawer(data, t.batch_size, recipe.data.sampling, recipe.data.hflip, recipe.seed, shard, heldout)
         self.loss = LOSSES[recipe.loss.type]
         self.gp_weight = gp_weight(recipe.loss)
         self.images_per_step = t.batch_size * t.n_dis  # real images D sees per generator update (all processes)
-        self.augment = AdaptiveAugment.from_recipe(recipe)
         self.lecam = LeCam(recipe.loss.lecam_weight, recipe.loss.lecam_decay)
 
     @staticmethod
