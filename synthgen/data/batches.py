@@ -18,10 +18,12 @@ from synthgen.imaging import to_model
 def split_heldout(members: list[torch.Tensor], fraction: float, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Each class's rows split into (trained on, held out): `fraction` of the class, rounded, at least one where the
     class has two or more, chosen by a generator seeded by `seed` alone (the same split after a resume)."""
+    if fraction <= 0:
+        return members, [rows[:0] for rows in members]
     gen = torch.Generator().manual_seed(seed + 7)
     kept, held = [], []
     for rows in members:
-        n_held = max(1, round(len(rows) * fraction)) if fraction > 0 and len(rows) >= 2 else 0
+        n_held = max(1, round(len(rows) * fraction)) if len(rows) >= 2 else 0
         shuffled = rows[torch.randperm(len(rows), generator=gen)]
         kept.append(shuffled[n_held:].sort().values), held.append(shuffled[:n_held].sort().values)
     return kept, held
@@ -79,9 +81,8 @@ class BatchDrawer:
         labels, picks = self._shard(labels), self._shard(picks)
         found = [(c, self.heldout_members[c][int(p * len(self.heldout_members[c]))]) for c, p in zip(labels.tolist(), picks)
                  if len(self.heldout_members[c])]
-        if not found:
-            return torch.empty(0), torch.empty(0, dtype=torch.long)
-        labels, index = torch.tensor([c for c, _ in found]), torch.stack([i for _, i in found])
+        labels = torch.tensor([c for c, _ in found], dtype=torch.long)
+        index = torch.tensor([int(i) for _, i in found], dtype=torch.long)  # an empty batch keeps the images' shape
         return to_model(self.data.images[index]).to(device, non_blocking=True), labels.to(device)
 
     def fake_labels(self, step: int, sub: int, device: torch.device) -> torch.Tensor:
