@@ -318,7 +318,7 @@ def test_translate_uses_the_averaged_g_with_statistics_of_its_own(star_run, data
     assert _translated(star_run, x, torch.zeros(32, dtype=torch.long)).shape == x.shape
 
 
-def test_identity_warmup_starts_at_the_cycle_weight_and_falls_to_lambda_id(four_classes, data, tmp_path):
+def test_identity_warmup_starts_at_the_cycle_weight_and_falls_to_lambda_id(four_classes, data, tmp_path, one_thread):
     """options.identity_warmup: the identity weight is lambda_rec at step 0, falls linearly, and is lambda_id from the
     warm-up's end on; without it, lambda_id throughout. Trained, the warm-up gives the input back more closely."""
     precision = resolve_precision("fp32", torch.device("cpu"))
@@ -333,4 +333,6 @@ def test_identity_warmup_starts_at_the_cycle_weight_and_falls_to_lambda_id(four_
         return float((_translated(run, x, data.labels[:64]).float() - x.float()).abs().mean())
 
     # still in the warm-up after 80 steps (weight about 2.75); a warm-up ending at step 80 gave 40.3 against 48.6 grey levels
+    # One thread (the fixture), as a `make test` worker has: with two, float sums differ and 80 steps gave 39.4 against 42.7
+    # (0.92, still lower but inside the margin), so run alone the test had depended on how pytest was invoked.
     assert identity_error({"lambda_id": 0.5, "identity_warmup": 160}, "warm") < 0.85 * identity_error({"lambda_id": 0.5}, "plain")
