@@ -113,49 +113,50 @@ def choose_precision(recipe, device: torch.device, build, remaining: int, resume
         return SpeedChoice(cached["choice"], how="cached", rates=cached["rates"], reason=f"measured earlier on this CPU ({cpu_model()})")
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        rates = measure({name: build(name) for name in ("fp32", "bf16")})
+        rates, cpu_share = measure({name: build(name) for name in ("fp32", "bf16")})
     best = max(rates, key=rates.get)
     reason = f"the faster on {cpu_model()}"
-    if (busy := busy_machine()) is None:
+    if (busy := busy_machine(cpu_share)) is None:
         write_cache(key, {"choice": best, "rates": rates})
     else:
         reason += f"; not cached, {busy}"
     return SpeedChoice(best, how="measured", rates=rates, probe_s=time.perf_counter() - start, reason=reason)
 
 
-def measure(methods: dict, warmup: int = PROBE_WARMUP, rounds: int = PROBE_ROUNDS, steps: int = PROBE_STEPS) -> dict[str, float]:
+def measure(methods: dict, warmup: int = PROBE_WARMUP, rounds: int = PROBE_ROUNDS, steps: int = PROBE_STEPS) -> tuple[dict[str, float], float | None]:
     """img/s of each method's train_step: warm-up steps, then interleaved rounds (drift hits all alike); the best round counts.
+    Also the share of their threads' CPU time the timed steps got (ProbeCpuTime), which says whether to keep the figures.
 
     Where a step takes over SLOW_STEP_S (pix2pix at 256 px on 2 cores), one round of one step each keeps the probe short.
     """
     for method in methods.values():  # first calls: allocator, oneDNN primitive caches
         if method.images_per_step / step_rate(method, range(warmup)) > SLOW_STEP_S:
             rounds, steps = 1, 1
-    PROBE_CPU.reset()
+    cpu = ProbeCpuTime()  # the timed steps only: first calls build oneDNN primitives on one thread
     best: dict[str, float] = {}
     for round_ in range(rounds):
         for name, method in methods.items():
             first = warmup + round_ * steps
-            best[name] = max(best.get(name, 0.0), step_rate(method, range(first, first + steps)))
-    return best
+            best[name] = max(best.get(name, 0.0), step_rate(method, range(first, first + steps), cpu))
+    return best, cpu.share()
 
 
-def step_rate(method, steps: range) -> float:
+def step_rate(method, steps: range, cpu: ProbeCpuTime | None = None) -> float:
     """img/s of `method.train_step` over `steps`, wall clock at the run's own thread count (the probe's one clock;
     tests replace it with fake timings).
 
     Wall time, as the run will see it: on 2 cores shared with other jobs (load ~16) bf16 used half the CPU time
     of fp32 on one thread, yet ran slower than fp32 on two (bench_train.py, README), so a CPU-time or
-    one-thread figure would pick the wrong one there.
+    one-thread figure would pick the wrong one there. The CPU time the steps got is added to `cpu` when given.
     """
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for step in steps:
         method.train_step(step)
     if method.device.type == "cuda":
         torch.cuda.synchronize(method.device)
     wall = time.perf_counter() - start
-    if method.device.type == "cpu":
-        PROBE_CPU.add(wall, time.process_time() - cpu)
+    if cpu is not None and method.device.type == "cpu":
+        cpu.add(wall, time.process_time() - cpu_start)
     return len(steps) * method.images_per_step / max(wall, 1e-9)
 
 
@@ -168,9 +169,6 @@ class ProbeCpuTime:
     """
 
     def __init__(self):
-        self.reset()
-
-    def reset(self) -> None:  # after warm-up steps: first calls build oneDNN primitives on one thread
         self.wall = self.cpu = 0.0
 
     def add(self, wall: float, cpu: float) -> None:
@@ -179,8 +177,6 @@ class ProbeCpuTime:
     def share(self) -> float | None:
         return self.cpu / (self.wall * torch.get_num_threads()) if self.wall > 0 else None
 
-
-PROBE_CPU = ProbeCpuTime()  # the timed steps of the probe running now (measure() resets it)
 
 
 # --- compile -----------------------------------------------------------------
@@ -216,7 +212,7 @@ def choose_compile(recipe, device: torch.device, build, remaining: int, choice: 
             choice.rates.update({f"{choice.precision} compiled": cached["compiled"], f"{choice.precision} eager": cached["eager"]})
             return
     start = time.perf_counter()
-    figures = trial_compile(build, choice.precision, timed=mode == "auto")
+    figures, cpu_share = trial_compile(build, choice.precision, timed=mode == "auto")
     choice.probe_s += time.perf_counter() - start
     if figures is None:
         choice.reason += "; torch.compile failed here, training eager"
@@ -225,7 +221,7 @@ def choose_compile(recipe, device: torch.device, build, remaining: int, choice: 
     if mode == "on":
         choice.compiled = True
         return
-    if (busy := busy_machine()) is None:
+    if (busy := busy_machine(cpu_share)) is None:
         write_cache(cache_key(recipe, device, f"compile {choice.precision}"), figures)
     elif "not cached" not in choice.reason:
         choice.reason += f"; not cached, {busy}"
@@ -241,8 +237,9 @@ def _pays(figures: dict, remaining: int) -> bool:
     return remaining * (per_step(figures["eager"]) - per_step(figures["compiled"])) > figures["warmup_s"]
 
 
-def trial_compile(build, precision: str, timed: bool) -> dict | None:
-    """A compiled copy's warm-up (and, `timed`, its img/s beside an eager copy's); None (and a one-line note) when compilation fails here.
+def trial_compile(build, precision: str, timed: bool) -> tuple[dict | None, float | None]:
+    """A compiled copy's warm-up (and, `timed`, its img/s beside an eager copy's) and the timed steps' CPU share (measure);
+    None (and a one-line note) when compilation fails here.
 
     The copy also fills inductor's on-disk cache, so that compiling the run's own networks afterwards is mostly cache hits.
     """
@@ -254,15 +251,15 @@ def trial_compile(build, precision: str, timed: bool) -> dict | None:
             step_rate(compiled, range(2))  # compiles (forward and backward graphs of every network)
             warmup = time.perf_counter() - start
             if not timed:
-                return {"warmup_s": warmup}
+                return {"warmup_s": warmup}, None
             eager = build(precision)
-            rates = measure({"eager": eager, "compiled": compiled})
+            rates, cpu_share = measure({"eager": eager, "compiled": compiled})
         except Exception as exc:  # noqa: BLE001 - no compiler, an unsupported op: eager is always there
             first = (str(exc).strip().splitlines() or [""])[0][:160]
             print(f"note: torch.compile failed ({type(exc).__name__}: {first}); training eager")
-            return None
+            return None, None
     eager_step = eager.images_per_step / rates["eager"]
-    return {**rates, "warmup_s": max(0.0, warmup - 2 * eager_step), "images_per_step": eager.images_per_step}
+    return {**rates, "warmup_s": max(0.0, warmup - 2 * eager_step), "images_per_step": eager.images_per_step}, cpu_share
 
 
 def compile_networks(method) -> None:
@@ -311,8 +308,9 @@ def machine_load() -> float | None:
         return None
 
 
-def busy_machine() -> str | None:
-    """Why timings taken now should not be cached, or None when the machine is quiet enough to trust them.
+def busy_machine(cpu_share: float | None) -> str | None:
+    """Why timings taken now should not be cached, or None when the machine is quiet enough to trust them;
+    `cpu_share` is what the timed steps got of their threads' CPU time (measure), None where unknown.
 
     A decision measured while other jobs share the cores is used by this run but not stored for later
     ones: seen here, a probe under a load of 6 on 2 cores cached 23 and 24 img/s for a recipe that
@@ -321,9 +319,8 @@ def busy_machine() -> str | None:
     load, cores = machine_load(), physical_cores() or os.cpu_count() or 1
     if load is not None and load > cores + BUSY_ABOVE:
         return f"measured under load {load:.1f} on {cores} cores"
-    share = PROBE_CPU.share()
-    if share is not None and share < BUSY_BELOW_SHARE:
-        return f"the probe got {share:.0%} of its {torch.get_num_threads()} threads' CPU time (other jobs on the cores)"
+    if cpu_share is not None and cpu_share < BUSY_BELOW_SHARE:
+        return f"the probe got {cpu_share:.0%} of its {torch.get_num_threads()} threads' CPU time (other jobs on the cores)"
     return None
 
 

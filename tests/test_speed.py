@@ -27,10 +27,10 @@ def fake_clock(monkeypatch):
     """step_rate returns made-up img/s per precision and counts its calls; no step is trained."""
     clock = {"rates": {}, "calls": 0, "cpu_share": None}
 
-    def fake_rate(method, steps):
+    def fake_rate(method, steps, cpu=None):
         clock["calls"] += 1
-        if clock["cpu_share"] is not None:  # what a timed second on the CPU would have got of the threads' CPU time
-            speed.PROBE_CPU.add(1.0, clock["cpu_share"] * torch.get_num_threads())
+        if cpu is not None and clock["cpu_share"] is not None:  # what a timed second on the CPU would have got of the threads' CPU time
+            cpu.add(1.0, clock["cpu_share"] * torch.get_num_threads())
         return clock["rates"][method.precision.name]
 
     monkeypatch.setattr(speed, "step_rate", fake_rate)
@@ -177,7 +177,7 @@ def test_a_gradient_penalty_trains_eager_under_auto_and_refuses_compile_on(four_
     from synthgen.recipe import load_recipe
 
     trials = []
-    monkeypatch.setattr(speed, "trial_compile", lambda *args, **kwargs: trials.append(1) or None)
+    monkeypatch.setattr(speed, "trial_compile", lambda *args, **kwargs: trials.append(1) or (None, None))
     recipe = tiny_recipe(four_classes, tmp_path, train={"steps": 10 * speed.MIN_STEPS_TO_COMPILE, "compile": "auto"}, loss=loss)
     choice = speed.SpeedChoice("fp32", how="rule", reason="test")
     speed.choose_compile(recipe, torch.device("cpu"), build=None, remaining=recipe.train.steps, choice=choice, resumed=None)
