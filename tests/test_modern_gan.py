@@ -189,6 +189,28 @@ def test_heldout_images_are_never_in_ds_batches_and_share_their_labels(four_clas
     assert sum(len(m) for m in plain.heldout_members) == 0 and sum(len(m) for m in plain.members) == len(data)
 
 
+def test_heldout_images_are_mirrored_as_real_batches_are_under_hflip(four_classes):
+    """With data.hflip D's training images are mirrored half the time, so r_v's held-out images are too."""
+    from synthgen.data.batches import BatchDrawer
+    from synthgen.data.loading import load_labelled
+    from synthgen.imaging import to_model
+
+    data = load_labelled(four_classes, 28, 1, "crop")
+    held = torch.cat(BatchDrawer(data, 32, "balanced", False, seed=0, heldout=0.1).heldout_members)
+    stored, mirrored = to_model(data.images[held]), to_model(data.images[held]).flip(-1)
+
+    def orientations(hflip: bool) -> tuple[int, int]:
+        drawer = BatchDrawer(data, 32, "balanced", hflip, seed=0, heldout=0.1)
+        images = torch.cat([drawer.heldout(step, 0, torch.device("cpu"))[0] for step in range(10)])
+        as_stored = sum(int((image == stored).flatten(1).all(1).any()) for image in images)
+        as_mirrored = sum(int((image == mirrored).flatten(1).all(1).any()) for image in images)
+        return as_stored, as_mirrored
+
+    assert orientations(False)[0] == 320  # every one as stored (a mirror-symmetric image would count as both)
+    stored_count, mirrored_count = orientations(True)
+    assert 100 < stored_count < 240 and 100 < mirrored_count < 240, (stored_count, mirrored_count)
+
+
 def test_ada_applies_each_transform_to_about_p_of_the_images():
     ada = AdaptiveAugment(["cutout"], target=0.6, kimg=1.0, interval=1, batch_size=1)
     ada.p = 0.25

@@ -75,15 +75,21 @@ class BatchDrawer:
 
     def heldout(self, step: int, sub: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's shard of held-out images with the labels of the same step's real batch (classes with none
-        held out are left out): D's view of images it has not trained on, beside the ones it has."""
+        held out are left out), mirrored at random under data.hflip as real batches are: D's view of images it has
+        not trained on, beside the ones it has."""
         labels = self.labels(step, sub, stream=0)
-        picks = torch.rand(self.batch_size, generator=self.generator(step, sub, stream=3), dtype=torch.float64)
-        labels, picks = self._shard(labels), self._shard(picks)
-        found = [(c, self.heldout_members[c][int(p * len(self.heldout_members[c]))]) for c, p in zip(labels.tolist(), picks)
+        gen = self.generator(step, sub, stream=3)
+        picks = torch.rand(self.batch_size, generator=gen, dtype=torch.float64)
+        flips = torch.rand(self.batch_size, generator=gen) < 0.5 if self.hflip else torch.zeros(self.batch_size, dtype=torch.bool)
+        labels, picks, flips = self._shard(labels), self._shard(picks), self._shard(flips)
+        found = [(c, self.heldout_members[c][int(p * len(self.heldout_members[c]))], f) for c, p, f in zip(labels.tolist(), picks, flips)
                  if len(self.heldout_members[c])]
-        labels = torch.tensor([c for c, _ in found], dtype=torch.long)
-        index = torch.tensor([int(i) for _, i in found], dtype=torch.long)  # an empty batch keeps the images' shape
-        return to_model(self.data.images[index]).to(device, non_blocking=True), labels.to(device)
+        labels = torch.tensor([c for c, _, _ in found], dtype=torch.long)
+        index = torch.tensor([int(i) for _, i, _ in found], dtype=torch.long)  # an empty batch keeps the images' shape
+        flip = torch.tensor([bool(f) for _, _, f in found], dtype=torch.bool)
+        images = to_model(self.data.images[index])
+        images[flip] = images[flip].flip(-1)
+        return images.to(device, non_blocking=True), labels.to(device)
 
     def fake_labels(self, step: int, sub: int, device: torch.device) -> torch.Tensor:
         return self._shard(self.labels(step, sub, stream=2)).to(device)
