@@ -178,7 +178,6 @@ class ProbeCpuTime:
         return self.cpu / (self.wall * torch.get_num_threads()) if self.wall > 0 else None
 
 
-
 # --- compile -----------------------------------------------------------------
 
 

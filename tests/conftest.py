@@ -145,13 +145,23 @@ def edge_pairs(fashion_test_split, tmp_path_factory) -> Path:
     return out
 
 
+@contextmanager
+def single_thread():
+    """Train on one thread, as a `make test` worker does on 2 cores, however pytest was invoked: a test whose outcome
+    is a trained tiny model then computes the same sums run alone (two threads) as in the suite."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny translation models: one thread beats two (their ops are too small to split, and the cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():
+        yield
 
 
 def read_manifest(folder: Path, name: str = "manifest.csv") -> list[dict]:

@@ -22,7 +22,7 @@ from synthgen.train.loop import train
 from synthgen.data.diffaugment import whole_pixel_shift
 from synthgen.train.sgan import class_entropy, consistency, feature_matching
 from tests.cli import synthgen
-from tests.conftest import tiny_recipe
+from tests.conftest import single_thread, tiny_recipe
 from tests.test_train import assert_same_tensors, final_tensors
 
 SYNTHGEN = str(Path(sys.executable).with_name("synthgen"))
@@ -84,15 +84,11 @@ def semi_supervised_recipe(root: Path, out: Path, name: str, **options):
 def twins(few_labels, tmp_path_factory) -> dict[str, Path]:
     """The SGAN and its supervised-only twin: the same network, steps and labelled batches."""
     out = tmp_path_factory.mktemp("twins")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # widths 8: one thread is as fast, and the outcome does not depend on the core count
-    try:
+    with single_thread():  # widths 8: one thread is as fast, and the outcome does not depend on the core count
         return {
             "sgan": train(semi_supervised_recipe(few_labels, out, "sgan")).run_dir,
             "supervised": train(semi_supervised_recipe(few_labels, out, "supervised", supervised_only=True)).run_dir,
         }
-    finally:
-        torch.set_num_threads(threads)
 
 
 def accuracy(run: Path, held_out) -> float:

@@ -22,7 +22,7 @@ from synthgen.translate import (
     translate_folder,
 )
 from tests.cli import synthgen
-from tests.conftest import load_imagefolder, tiny_recipe
+from tests.conftest import load_imagefolder, single_thread, tiny_recipe
 from tests.test_train import assert_same_tensors, final_tensors
 from tests.translate_helpers import tiny_translation_recipe
 
@@ -32,15 +32,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def trained_pix2pix(edge_pairs, tmp_path_factory):
     """A tiny pix2pix trained 300 steps on edges -> Fashion-MNIST image (about 15 s on one core)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # module-scoped, so the `one_thread` fixture does not reach it
     recipe = tiny_translation_recipe(
         "pix2pix", edge_pairs / "train", tmp_path_factory.mktemp("p2p"), name="edges",
         train={"steps": 300, "batch_size": 8, "lr_g": 1e-3, "lr_d": 1e-3, "log_every": 50, "sample_every": 300, "checkpoint_every": 300},
     )
-    result = train(recipe)
-    torch.set_num_threads(threads)
-    return result.run_dir
+    with single_thread():  # module-scoped, so the `one_thread` fixture does not reach it
+        return train(recipe).run_dir
 
 
 def test_pix2pix_beats_the_identity_baseline_on_held_out_pairs(trained_pix2pix, edge_pairs):

@@ -82,13 +82,12 @@ class BatchDrawer:
         picks = torch.rand(self.batch_size, generator=gen, dtype=torch.float64)
         flips = torch.rand(self.batch_size, generator=gen) < 0.5 if self.hflip else torch.zeros(self.batch_size, dtype=torch.bool)
         labels, picks, flips = self._shard(labels), self._shard(picks), self._shard(flips)
-        found = [(c, self.heldout_members[c][int(p * len(self.heldout_members[c]))], f) for c, p, f in zip(labels.tolist(), picks, flips)
-                 if len(self.heldout_members[c])]
-        labels = torch.tensor([c for c, _, _ in found], dtype=torch.long)
-        index = torch.tensor([int(i) for _, i, _ in found], dtype=torch.long)  # an empty batch keeps the images' shape
-        flip = torch.tensor([bool(f) for _, _, f in found], dtype=torch.bool)
+        held = torch.tensor([len(self.heldout_members[c]) > 0 for c in labels.tolist()], dtype=torch.bool)
+        labels, picks, flips = labels[held], picks[held], flips[held]
+        members = [self.heldout_members[c] for c in labels.tolist()]
+        index = torch.tensor([int(m[int(p * len(m))]) for m, p in zip(members, picks)], dtype=torch.long)  # empty: shape kept
         images = to_model(self.data.images[index])
-        images[flip] = images[flip].flip(-1)
+        images[flips] = images[flips].flip(-1)
         return images.to(device, non_blocking=True), labels.to(device)
 
     def fake_labels(self, step: int, sub: int, device: torch.device) -> torch.Tensor:
