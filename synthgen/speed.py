@@ -16,7 +16,7 @@ The probe trains fresh copies of the method, built in a forked RNG from the
 state the run starts in: training then draws exactly what it would have
 without the probe (resume and determinism stay bit-exact). The decision and
 its figures are cached per CPU (name, family, model, bf16 features), thread
-count, torch version and recipe shape in $SYNTHGEN_CACHE/speed.json, so a
+count, torch version, synthgen's code and recipe shape in $SYNTHGEN_CACHE/speed.json, so a
 second run of the same shape does not measure again; a choice measured while
 other jobs share the cores is used but not cached (busy_machine). A run too
 short to pay for the probe is not probed.
@@ -24,6 +24,7 @@ short to pay for the probe is not probed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -360,8 +361,19 @@ def describe_cpu(cpuinfo: str) -> str:
     return ", ".join(parts)
 
 
+@functools.cache
+def code_digest() -> str:
+    """A digest of synthgen's own source: a change to the code that runs a step (a faster layer) can change which
+    choice is faster, so timings taken with other code are not reused. Read once per process (~150 small files)."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def cache_key(recipe, device: torch.device, what: str) -> str:
-    """What a timing depends on: the machine, torch, and the shape of the work (not the data's values)."""
+    """What a timing depends on: the machine, torch, synthgen's code and the shape of the work (not the data's values)."""
     t = recipe.train
     shape = {
         "method": recipe.method,
@@ -372,7 +384,8 @@ def cache_key(recipe, device: torch.device, what: str) -> str:
         "train": [t.batch_size, t.n_dis, t.ema, t.diffaugment, t.pool_size],
     }
     where = device.type if device.type == "cpu" else torch.cuda.get_device_name(device)
-    machine = f"{cpu_model()} | {torch.get_num_threads()} threads | {where} | torch {torch.__version__} | {torch.backends.cpu.get_cpu_capability()}"
+    machine = (f"{cpu_model()} | {torch.get_num_threads()} threads | {where} | torch {torch.__version__} | {torch.backends.cpu.get_cpu_capability()}"
+               f" | synthgen code {code_digest()}")
     digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
     return f"{what} | {machine} | {digest}"
 

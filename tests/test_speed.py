@@ -89,6 +89,28 @@ def test_a_cached_choice_is_not_reused_on_another_cpu_of_the_same_name(four_clas
     assert (other.precision, other.how, fake_clock["calls"] > 0) == ("fp32", "measured", True)
 
 
+def test_a_cached_choice_is_not_reused_by_other_synthgen_code(four_classes, tmp_path, fresh_cache, fake_clock, monkeypatch):
+    """A faster layer can change which precision wins: timings taken with other code are measured again."""
+    recipe, data = _recipe_and_data(four_classes, tmp_path)
+    fake_clock["rates"] = {"fp32": 100.0, "bf16": 250.0}
+    assert (_choose(recipe, data).precision, _choose(recipe, data).how) == ("bf16", "cached")
+    monkeypatch.setattr(speed, "code_digest", lambda: "other code")
+    fake_clock["rates"], fake_clock["calls"] = {"fp32": 300.0, "bf16": 100.0}, 0
+    other = _choose(recipe, data)
+    assert (other.precision, other.how, fake_clock["calls"] > 0) == ("fp32", "measured", True)
+
+
+def test_the_code_digest_follows_the_source(tmp_path, monkeypatch):
+    assert speed.code_digest() == speed.code_digest.__wrapped__()  # the same files, the same digest
+    package = tmp_path / "synthgen"
+    package.mkdir()
+    (package / "speed.py").write_text("x = 1\n")
+    monkeypatch.setattr(speed, "__file__", str(package / "speed.py"))
+    first = speed.code_digest.__wrapped__()
+    (package / "layers.py").write_text("y = 2\n")
+    assert speed.code_digest.__wrapped__() != first
+
+
 def test_a_choice_measured_on_a_busy_machine_is_used_but_not_cached(four_classes, tmp_path, fresh_cache, fake_clock, monkeypatch):
     recipe, data = _recipe_and_data(four_classes, tmp_path)
     fake_clock["rates"] = {"fp32": 100.0, "bf16": 250.0}
