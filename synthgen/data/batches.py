@@ -61,34 +61,33 @@ class BatchDrawer:
 
     def real_rows(self, step: int, sub: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """As `real`, plus each image's row in the data (to look up what else is known of it, e.g. its attributes)."""
-        labels = self.labels(step, sub, stream=0)
-        gen = self.generator(step, sub, stream=1)
-        picks = torch.rand(self.batch_size, generator=gen, dtype=torch.float64)
-        index = torch.stack([self.members[c][int(p * len(self.members[c]))] for c, p in zip(labels.tolist(), picks)])
-        flip = torch.rand(self.batch_size, generator=gen) < 0.5 if self.hflip else None
-        labels, index = self._shard(labels), self._shard(index)
-        images = to_model(self.data.images[index])  # only this shard's images are converted
-        if flip is not None:
-            flip = self._shard(flip)
-            images[flip] = images[flip].flip(-1)
-        return images.to(device, non_blocking=True), labels.to(device), index
+        labels, rows, mirror = self._draw(self.members, step, sub, stream=1)
+        return self._images(rows, mirror, device), labels.to(device), rows
 
     def heldout(self, step: int, sub: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's shard of held-out images with the labels of the same step's real batch (classes with none
-        held out are left out), mirrored at random under data.hflip as real batches are: D's view of images it has
-        not trained on, beside the ones it has."""
+        held out are left out), drawn as real batches are: D's view of images it has not trained on, beside the ones it has."""
+        labels, rows, mirror = self._draw(self.heldout_members, step, sub, stream=3)
+        return self._images(rows, mirror, device), labels.to(device)
+
+    def _draw(self, members: list[torch.Tensor], step: int, sub: int, stream: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(labels, rows, mirror) of this process's shard: the step's labels, for each a row of its class in `members`
+        (labels whose class has none there are left out), and which to mirror (at random under data.hflip)."""
         labels = self.labels(step, sub, stream=0)
-        gen = self.generator(step, sub, stream=3)
+        gen = self.generator(step, sub, stream)
         picks = torch.rand(self.batch_size, generator=gen, dtype=torch.float64)
-        flips = torch.rand(self.batch_size, generator=gen) < 0.5 if self.hflip else torch.zeros(self.batch_size, dtype=torch.bool)
-        labels, picks, flips = self._shard(labels), self._shard(picks), self._shard(flips)
-        held = torch.tensor([len(self.heldout_members[c]) > 0 for c in labels.tolist()], dtype=torch.bool)
-        labels, picks, flips = labels[held], picks[held], flips[held]
-        members = [self.heldout_members[c] for c in labels.tolist()]
-        index = torch.tensor([int(m[int(p * len(m))]) for m, p in zip(members, picks)], dtype=torch.long)  # empty: shape kept
-        images = to_model(self.data.images[index])
-        images[flips] = images[flips].flip(-1)
-        return images.to(device, non_blocking=True), labels.to(device)
+        mirror = torch.rand(self.batch_size, generator=gen) < 0.5 if self.hflip else torch.zeros(self.batch_size, dtype=torch.bool)
+        labels, picks, mirror = self._shard(labels), self._shard(picks), self._shard(mirror)
+        found = torch.tensor([len(members[c]) > 0 for c in labels.tolist()], dtype=torch.bool)
+        labels, picks, mirror = labels[found], picks[found], mirror[found]
+        rows = torch.tensor([int(members[c][int(p * len(members[c]))]) for c, p in zip(labels.tolist(), picks)], dtype=torch.long)
+        return labels, rows, mirror  # an empty draw keeps the images' shape below
+
+    def _images(self, rows: torch.Tensor, mirror: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The rows' images in [-1, 1] (only this shard's are converted), mirrored where asked."""
+        images = to_model(self.data.images[rows])
+        images[mirror] = images[mirror].flip(-1)
+        return images.to(device, non_blocking=True)
 
     def fake_labels(self, step: int, sub: int, device: torch.device) -> torch.Tensor:
         return self._shard(self.labels(step, sub, stream=2)).to(device)
