@@ -192,7 +192,7 @@ class AdaptiveAugment:
         self.sums["signs"] += float(margin.sign().sum())
         self.sums["count"] += margin.numel()
 
-    def _measure(self, sums: dict) -> float | None:
+    def _overfitting(self, sums: dict) -> float | None:
         """r over the interval's sums (all processes'), None where the interval observed nothing."""
         if self.measure != "heldout":
             return sums["signs"] / sums["count"] if sums["count"] else None
@@ -206,7 +206,7 @@ class AdaptiveAugment:
         """After step `step` (0-based): every `interval` steps, move p; returns r when it did."""
         if not self.adaptive or (step + 1) % self.interval:
             return None
-        r = self._measure(mean_across_ranks(dict(self.sums)))
+        r = self._overfitting(mean_across_ranks(dict(self.sums)))
         self.sums = dict.fromkeys(self.sums, 0.0)
         if r is None:
             return None
