@@ -11,12 +11,17 @@ import pytest
 import torch
 
 from synthgen.checkpoint import latest_checkpoint
+from synthgen.data.batches import BatchDrawer
 from synthgen.data.diffaugment import AdaptiveAugment, affine_warp, geometric
+from synthgen.data.loading import load_labelled
 from synthgen.errors import SynthgenError
+from synthgen.imaging import to_model
 from synthgen.losses import LOSSES, zero_centred_penalty
 from synthgen.models.conditioning import build_models
 from synthgen.models.r3 import ResidualBlock
-from synthgen.recipe import parse_budget
+from synthgen.precision import resolve_precision
+from synthgen.recipe import load_recipe, parse_budget
+from synthgen.train.cgan import ConditionalGAN
 from synthgen.train.ema import EMA
 from synthgen.train.loop import train
 from synthgen.train.schedule import lr_factor, penalty_factor
@@ -125,10 +130,6 @@ def test_ada_p_rises_on_an_overfitting_d_and_falls_on_an_underfitting_one():
 def test_ada_reads_real_minus_fake_where_the_losss_logits_have_no_fixed_zero(four_classes, tmp_path, loss, pairs):
     """A WGAN critic's output (and relativistic pairing's) means something only against another's, so its r_t is the
     sign of D(real) - D(fake); a log or hinge loss's logit has a zero, so its r_t is ADA's sign of D(real)."""
-    from synthgen.data.loading import load_labelled
-    from synthgen.precision import resolve_precision
-    from synthgen.train.cgan import ConditionalGAN
-
     recipe = tiny_recipe(four_classes, tmp_path, loss={"type": loss, **({"r1_gamma": 1.0, "r2_gamma": 1.0} if loss == "rpgan" else {})},
                          conditioning={"type": "projection"}, model={"spectral_norm": False},
                          train={"diffaugment": ["translation"], "ada_target": 0.6})
@@ -170,9 +171,6 @@ def test_ada_heldout_measure_is_adas_r_v_and_ignores_a_d_that_is_only_ahead_of_g
 
 
 def test_heldout_images_are_never_in_ds_batches_and_share_their_labels(four_classes):
-    from synthgen.data.batches import BatchDrawer
-    from synthgen.data.loading import load_labelled
-
     data = load_labelled(four_classes, 28, 1, "crop")
     drawer = BatchDrawer(data, 32, "balanced", False, seed=0, heldout=0.1)
     held = torch.cat(drawer.heldout_members)
@@ -191,10 +189,6 @@ def test_heldout_images_are_never_in_ds_batches_and_share_their_labels(four_clas
 
 def test_heldout_images_are_mirrored_as_real_batches_are_under_hflip(four_classes):
     """With data.hflip D's training images are mirrored half the time, so r_v's held-out images are too."""
-    from synthgen.data.batches import BatchDrawer
-    from synthgen.data.loading import load_labelled
-    from synthgen.imaging import to_model
-
     data = load_labelled(four_classes, 28, 1, "crop")
     held = torch.cat(BatchDrawer(data, 32, "balanced", False, seed=0, heldout=0.1).heldout_members)
     stored, mirrored = to_model(data.images[held]), to_model(data.images[held]).flip(-1)
@@ -306,10 +300,6 @@ def test_ada_on_heldout_images_trains_and_resumes_bit_exactly(four_classes, tmp_
 
 def test_ada_heldout_holds_nothing_out_while_augmentation_is_off(four_classes, tmp_path):
     """`--set train.diffaugment=[]` turns ADA off in a recipe that sets ada_heldout: D then trains on every image."""
-    from synthgen.data.loading import load_labelled
-    from synthgen.precision import resolve_precision
-    from synthgen.train.cgan import ConditionalGAN
-
     data = load_labelled(four_classes, 28, 1, "crop")
     held = {}
     for policies in ([], ["translation"]):
@@ -321,8 +311,6 @@ def test_ada_heldout_holds_nothing_out_while_augmentation_is_off(four_classes, t
 
 @pytest.mark.parametrize("method", ["sgan", "bigan", "lapgan"])
 def test_ada_heldout_is_refused_where_the_d_step_has_no_heldout_view(four_classes, tmp_path, method):
-    from synthgen.recipe import load_recipe
-
     with pytest.raises(SynthgenError, match="ada_heldout"):
         load_recipe(f"recipes/{method}.yaml", [f"data.root={four_classes}", "train.ada_heldout=0.1"])
 
