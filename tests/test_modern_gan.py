@@ -295,7 +295,7 @@ def test_ada_on_heldout_images_trains_and_resumes_bit_exactly(four_classes, tmp_
     a, b = (latest_checkpoint(r.run_dir).state["method_state"]["augment"] for r in (whole, resumed))
     assert a == b and set(a) == {"p", "train", "train_count", "heldout", "heldout_count", "fake", "fake_count"}
     log = [json.loads(line) for line in (whole.run_dir / "log.jsonl").read_text().splitlines() if "metrics" not in line]
-    assert len([line["ada_rt"] for line in log if "ada_rt" in line]) == 4  # once per interval of 2 steps
+    assert len([line["ada_rv"] for line in log if "ada_rv" in line]) == 4 and not any("ada_rt" in line for line in log)  # r_v, once per interval of 2 steps
 
 
 def test_ada_heldout_holds_nothing_out_while_augmentation_is_off(four_classes, tmp_path):

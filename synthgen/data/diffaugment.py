@@ -130,6 +130,7 @@ class AdaptiveAugment:
     """
 
     MEASURES = ("signs", "relative", "heldout")
+    LOG_KEYS = {"signs": "ada_rt", "relative": "ada_rt", "heldout": "ada_rv"}  # ADA's names: r_t on training images, r_v on held-out ones
 
     def __init__(self, policies: list[str], target: float | None, kimg: float, interval: int, batch_size: int, measure: str = "signs"):
         if measure not in self.MEASURES:
@@ -216,11 +217,11 @@ class AdaptiveAugment:
 
     def adjusted_terms(self, step: int, mean_across_ranks=lambda stats: stats) -> dict[str, Tensor]:
         """`adjust` after step `step`, and what to log: ada_p while adaptive (averaged over the log interval, like
-        the losses) and ada_rt when p moved."""
-        r_t = self.adjust(step, mean_across_ranks)
+        the losses) and the measure when p moved (ada_rt, or ada_rv on held-out images)."""
+        r = self.adjust(step, mean_across_ranks)
         terms = {"ada_p": torch.tensor(self.p)} if self.adaptive else {}
-        if r_t is not None:
-            terms["ada_rt"] = torch.tensor(r_t)
+        if r is not None:
+            terms[self.LOG_KEYS[self.measure]] = torch.tensor(r)
         return terms
 
     def state(self) -> dict:
