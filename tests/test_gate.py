@@ -284,6 +284,26 @@ def test_training_evaluates_checkpoints_keeps_the_best_and_resume_keeps_it(four_
     assert state["best"]["kid"] <= best["kid"] and sorted(load_log(resumed / "log.jsonl").metrics["kid"]) == [2, 4, 6, 8]
 
 
+def test_evaluating_checkpoints_does_not_change_what_is_trained(four_classes, tmp_path, monkeypatch):
+    """The same recipe and seed train the same weights whether the run evaluates its checkpoints or not, and whether
+    its domain classifier is trained (an empty cache) or loaded (a second run): the evaluator's setup and scoring
+    draw nothing from training's random state."""
+    from synthgen.train.loop import train
+    from tests.conftest import tiny_recipe
+    from tests.test_train import assert_same_tensors, final_tensors
+
+    monkeypatch.setenv("SYNTHGEN_CACHE", str(tmp_path / "cache"))  # empty: the first evaluated run trains its classifier
+    train_keys = {"steps": 6, "checkpoint_every": 2, "precision": "fp32", "compile": "off"}
+    runs = {}
+    for name, evaluate in (("trains-classifier", True), ("loads-classifier", True), ("evaluates-nothing", False)):
+        gate = {"eval_during_training": evaluate, "domain_steps": 20, "null_trials": 20}
+        runs[name] = train(tiny_recipe(four_classes, tmp_path, name=name, train=train_keys, gate=gate)).run_dir
+    assert json.loads((runs["loads-classifier"] / "run.json").read_text())["best"]  # it did evaluate
+    reference = final_tensors(runs["evaluates-nothing"])
+    for name in ("trains-classifier", "loads-classifier"):
+        assert_same_tensors(final_tensors(runs[name]), reference)
+
+
 def test_cli_fid_with_inception_caches_features(fashion_test_split, tmp_path):
     """`synthgen fid A B`: Inception features (skipped without the weights), cached by content for the next call."""
     from synthgen.errors import SynthgenError

@@ -248,11 +248,21 @@ def train_domain_classifier(
     device="cpu",
     progress=None,
 ) -> DomainClassifier:
-    """Train on uint8 images [N, C, H, W] with labels; returns the classifier with its held-out accuracy."""
-    torch.manual_seed(seed)
+    """Train on uint8 images [N, C, H, W] with labels; returns the classifier with its held-out accuracy.
+
+    The caller's random state is left as it was: a GAN run that trains its classifier here draws the same
+    noise afterwards as one that loads the classifier from the cache (or evaluates nothing), so its result
+    does not depend on what was cached.
+    """
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)  # the weights' initialisation: the same classifier every time
+        return _fit(images, labels, class_names, steps, batch_size, hflip, seed, device, progress)
+
+
+def _fit(images, labels, class_names, steps, batch_size, hflip, seed, device, progress) -> DomainClassifier:
     gen = torch.Generator().manual_seed(seed)
     spec = DomainSpec(channels=images.shape[1], image_size=images.shape[2], class_names=list(class_names))
-    device = torch.device(device)
     net = DomainNet(spec).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps, pct_start=0.15)

@@ -6,6 +6,10 @@ from a fixed set of z are scored by the same gate that `synthgen sample`
 uses: the mean KID over classes picks the best checkpoint (kept from
 pruning, and the default for sampling), and a class that fails a collapse
 check (coverage, diversity, near-copies) is reported as it happens.
+
+Evaluating draws nothing from training's random state (building the domain
+classifier's network, trained or loaded, initialises weights): the same recipe
+and seed train the same weights with evaluation on or off, cached or not.
 """
 
 from __future__ import annotations
@@ -22,15 +26,26 @@ EVAL_IMAGES_PER_CLASS = 64
 COLLAPSE_CHECKS = ("coverage", "diversity", "duplicates")
 
 
+def _training_rng_untouched(device):
+    device = torch.device(device)
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 class TrainingEvaluator:
     def __init__(self, recipe, data: LabelledImages, run_dir: Path, device):
-        classifier = domain_classifier(data, Path(run_dir) / DOMAIN_FOLDER, recipe.gate.domain_steps, recipe.data.hflip, device)
-        self.gate = Gate(classifier, data.images, data.labels, EVAL_IMAGES_PER_CLASS, recipe.gate)
+        self.device = device
+        with _training_rng_untouched(device):
+            classifier = domain_classifier(data, Path(run_dir) / DOMAIN_FOLDER, recipe.gate.domain_steps, recipe.data.hflip, device)
+            self.gate = Gate(classifier, data.images, data.labels, EVAL_IMAGES_PER_CLASS, recipe.gate)
         self.class_names = data.class_names
         self.z = torch.randn(EVAL_IMAGES_PER_CLASS, recipe.model.z_dim, generator=torch.Generator().manual_seed(recipe.seed + 2))
 
     def __call__(self, method) -> dict:
         """{"kid": mean over classes, "classes": {name: {"kid": x, "failed": [...]}}, "collapsed": [names]}."""
+        with _training_rng_untouched(self.device):
+            return self._score(method)
+
+    def _score(self, method) -> dict:
         classes, collapsed = {}, []
         for index, name in enumerate(self.class_names):
             verdict = self.gate(name, method.evaluation_images(self.z, index))
