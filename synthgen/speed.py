@@ -42,6 +42,7 @@ from synthgen.imaging import write_atomic
 from synthgen.losses import penalises_gradients
 from synthgen.precision import cpu_has_native_bf16, resolve_precision
 from synthgen.recipe import parse_budget
+from synthgen.rng import rng_untouched
 
 PROBE_WARMUP, PROBE_ROUNDS, PROBE_STEPS = 1, 2, 2  # per candidate: 1 untimed step, then 2 rounds of 2 timed steps
 SLOW_STEP_S = 1.0
@@ -113,7 +114,7 @@ def choose_precision(recipe, device: torch.device, build, remaining: int, resume
     if (cached := read_cache(key)) is not None:
         return SpeedChoice(cached["choice"], how="cached", rates=cached["rates"], reason=f"measured earlier on this CPU ({cpu_model()})")
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    with rng_untouched(device):
         rates, cpu_share = measure({name: build(name) for name in ("fp32", "bf16")})
     best = max(rates, key=rates.get)
     reason = f"the faster on {cpu_model()}"
@@ -212,7 +213,7 @@ def choose_compile(recipe, device: torch.device, build, remaining: int, choice: 
             choice.rates.update({f"{choice.precision} compiled": cached["compiled"], f"{choice.precision} eager": cached["eager"]})
             return
     start = time.perf_counter()
-    figures, cpu_share = trial_compile(build, choice.precision, timed=mode == "auto")
+    figures, cpu_share = trial_compile(build, choice.precision, timed=mode == "auto", device=device)
     choice.probe_s += time.perf_counter() - start
     if figures is None:
         choice.reason += "; torch.compile failed here, training eager"
@@ -237,13 +238,13 @@ def _pays(figures: dict, remaining: int) -> bool:
     return remaining * (per_step(figures["eager"]) - per_step(figures["compiled"])) > figures["warmup_s"]
 
 
-def trial_compile(build, precision: str, timed: bool) -> tuple[dict | None, float | None]:
+def trial_compile(build, precision: str, timed: bool, device="cpu") -> tuple[dict | None, float | None]:
     """A compiled copy's warm-up (and, `timed`, its img/s beside an eager copy's) and the timed steps' CPU share (measure);
     None (and a one-line note) when compilation fails here.
 
     The copy also fills inductor's on-disk cache, so that compiling the run's own networks afterwards is mostly cache hits.
     """
-    with torch.random.fork_rng(devices=[]):
+    with rng_untouched(device):
         compiled = build(precision)
         compile_networks(compiled)
         try:

@@ -37,6 +37,7 @@ from torch.fx.experimental.optimization import fuse
 
 from synthgen.errors import SynthgenError
 from synthgen.imaging import to_model, write_atomic
+from synthgen.rng import rng_untouched
 
 WEIGHTS_FILE, META_FILE = "domain.safetensors", "domain.json"
 TRAINING = "class-balanced-1"  # saved with the weights: a classifier trained another way is retrained
@@ -255,7 +256,7 @@ def train_domain_classifier(
     does not depend on what was cached.
     """
     device = torch.device(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with rng_untouched(device):
         torch.manual_seed(seed)  # the weights' initialisation: the same classifier every time
         return _fit(images, labels, class_names, steps, batch_size, hflip, seed, device, progress)
 

@@ -21,20 +21,16 @@ import torch
 from synthgen.data.loading import LabelledImages
 from synthgen.metrics.features import DOMAIN_FOLDER, domain_classifier
 from synthgen.metrics.gate import Gate
+from synthgen.rng import rng_untouched
 
 EVAL_IMAGES_PER_CLASS = 64
 COLLAPSE_CHECKS = ("coverage", "diversity", "duplicates")
 
 
-def _training_rng_untouched(device):
-    device = torch.device(device)
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-
-
 class TrainingEvaluator:
     def __init__(self, recipe, data: LabelledImages, run_dir: Path, device):
         self.device = device
-        with _training_rng_untouched(device):
+        with rng_untouched(device):
             classifier = domain_classifier(data, Path(run_dir) / DOMAIN_FOLDER, recipe.gate.domain_steps, recipe.data.hflip, device)
             self.gate = Gate(classifier, data.images, data.labels, EVAL_IMAGES_PER_CLASS, recipe.gate)
         self.class_names = data.class_names
@@ -42,7 +38,7 @@ class TrainingEvaluator:
 
     def __call__(self, method) -> dict:
         """{"kid": mean over classes, "classes": {name: {"kid": x, "failed": [...]}}, "collapsed": [names]}."""
-        with _training_rng_untouched(self.device):
+        with rng_untouched(self.device):
             return self._score(method)
 
     def _score(self, method) -> dict:

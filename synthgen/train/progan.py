@@ -46,6 +46,7 @@ from synthgen.errors import SynthgenError
 from synthgen.models.layers import resolution_plan
 from synthgen.models.progan import downsample, growing_parts, upsample
 from synthgen.models.registry import BACKBONES, get_backbone
+from synthgen.rng import rng_untouched
 from synthgen.recipe import Section, method_options
 from synthgen.speed import step_rate
 from synthgen.train.cgan import ConditionalGAN
@@ -178,7 +179,7 @@ class ProGAN(ConditionalGAN):
         if self.images_per_stage is not None:  # a number in the recipe, or restored by --resume
             return None
         started, stages = time.perf_counter(), range(self.start, self.levels + 1)
-        with torch.random.fork_rng(devices=[]):
+        with rng_untouched(self.device):
             probe = fresh_copy()
             warmup, timed = PROBE_STEPS
             rates = []
